@@ -1,0 +1,3 @@
+"""asyncfl fleet simulator: virtual-time FL over heterogeneous device fleets."""
+
+__all__: list[str] = []
