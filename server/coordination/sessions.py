@@ -1,0 +1,167 @@
+"""Training sessions: admission under a concurrency limit and single-use uploads.
+
+A session is admitted only while its task has fewer than C active sessions. Its upload
+moves it ``active -> uploading -> accepted | rejected``; a failed upload goes back to
+``active`` so the device can retry. A retry of an accepted upload gets the stored
+acknowledgement again: the update is applied once. Sessions a store does not know
+(after a restart, or evicted) are re-created from their signed claims and flagged, so
+the caller checks its ledger first. Deadlines are the caller's to enforce (a retry of
+an accepted upload is answered even after the deadline).
+
+The in-process store here is the embedded default; the Redis store (distributed mode)
+implements the same :class:`SessionStore` protocol and passes the same contract tests.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from server.coordination.tokens import SessionClaims
+
+# Keep finished sessions this long after their deadline, to answer retries.
+FINISHED_RETENTION_S = 3600.0
+
+
+class UploadState(StrEnum):
+    ACTIVE = "active"
+    UPLOADING = "uploading"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+class Verdict(StrEnum):
+    GRANTED = "granted"  # go ahead: this caller now owns the upload
+    ACCEPTED = "accepted"  # already accepted: answer with the stored ack
+    IN_PROGRESS = "in_progress"  # another request is uploading for this session now
+    REJECTED = "rejected"  # refused before; the session is used up
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The answer to "may I upload for this session now?"."""
+
+    verdict: Verdict
+    ack: dict[str, Any] | None = None
+    reason: str | None = None
+    # The store did not know the session (a restart, an eviction) and re-created it from
+    # its claims: the caller must check its ledger before treating the upload as new.
+    recreated: bool = False
+
+
+class SessionStore(Protocol):
+    async def admit(self, claims: SessionClaims, capacity: int, now: float) -> bool: ...
+
+    async def active_count(self, task_id: str, now: float) -> int: ...
+
+    async def claim_upload(self, claims: SessionClaims, now: float) -> Claim: ...
+
+    async def complete_upload(self, claims: SessionClaims, ack: dict[str, Any]) -> None: ...
+
+    async def reject_upload(self, claims: SessionClaims, reason: str) -> None: ...
+
+    async def release_upload(self, claims: SessionClaims) -> None: ...
+
+    async def forget_task(self, task_id: str) -> None: ...
+
+
+_VERDICTS = {
+    UploadState.UPLOADING: Verdict.IN_PROGRESS,
+    UploadState.ACCEPTED: Verdict.ACCEPTED,
+    UploadState.REJECTED: Verdict.REJECTED,
+}
+
+
+@dataclass
+class _Entry:
+    claims: SessionClaims
+    state: UploadState = UploadState.ACTIVE
+    ack: dict[str, Any] | None = None
+    reason: str | None = None
+
+
+@dataclass
+class _TaskSessions:
+    active: set[str] = field(default_factory=set)
+    expiry: list[tuple[float, str]] = field(default_factory=list)  # heap of (expires_at, sid)
+
+
+class InProcessSessionStore:
+    """Sessions in a dict, with lazy expiry from a heap; one event loop, no locks needed."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, _Entry] = {}
+        self._tasks: dict[str, _TaskSessions] = {}
+        self._retention: list[tuple[float, str]] = []
+
+    def _task(self, task_id: str) -> _TaskSessions:
+        return self._tasks.setdefault(task_id, _TaskSessions())
+
+    def _expire(self, task: _TaskSessions, now: float) -> None:
+        while task.expiry and task.expiry[0][0] < now:
+            _, sid = heapq.heappop(task.expiry)
+            task.active.discard(sid)
+            entry = self._entries.get(sid)
+            if entry is not None and entry.state in (UploadState.ACTIVE, UploadState.UPLOADING):
+                # an unfinished session past its deadline: remembered only until retention ends
+                heapq.heappush(self._retention, (now + FINISHED_RETENTION_S, sid))
+        while self._retention and self._retention[0][0] < now:
+            _, sid = heapq.heappop(self._retention)
+            self._entries.pop(sid, None)
+
+    async def admit(self, claims: SessionClaims, capacity: int, now: float) -> bool:
+        task = self._task(claims.task)
+        self._expire(task, now)
+        if len(task.active) >= capacity:
+            return False
+        self._add(task, claims)
+        return True
+
+    def _add(self, task: _TaskSessions, claims: SessionClaims) -> _Entry:
+        entry = _Entry(claims)
+        self._entries[claims.sid] = entry
+        task.active.add(claims.sid)
+        heapq.heappush(task.expiry, (claims.expires_at, claims.sid))
+        return entry
+
+    async def active_count(self, task_id: str, now: float) -> int:
+        task = self._task(task_id)
+        self._expire(task, now)
+        return len(task.active)
+
+    async def claim_upload(self, claims: SessionClaims, now: float) -> Claim:
+        entry = self._entries.get(claims.sid)
+        recreated = entry is None
+        if entry is None:
+            entry = self._add(self._task(claims.task), claims)
+        if entry.state is UploadState.ACTIVE:
+            entry.state = UploadState.UPLOADING
+            return Claim(Verdict.GRANTED, recreated=recreated)
+        return Claim(_VERDICTS[entry.state], ack=entry.ack, reason=entry.reason)
+
+    def _finish(self, claims: SessionClaims, state: UploadState) -> _Entry:
+        entry = self._entries.get(claims.sid) or _Entry(claims)
+        self._entries[claims.sid] = entry
+        entry.state = state
+        self._task(claims.task).active.discard(claims.sid)
+        heapq.heappush(self._retention, (claims.expires_at + FINISHED_RETENTION_S, claims.sid))
+        return entry
+
+    async def complete_upload(self, claims: SessionClaims, ack: dict[str, Any]) -> None:
+        self._finish(claims, UploadState.ACCEPTED).ack = ack
+
+    async def reject_upload(self, claims: SessionClaims, reason: str) -> None:
+        self._finish(claims, UploadState.REJECTED).reason = reason
+
+    async def release_upload(self, claims: SessionClaims) -> None:
+        entry = self._entries.get(claims.sid)
+        if entry is not None and entry.state is UploadState.UPLOADING:
+            entry.state = UploadState.ACTIVE
+
+    async def forget_task(self, task_id: str) -> None:
+        task = self._tasks.pop(task_id, None)
+        if task is not None:
+            for sid in task.active:
+                self._entries.pop(sid, None)

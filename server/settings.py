@@ -1,0 +1,191 @@
+"""Server configuration: one frozen, typed object built in one place.
+
+``Settings.from_env()`` reads ``ASYNCFL_*`` variables (and, if ``ASYNCFL_CONFIG`` names a
+TOML file, that file first; variables win). Nothing else in the server reads
+``os.environ``. Secrets that are not given are generated once and kept in
+``<data_dir>/secrets.json`` so that a zero-config server keeps its tokens across restarts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from server.errors import ConfigError
+
+LogFsync = Literal["always", "interval", "never"]
+Role = Literal["all", "api", "aggregator"]
+LogFormat = Literal["text", "json"]
+
+ENV_PREFIX = "ASYNCFL_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server can be configured with (see the README's table)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path(".asyncfl")
+    database_url: str = ""  # empty: SQLite file under data_dir
+    redis_url: str = ""  # empty: embedded (in-process) coordination
+    role: Role = "all"
+    admin_token: str = ""
+    enrollment_key: str = ""
+    secret_key: str = ""  # signs session and device tokens
+    auto_migrate: bool | None = None  # None: yes for SQLite, no otherwise
+    session_deadline_s: float = 240.0
+    max_body_bytes: int = 64 * 1024 * 1024
+    device_rate_per_s: float = 5.0
+    device_rate_burst: int = 20
+    log_fsync: LogFsync = "always"
+    log_segment_bytes: int = 64 * 1024 * 1024
+    eval_threads: int = 1
+    shutdown_timeout_s: float = 30.0
+    log_format: LogFormat = "text"
+    exports_dir: Path | None = None  # cache of zoo model exports; default <data_dir>/exports
+    migrations_dir: Path = field(
+        default_factory=lambda: Path(__file__).resolve().parent.parent / "migrations"
+    )
+
+    # -- derived -----------------------------------------------------------------
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'asyncfl.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def should_auto_migrate(self) -> bool:
+        return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "log"
+
+    @property
+    def effective_exports_dir(self) -> Path:
+        return self.exports_dir or self.data_dir / "exports"
+
+    # -- construction --------------------------------------------------------------
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from a TOML file (``ASYNCFL_CONFIG``), env vars, then overrides."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        config_file = env.get(ENV_PREFIX + "CONFIG")
+        if config_file:
+            try:
+                values.update(tomllib.loads(Path(config_file).read_text()))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc
+        names = {f.name for f in dataclasses.fields(cls)}
+        for name in names:
+            raw = env.get(ENV_PREFIX + name.upper())
+            if raw is not None:
+                values[name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(values) - names
+        if unknown:
+            raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
+        return cls(**{k: _coerce(k, v) for k, v in values.items()})
+
+    def with_secrets(self) -> Settings:
+        """Fill missing secrets from ``<data_dir>/secrets.json``, creating it if needed."""
+        wanted = ("admin_token", "enrollment_key", "secret_key")
+        if all(getattr(self, name) for name in wanted):
+            return self
+        path = self.data_dir / "secrets.json"
+        stored: dict[str, str] = {}
+        if path.exists():
+            try:
+                stored = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"cannot read {path}: {exc}") from exc
+        changed = False
+        for name in wanted:
+            if not stored.get(name):
+                stored[name] = secrets.token_urlsafe(32)
+                changed = True
+        if changed:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(stored, indent=2))
+            tmp.chmod(0o600)
+            tmp.replace(path)
+        filled = {name: getattr(self, name) or stored[name] for name in wanted}
+        return dataclasses.replace(self, **filled)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be 0..65535, got {self.port}")
+        if self.session_deadline_s <= 0:
+            raise ConfigError("session_deadline_s must be > 0")
+        if self.max_body_bytes < 1024:
+            raise ConfigError("max_body_bytes must be >= 1024")
+        if self.device_rate_per_s <= 0 or self.device_rate_burst < 1:
+            raise ConfigError("device_rate_per_s must be > 0 and device_rate_burst >= 1")
+        for name, kind in (("log_fsync", LogFsync), ("role", Role), ("log_format", LogFormat)):
+            if getattr(self, name) not in get_args(kind):
+                raise ConfigError(f"{name} must be one of {get_args(kind)}")
+
+    def public_dict(self) -> dict[str, Any]:
+        """Settings without secrets, for logs and the admin API."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name in ("admin_token", "enrollment_key", "secret_key"):
+            out[name] = "***" if out[name] else ""
+        out["database_url"] = _redact_url(self.effective_database_url)
+        out["redis_url"] = _redact_url(self.redis_url)
+        return {k: str(v) if isinstance(v, Path) else v for k, v in out.items()}
+
+
+def _redact_url(url: str) -> str:
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
+_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(Settings)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = str(_FIELD_TYPES[name])
+    if not isinstance(value, str):
+        return Path(value) if "Path" in kind and not isinstance(value, Path) else value
+    try:
+        if "Path" in kind:
+            return Path(value)
+        if kind.startswith("bool"):
+            lowered = value.strip().lower()
+            if lowered in {"", "auto"} and "None" in kind:
+                return None
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(f"not a boolean: {value!r}")
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+    except ValueError as exc:
+        raise ConfigError(f"setting {name}: {exc}") from exc
+    return value

@@ -1,0 +1,78 @@
+"""The update ledger: one row per update, accepted, applied or rejected with a reason."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+
+import sqlalchemy as sa
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.errors import StorageError
+from server.storage.dialect import upsert
+from server.storage.records import LedgerEntry
+from server.storage.schema import updates
+
+
+class LedgerRepository:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def record(self, entries: Sequence[LedgerEntry]) -> None:
+        """Insert entries; an id already in the ledger keeps its row (idempotent)."""
+        if not entries:
+            return
+        try:
+            async with self._engine.begin() as conn:
+                stmt = upsert(conn.dialect.name, updates).on_conflict_do_nothing(
+                    index_elements=[updates.c.id]
+                )
+                await conn.execute(stmt, [asdict(e) for e in entries])
+        except SQLAlchemyError as exc:
+            raise StorageError(f"ledger write failed: {exc}") from exc
+
+    async def counts(self, task_id: str) -> dict[str, int]:
+        query = (
+            sa.select(updates.c.status, sa.func.count())
+            .where(updates.c.task_id == task_id)
+            .group_by(updates.c.status)
+        )
+        return {str(s): int(n) for s, n in await self._rows(query)}
+
+    async def rejected_by_reason(self, task_id: str) -> dict[str, int]:
+        query = (
+            sa.select(updates.c.reason, sa.func.count())
+            .where(updates.c.task_id == task_id, updates.c.status == "rejected")
+            .group_by(updates.c.reason)
+        )
+        return {str(r): int(n) for r, n in await self._rows(query)}
+
+    async def ids_since(self, task_id: str, since: float) -> set[str]:
+        """Ids of updates accepted or applied since ``since`` (UNIX seconds)."""
+        query = sa.select(updates.c.id).where(
+            updates.c.task_id == task_id,
+            updates.c.created_at >= since,
+            updates.c.status != "rejected",
+        )
+        return {str(r[0]) for r in await self._rows(query)}
+
+    async def contains(self, update_id: str) -> bool:
+        """Whether an update was accepted or applied (not refused)."""
+        query = sa.select(updates.c.id).where(
+            updates.c.id == update_id, updates.c.status != "rejected"
+        )
+        return bool(await self._rows(query))
+
+    async def entries(self, task_id: str) -> list[LedgerEntry]:
+        query = updates.select().where(updates.c.task_id == task_id).order_by(updates.c.created_at)
+        return [LedgerEntry(**dict(r._mapping)) for r in await self._rows(query)]
+
+    async def _rows(
+        self, query: sa.Select[tuple[object, ...]] | sa.Select[tuple[object, object]]
+    ) -> list[sa.Row[tuple[object, ...]]]:
+        try:
+            async with self._engine.connect() as conn:
+                return list(await conn.execute(query))
+        except SQLAlchemyError as exc:
+            raise StorageError(f"ledger read failed: {exc}") from exc

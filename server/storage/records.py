@@ -1,0 +1,59 @@
+"""Plain records the repositories read and write (no ORM objects leak out)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    id: str
+    created_at: float
+    status: str
+    mode: str
+    config: dict[str, Any]
+    model: str
+    artifacts: dict[str, str]
+    eval_blob: str | None
+    current_version: int
+    fence: int
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    task_id: str
+    version: int
+    created_at: float
+    params_blob: str
+    snapshot_blob: str
+    queue_position: str
+    fence: int
+    num_updates: int
+    mean_staleness: float | None = None
+    metrics: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """One update's line in the ledger: accepted, applied (to a version) or rejected."""
+
+    id: str
+    task_id: str
+    device_id: str
+    created_at: float
+    status: str
+    reason: str | None = None
+    base_version: int | None = None
+    num_examples: int | None = None
+    staleness: int | None = None
+    weight: float | None = None
+    applied_version: int | None = None
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    id: str
+    created_at: float
+    info: dict[str, Any] = field(default_factory=dict)
+    revoked: bool = False

@@ -1,0 +1,145 @@
+"""Tasks and their committed model versions, including the atomic, fenced version commit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from server.errors import Conflict, NotFound, StorageError
+from server.storage.dialect import upsert
+from server.storage.records import LedgerEntry, TaskRecord, VersionRecord
+from server.storage.schema import model_versions, tasks, updates
+
+
+class StaleCommit(Conflict):
+    """A version commit lost the race: the head moved or a newer leader holds the task."""
+
+    code = "stale_commit"
+
+
+class TaskRepository:
+    """Tasks, model versions and the fenced commit that ties a version to its updates."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def create(self, task: TaskRecord, initial: VersionRecord) -> None:
+        """Insert a task and its version 0 in one transaction."""
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(tasks.insert().values(**asdict(task)))
+                await conn.execute(model_versions.insert().values(**asdict(initial)))
+        except IntegrityError as exc:
+            raise Conflict(f"task {task.id!r} already exists", code="task_exists") from exc
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot create task {task.id!r}: {exc}") from exc
+
+    async def get(self, task_id: str) -> TaskRecord:
+        rows = await self._select(tasks.select().where(tasks.c.id == task_id))
+        if not rows:
+            raise NotFound(f"unknown task {task_id!r}", code="unknown_task")
+        return TaskRecord(**rows[0])
+
+    async def list(self) -> list[TaskRecord]:
+        return [TaskRecord(**r) for r in await self._select(tasks.select().order_by(tasks.c.id))]
+
+    async def set_status(self, task_id: str, status: str) -> None:
+        await self._write(tasks.update().where(tasks.c.id == task_id).values(status=status))
+
+    async def version(self, task_id: str, version: int) -> VersionRecord:
+        rows = await self._select(
+            model_versions.select().where(
+                model_versions.c.task_id == task_id, model_versions.c.version == version
+            )
+        )
+        if not rows:
+            raise NotFound(f"task {task_id!r} has no version {version}", code="unknown_version")
+        return VersionRecord(**rows[0])
+
+    async def latest_version(self, task_id: str) -> VersionRecord:
+        task = await self.get(task_id)
+        return await self.version(task_id, task.current_version)
+
+    async def versions(
+        self, task_id: str, *, limit: int = 100, before: int | None = None
+    ) -> list[VersionRecord]:
+        query = model_versions.select().where(model_versions.c.task_id == task_id)
+        if before is not None:
+            query = query.where(model_versions.c.version < before)
+        query = query.order_by(model_versions.c.version.desc()).limit(limit)
+        return [VersionRecord(**r) for r in await self._select(query)]
+
+    async def set_metrics(self, task_id: str, version: int, metrics: dict[str, object]) -> None:
+        await self._write(
+            model_versions.update()
+            .where(model_versions.c.task_id == task_id, model_versions.c.version == version)
+            .values(metrics=metrics)
+        )
+
+    async def commit_version(self, record: VersionRecord, applied: Sequence[LedgerEntry]) -> None:
+        """Atomically move the task's head to ``record.version``.
+
+        Refused with :class:`StaleCommit` when the head is not ``version - 1`` or a
+        newer fencing token has committed since; then nothing is written.
+        """
+        try:
+            async with self._engine.begin() as conn:
+                moved = await conn.execute(
+                    tasks.update()
+                    .where(
+                        tasks.c.id == record.task_id,
+                        tasks.c.current_version == record.version - 1,
+                        tasks.c.fence <= record.fence,
+                    )
+                    .values(current_version=record.version, fence=record.fence)
+                )
+                if moved.rowcount != 1:
+                    raise StaleCommit(
+                        f"task {record.task_id!r}: commit of version {record.version} "
+                        f"with fence {record.fence} refused (head moved or newer leader)"
+                    )
+                await conn.execute(model_versions.insert().values(**asdict(record)))
+                await _mark_applied(conn, applied, record.version)
+        except StaleCommit:
+            raise
+        except SQLAlchemyError as exc:
+            raise StorageError(f"commit of version {record.version} failed: {exc}") from exc
+
+    async def _select(self, query: sa.Select[tuple[object, ...]]) -> list[dict[str, object]]:
+        try:
+            async with self._engine.connect() as conn:
+                result = await conn.execute(query)
+                return [dict(r._mapping) for r in result]
+        except SQLAlchemyError as exc:
+            raise StorageError(f"database read failed: {exc}") from exc
+
+    async def _write(self, statement: sa.Executable) -> None:
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(statement)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"database write failed: {exc}") from exc
+
+
+async def _mark_applied(
+    conn: AsyncConnection, applied: Sequence[LedgerEntry], version: int
+) -> None:
+    """Record ``applied`` as applied to ``version``; an update applied before is a bug."""
+    if not applied:
+        return
+    rows = [asdict(e) | {"status": "applied", "applied_version": version} for e in applied]
+    stmt = upsert(conn.dialect.name, updates)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[updates.c.id],
+        set_={"status": "applied", "applied_version": version},
+        where=updates.c.applied_version.is_(None),
+    ).returning(updates.c.id)
+    written = len((await conn.execute(stmt, rows)).all())
+    if written != len(rows):
+        raise StorageError(
+            f"version {version}: {len(rows) - written} update(s) were already applied"
+        )

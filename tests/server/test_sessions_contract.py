@@ -1,0 +1,106 @@
+"""Contract suite for :class:`SessionStore`: every implementation passes the same tests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from server.coordination.sessions import InProcessSessionStore, SessionStore, Verdict
+from server.coordination.tokens import SessionClaims
+
+StoreFactory = Callable[[], Awaitable[SessionStore]]
+NOW = 1_000_000.0
+
+
+async def _in_process() -> SessionStore:
+    return InProcessSessionStore()
+
+
+IMPLEMENTATIONS: dict[str, StoreFactory] = {"in_process": _in_process}
+
+
+@pytest.fixture(params=sorted(IMPLEMENTATIONS))
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[SessionStore]:
+    yield await IMPLEMENTATIONS[request.param]()
+
+
+def claims(i: int, task: str = "t", deadline: float = 60.0) -> SessionClaims:
+    return SessionClaims(f"s{i}", task, f"d{i}", 0, NOW, NOW + deadline)
+
+
+async def test_admission_stops_at_capacity(store: SessionStore) -> None:
+    admitted = [await store.admit(claims(i), 3, NOW) for i in range(5)]
+    assert admitted == [True, True, True, False, False]
+    assert await store.active_count("t", NOW) == 3
+
+
+async def test_capacity_is_per_task(store: SessionStore) -> None:
+    assert await store.admit(claims(1, "a"), 1, NOW)
+    assert await store.admit(claims(2, "b"), 1, NOW)
+    assert not await store.admit(claims(3, "a"), 1, NOW)
+
+
+async def test_a_finished_upload_frees_its_slot(store: SessionStore) -> None:
+    first = claims(1)
+    assert await store.admit(first, 1, NOW)
+    assert (await store.claim_upload(first, NOW)).verdict is Verdict.GRANTED
+    await store.complete_upload(first, {"status": "accepted"})
+    assert await store.active_count("t", NOW) == 0
+    assert await store.admit(claims(2), 1, NOW)
+
+
+async def test_expired_sessions_free_their_slots(store: SessionStore) -> None:
+    assert await store.admit(claims(1, deadline=10), 1, NOW)
+    assert not await store.admit(claims(2), 1, NOW + 5)
+    assert await store.admit(claims(3), 1, NOW + 11)
+
+
+async def test_a_retry_of_an_accepted_upload_gets_the_same_ack(store: SessionStore) -> None:
+    c = claims(1)
+    await store.admit(c, 5, NOW)
+    await store.claim_upload(c, NOW)
+    await store.complete_upload(c, {"status": "accepted", "position": "7"})
+    again = await store.claim_upload(c, NOW + 1)
+    assert again.verdict is Verdict.ACCEPTED
+    assert again.ack == {"status": "accepted", "position": "7"}
+
+
+async def test_a_concurrent_second_upload_is_told_one_is_in_progress(store: SessionStore) -> None:
+    c = claims(1)
+    await store.admit(c, 5, NOW)
+    first = await store.claim_upload(c, NOW)
+    second = await store.claim_upload(c, NOW)
+    assert first.verdict is Verdict.GRANTED
+    assert second.verdict is Verdict.IN_PROGRESS
+
+
+async def test_a_released_upload_can_be_claimed_again(store: SessionStore) -> None:
+    c = claims(1)
+    await store.admit(c, 5, NOW)
+    await store.claim_upload(c, NOW)
+    await store.release_upload(c)  # the first attempt failed before anything was durable
+    assert (await store.claim_upload(c, NOW)).verdict is Verdict.GRANTED
+
+
+async def test_a_rejected_upload_uses_the_session_up(store: SessionStore) -> None:
+    c = claims(1)
+    await store.admit(c, 5, NOW)
+    await store.claim_upload(c, NOW)
+    await store.reject_upload(c, "non_finite")
+    again = await store.claim_upload(c, NOW)
+    assert again.verdict is Verdict.REJECTED
+    assert again.reason == "non_finite"
+    assert await store.active_count("t", NOW) == 0
+
+
+async def test_an_unknown_session_is_recreated_and_flagged(store: SessionStore) -> None:
+    claim = await store.claim_upload(claims(9), NOW)
+    assert claim.verdict is Verdict.GRANTED
+    assert claim.recreated
+
+
+async def test_forget_task_drops_its_active_sessions(store: SessionStore) -> None:
+    await store.admit(claims(1), 1, NOW)
+    await store.forget_task("t")
+    assert await store.active_count("t", NOW) == 0
