@@ -1,0 +1,55 @@
+"""The aggregation core: pure numpy, no I/O, no asyncio.
+
+FedBuff buffered async aggregation (:class:`FedBuffAggregator`), synchronous rounds
+(:class:`SyncRoundAggregator`), staleness and example weights, the server optimizers
+of Reddi et al. (2021), clipping, central Gaussian noise, update validation with stable
+reject codes, and snapshot/restore. The server, the simulator and the load tests all
+aggregate through this package; nothing else reimplements the math.
+
+Errors: refusals raise :class:`server.errors.UpdateRejected` (``code`` is a
+:class:`RejectReason`), bad configs :class:`server.errors.ConfigError`, unusable
+snapshots :class:`SnapshotError` (an :class:`server.errors.AsyncflError`).
+"""
+
+from __future__ import annotations
+
+from server.aggregation.buffer import FedBuffAggregator
+from server.aggregation.config import (
+    AggregationConfig,
+    ExampleWeightingConfig,
+    OptimizerConfig,
+    StalenessConfig,
+)
+from server.aggregation.factory import make_aggregator, restore_aggregator
+from server.aggregation.optimizers import ServerOptimizer, make_optimizer
+from server.aggregation.privacy import clip_by_norm
+from server.aggregation.results import AggregatorStats, FoldResult, RoundState, StepResult
+from server.aggregation.snapshot import SnapshotError
+from server.aggregation.staleness import make_staleness_fn
+from server.aggregation.sync import SyncRoundAggregator
+from server.aggregation.validation import ModelSpec, RejectReason, validate_update
+from server.aggregation.weights import example_weight
+
+__all__ = [
+    "AggregationConfig",
+    "AggregatorStats",
+    "ExampleWeightingConfig",
+    "FedBuffAggregator",
+    "FoldResult",
+    "ModelSpec",
+    "OptimizerConfig",
+    "RejectReason",
+    "RoundState",
+    "ServerOptimizer",
+    "SnapshotError",
+    "StalenessConfig",
+    "StepResult",
+    "SyncRoundAggregator",
+    "clip_by_norm",
+    "example_weight",
+    "make_aggregator",
+    "make_optimizer",
+    "make_staleness_fn",
+    "restore_aggregator",
+    "validate_update",
+]

@@ -1,0 +1,76 @@
+"""The running weighted sum of a buffer's updates, preallocated once per model.
+
+Precision: the sum is kept in float32. A buffer adds K terms, so float32 summation
+error is bounded by about ``K * 2**-24`` of the sum of the terms' magnitudes (6e-7 for
+K = 10, 6e-5 for K = 1000), far below the noise of the client updates themselves and
+of the same order as rounding the result into float32 parameters. A float64 sum would
+need a float64 copy of every float32 update (a temporary and twice the memory
+traffic) or a pass with no BLAS kernel, for accuracy no client could observe. The
+order of the terms changes the float32 result only within that bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from server.aggregation.blas import saxpy
+from server.aggregation.validation import Flat, ModelSpec
+
+__all__ = ["Accumulator"]
+
+
+class Accumulator:
+    """``total = sum(alpha_i * update_i)`` over one flat float32 vector, plus the ids and
+    weights that went in. Folding allocates nothing. ``total`` is meaningful only while
+    the buffer holds at least one update."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.total: Flat = np.zeros(spec.total_size, dtype=np.float32)
+        # One writable 1-D view per model tensor, so a fold is one BLAS call per tensor.
+        self._views = [self.total[o : o + n] for o, n in zip(spec.offsets, spec.sizes, strict=True)]
+        self.weight_sum = 0.0
+        self.ids: list[str] = []
+        self._id_set: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, update_id: object) -> bool:
+        return update_id in self._id_set
+
+    def add(self, update_id: str, flats: Sequence[Flat], alpha: float, weight: float) -> None:
+        """Add ``alpha * flats`` (already validated against the spec) in one pass each.
+
+        The first update of a buffer is written (``total = alpha * x``) rather than added,
+        so emptying the buffer needs no zeroing pass; the result is the same bits.
+        ``flats`` match the spec (validated), so zip needs no strict check (~0.5 us).
+        """
+        if self.ids:
+            for view, flat in zip(self._views, flats, strict=False):
+                if flat.size and saxpy(flat, view, flat.size, alpha) is not view:
+                    raise RuntimeError("saxpy did not update the accumulator in place")
+        else:
+            scale = np.float32(alpha)
+            for view, flat in zip(self._views, flats, strict=False):
+                np.multiply(flat, scale, out=view)
+        self.weight_sum += weight
+        self.ids.append(update_id)
+        self._id_set.add(update_id)
+
+    def reset(self) -> None:
+        """Empty the buffer; ``total`` keeps stale values until the next first add."""
+        self.weight_sum = 0.0
+        self.ids = []
+        self._id_set = set()
+
+    def load(self, total: Flat | None, weight_sum: float, ids: Sequence[str]) -> None:
+        """Restore a partial buffer (``total`` may be None only when ``ids`` is empty)."""
+        if ids and total is None:
+            raise ValueError("a non-empty buffer needs its total")
+        if total is not None:
+            self.total[...] = total
+        self.weight_sum = weight_sum
+        self.ids = list(ids)
+        self._id_set = set(ids)

@@ -1,0 +1,73 @@
+"""FedBuff: buffered asynchronous aggregation (Nguyen et al., AISTATS 2022).
+
+Clients train on whatever version they fetched. Each update is folded as it arrives,
+weighted by staleness (versions committed since its base) and example count; every K
+updates (``aggregation_goal``) the buffer becomes a pseudo-gradient, the server
+optimizer steps and the version advances. No I/O: the server persists what it needs
+(accepted updates, :meth:`snapshot`) around these calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from server.aggregation.core import AggregatorBase
+from server.aggregation.results import FoldResult
+from server.aggregation.validation import RejectReason, reject
+from server.errors import UpdateRejected
+
+__all__ = ["FedBuffAggregator"]
+
+
+class FedBuffAggregator(AggregatorBase):
+    """Asynchronous buffered aggregator for a config with ``mode = "async"``."""
+
+    kind: ClassVar[str] = "fedbuff"
+    mode: ClassVar[str] = "async"
+
+    def fold(
+        self,
+        update_id: str,
+        tensors: Sequence[np.ndarray[Any, Any]],
+        num_examples: int,
+        base_version: int,
+    ) -> FoldResult:
+        """Fold one update (delta = new - base, trained from ``base_version``).
+
+        Steps when the buffer reaches K. Raises UpdateRejected (code: a RejectReason)
+        and changes nothing but the rejection counter. Keeps no reference to
+        ``tensors`` and never writes into them.
+        """
+        try:
+            self._check_duplicate(update_id)
+            staleness = self._staleness(base_version)
+            weight, norm, clipped = self._fold_checked(update_id, tensors, num_examples, staleness)
+        except UpdateRejected as exc:
+            self._count_rejection(exc)
+            raise
+        step = self._step() if len(self._buffer) >= self._config.aggregation_goal else None
+        return FoldResult(staleness, weight, norm, clipped, step)
+
+    def _staleness(self, base_version: int) -> int:
+        if type(base_version) is not int:
+            if isinstance(base_version, bool) or not isinstance(base_version, int | np.integer):
+                raise TypeError(f"base_version must be an int, got {type(base_version).__name__}")
+            base_version = int(base_version)
+        staleness = self._version - base_version
+        if staleness < 0:
+            raise reject(
+                RejectReason.FUTURE_VERSION,
+                f"base version {base_version} is ahead of the current version {self._version}",
+            )
+        limit = self._config.max_staleness
+        if base_version < 0 or (limit is not None and staleness > limit):
+            raise reject(
+                RejectReason.TOO_STALE,
+                f"update trained on version {base_version} is {staleness} versions stale "
+                f"(max_staleness {limit})",
+                staleness=staleness,
+            )
+        return staleness

@@ -1,0 +1,39 @@
+"""Build or restore the aggregator a task's config asks for."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from server.aggregation import snapshot
+from server.aggregation.buffer import FedBuffAggregator
+from server.aggregation.config import AggregationConfig
+from server.aggregation.sync import SyncRoundAggregator
+
+__all__ = ["make_aggregator", "restore_aggregator"]
+
+Aggregator = FedBuffAggregator | SyncRoundAggregator
+
+
+def make_aggregator(
+    params: Sequence[np.ndarray[Any, Any]], config: AggregationConfig, *, version: int = 0
+) -> Aggregator:
+    """A :class:`SyncRoundAggregator` for ``mode = "sync"``, else a FedBuffAggregator."""
+    if config.mode == "sync":
+        return SyncRoundAggregator(params, config, version=version)
+    return FedBuffAggregator(params, config, version=version)
+
+
+def restore_aggregator(data: bytes) -> Aggregator:
+    """Restore a snapshot of either kind (SnapshotError if it is neither)."""
+    state = snapshot.load(data, kind=None)
+    kinds: dict[str, type[Aggregator]] = {
+        FedBuffAggregator.kind: FedBuffAggregator,
+        SyncRoundAggregator.kind: SyncRoundAggregator,
+    }
+    cls = kinds.get(state.get("kind", ""))
+    if cls is None:
+        raise snapshot.SnapshotError(f"unknown aggregator kind {state.get('kind')!r}")
+    return cls.from_state(state)

@@ -1,0 +1,161 @@
+"""Synchronous rounds, for comparison with FedBuff and for users who need them.
+
+A round admits ``cohort_target = ceil(goal * (1 + over_selection))`` devices, folds the
+first ``goal`` updates trained on the round's version and steps. At the deadline
+(:meth:`close_if_expired`) a short round steps if it holds at least
+``max(1, ceil(min_round_fraction * goal))`` updates, normalising by the number it
+holds, and is abandoned otherwise. Updates after the step or the deadline are refused
+(``round_closed`` / ``late``). The caller owns the clock and starts every round.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from server.aggregation.config import AggregationConfig
+from server.aggregation.core import AggregatorBase
+from server.aggregation.results import FoldResult, RoundState, StepResult
+from server.aggregation.validation import RejectReason, reject
+from server.errors import Conflict, UpdateRejected
+
+__all__ = ["SyncRoundAggregator"]
+
+
+class SyncRoundAggregator(AggregatorBase):
+    """Round-based aggregator for a config with ``mode = "sync"``."""
+
+    kind: ClassVar[str] = "sync"
+    mode: ClassVar[str] = "sync"
+
+    def __init__(
+        self, params: Sequence[np.ndarray[Any, Any]], config: AggregationConfig, *, version: int = 0
+    ) -> None:
+        super().__init__(params, config, version=version)
+        self._round_id = 0
+        self._open = False
+        self._deadline = 0.0
+        self._selected: set[str] = set()
+
+    @property
+    def goal(self) -> int:
+        return self._config.aggregation_goal
+
+    @property
+    def cohort_target(self) -> int:
+        return math.ceil(self.goal * (1 + self._config.over_selection))
+
+    @property
+    def current_round(self) -> RoundState | None:
+        """The open round, or None between rounds."""
+        return self._round_state() if self._open else None
+
+    def _round_state(self) -> RoundState:
+        return RoundState(
+            round_id=self._round_id,
+            version=self._version,
+            goal=self.goal,
+            cohort_target=self.cohort_target,
+            selected=len(self._selected),
+            received=len(self._buffer),
+            deadline=self._deadline,
+        )
+
+    def start_round(self, now: float) -> RoundState:
+        """Open the next round on the current version, closing at ``now + round_timeout_s``."""
+        if self._open:
+            raise Conflict(f"round {self._round_id} is still open", code="round_open")
+        self._round_id += 1
+        self._open = True
+        self._deadline = now + self._config.round_timeout_s
+        self._selected = set()
+        return self._round_state()
+
+    def select(self, device_id: str, now: float) -> bool:
+        """Admit ``device_id`` to the open round's cohort (idempotent); False when full/closed."""
+        if not self._open or now > self._deadline:
+            return False
+        if device_id in self._selected:
+            return True
+        if len(self._selected) >= self.cohort_target:
+            return False
+        self._selected.add(device_id)
+        return True
+
+    def fold(
+        self,
+        update_id: str,
+        tensors: Sequence[np.ndarray[Any, Any]],
+        num_examples: int,
+        base_version: int,
+        now: float,
+    ) -> FoldResult:
+        """Fold an update into the open round; steps (and closes it) at ``goal`` updates.
+
+        Raises UpdateRejected (code: a RejectReason) and changes nothing but the
+        rejection counter.
+        """
+        try:
+            self._check_duplicate(update_id)
+            self._check_round(base_version, now)
+            weight, norm, clipped = self._fold_checked(update_id, tensors, num_examples, 0)
+        except UpdateRejected as exc:
+            self._count_rejection(exc)
+            raise
+        step = None
+        if len(self._buffer) >= self.goal:
+            step = self._step()
+            self._open = False
+        return FoldResult(0, weight, norm, clipped, step)
+
+    def close_if_expired(self, now: float) -> StepResult | None:
+        """At/after the deadline, step (enough updates) or abandon the round; it closes.
+
+        Returns the step, or None when the round was abandoned or is not due.
+        """
+        if not self._open or now < self._deadline:
+            return None
+        self._open = False
+        need = max(1, math.ceil(self._config.min_round_fraction * self.goal))
+        if len(self._buffer) >= need:
+            return self._step()
+        self._rounds_abandoned += 1
+        self._updates_dropped += len(self._buffer)
+        self._consume(self._buffer.ids)  # dropped ids stay refused as duplicates
+        return None
+
+    def _check_round(self, base_version: int, now: float) -> None:
+        if not self._open or len(self._buffer) >= self.goal:
+            raise reject(RejectReason.ROUND_CLOSED, "no round is open for updates")
+        if now > self._deadline:
+            raise reject(
+                RejectReason.LATE,
+                f"round {self._round_id} closed at {self._deadline:.3f}, update came at {now:.3f}",
+            )
+        if base_version != self._version:
+            raise reject(
+                RejectReason.NOT_CURRENT_ROUND,
+                f"update trained on version {base_version}, the round is on {self._version}",
+            )
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            **super()._state(),
+            "round": {
+                "id": self._round_id,
+                "open": self._open,
+                "deadline": self._deadline,
+                "selected": sorted(self._selected),
+            },
+        }
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        super()._load_state(state)
+        rnd = state["round"]
+        self._round_id = int(rnd["id"])
+        self._open = bool(rnd["open"])
+        self._deadline = float(rnd["deadline"])
+        self._selected = set(rnd["selected"])

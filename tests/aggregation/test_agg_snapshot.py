@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import numpy as np
+import pytest
+from agg_support import config, model, updates
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from server.aggregation import (
+    FedBuffAggregator,
+    SnapshotError,
+    SyncRoundAggregator,
+    restore_aggregator,
+)
+
+OPTIMIZERS = [
+    {"name": "fedavg", "lr": 0.9},
+    {"name": "fedavgm", "lr": 0.7, "momentum": 0.9},
+    {"name": "fedadam"},
+    {"name": "fedyogi"},
+    {"name": "fedadagrad"},
+]
+
+
+def fingerprint(agg: FedBuffAggregator | SyncRoundAggregator) -> tuple[Any, ...]:
+    return (agg.version, b"".join(p.tobytes() for p in agg.params), agg.stats, agg.snapshot())
+
+
+def feed(agg: FedBuffAggregator, deltas: list[list[np.ndarray]], start: int) -> list[Any]:
+    results = []
+    for i, d in enumerate(deltas, start):
+        base = max(0, agg.version - i % 3)
+        results.append(agg.fold(f"u{i}", d, 1 + i, base))
+    return results
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    optimizer=st.sampled_from(OPTIMIZERS),
+    goal=st.integers(1, 4),
+    split=st.integers(0, 11),
+    noisy=st.booleans(),
+    normalization=st.sampled_from(["goal", "weights"]),
+)
+def test_fedbuff_snapshot_restore_continue_equals_continue(
+    optimizer: dict[str, Any], goal: int, split: int, noisy: bool, normalization: str
+) -> None:
+    kwargs: dict[str, Any] = {
+        "aggregation_goal": goal,
+        "optimizer": optimizer,
+        "normalization": normalization,
+        "example_weighting": {"kind": "log"},
+        "seed": 11,
+    }
+    if noisy:
+        kwargs |= {"clip_norm": 0.5, "noise_multiplier": 1.0}
+    deltas = updates(12)
+    straight = FedBuffAggregator(model(), config(**kwargs))
+    feed(straight, deltas[:split], 0)
+    restored = FedBuffAggregator.restore(straight.snapshot())
+
+    expected = feed(straight, deltas[split:], split)
+    got = feed(restored, deltas[split:], split)
+
+    assert got == expected
+    assert fingerprint(restored) == fingerprint(straight)
+
+
+def test_sync_snapshot_mid_round_restores_the_round() -> None:
+    kwargs = {"mode": "sync", "aggregation_goal": 3, "optimizer": {"name": "fedadam"}}
+    deltas = updates(3)
+    straight = SyncRoundAggregator(model(), config(**kwargs))
+    straight.start_round(now=10.0)
+    straight.select("d1", now=10.0)
+    straight.fold("u0", deltas[0], 5, 0, now=11.0)
+    restored = SyncRoundAggregator.restore(straight.snapshot())
+
+    assert restored.current_round == straight.current_round
+    for agg in (straight, restored):
+        agg.select("d1", now=12.0)
+        agg.fold("u1", deltas[1], 5, 0, now=12.0)
+        agg.fold("u2", deltas[2], 5, 0, now=13.0)
+    assert fingerprint(restored) == fingerprint(straight)
+
+
+def test_restore_aggregator_dispatches_on_the_snapshot_kind() -> None:
+    fedbuff = FedBuffAggregator(model(), config())
+    rounds = SyncRoundAggregator(model(), config(mode="sync"))
+
+    assert isinstance(restore_aggregator(fedbuff.snapshot()), FedBuffAggregator)
+    assert isinstance(restore_aggregator(rounds.snapshot()), SyncRoundAggregator)
+
+
+def test_restoring_as_the_wrong_kind_is_refused() -> None:
+    with pytest.raises(SnapshotError, match="sync"):
+        FedBuffAggregator.restore(SyncRoundAggregator(model(), config(mode="sync")).snapshot())
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda s: b"not msgpack \xc1",
+        lambda s: msgpack.packb({"format": "other/1"}),
+        lambda s: msgpack.packb({**s, "config": {"aggregation_goal": 0}}),
+        lambda s: msgpack.packb({k: v for k, v in s.items() if k != "buffer"}),
+        lambda s: msgpack.packb({**s, "shapes": [[2]]}),
+        lambda s: msgpack.packb({**s, "params": {"dtype": "float32", "shape": [3], "data": b"x"}}),
+    ],
+)
+def test_corrupt_snapshots_raise_snapshot_error(mangle: Any) -> None:
+    agg = FedBuffAggregator(model(), config(aggregation_goal=3))
+    agg.fold("u", updates(1)[0], 5, 0)
+    state = msgpack.unpackb(agg.snapshot())
+
+    with pytest.raises(SnapshotError):
+        FedBuffAggregator.restore(mangle(state))
+
+
+def test_restored_aggregator_refuses_updates_it_already_folded() -> None:
+    agg = FedBuffAggregator(model(), config(aggregation_goal=2))
+    for i, d in enumerate(updates(3)):
+        agg.fold(f"u{i}", d, 5, agg.version)
+
+    restored = FedBuffAggregator.restore(agg.snapshot())
+
+    assert all(restored.has_folded(f"u{i}") for i in range(3))
+    assert restored.pending_ids == ("u2",)
