@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from server.aggregation.blas import saxpy
+from server.aggregation.blas import add_scaled
 from server.aggregation.validation import Flat, ModelSpec
 
 __all__ = ["Accumulator"]
@@ -32,38 +32,36 @@ class Accumulator:
         self._views = [self.total[o : o + n] for o, n in zip(spec.offsets, spec.sizes, strict=True)]
         self.weight_sum = 0.0
         self.ids: list[str] = []
-        self._id_set: set[str] = set()
+        self.id_set: set[str] = set()
 
     def __len__(self) -> int:
         return len(self.ids)
-
-    def __contains__(self, update_id: object) -> bool:
-        return update_id in self._id_set
 
     def add(self, update_id: str, flats: Sequence[Flat], alpha: float, weight: float) -> None:
         """Add ``alpha * flats`` (already validated against the spec) in one pass each.
 
         The first update of a buffer is written (``total = alpha * x``) rather than added,
-        so emptying the buffer needs no zeroing pass; the result is the same bits.
-        ``flats`` match the spec (validated), so zip needs no strict check (~0.5 us).
+        so emptying the buffer needs no zeroing pass (same values as adding to zeros).
+        ``flats`` match the spec (validated); the loops index rather than zip(strict=)
+        because the keyword call costs ~0.7 us per fold.
         """
+        views = self._views
         if self.ids:
-            for view, flat in zip(self._views, flats, strict=False):
-                if flat.size and saxpy(flat, view, flat.size, alpha) is not view:
-                    raise RuntimeError("saxpy did not update the accumulator in place")
+            for i, flat in enumerate(flats):
+                add_scaled(views[i], flat, alpha)
         else:
             scale = np.float32(alpha)
-            for view, flat in zip(self._views, flats, strict=False):
-                np.multiply(flat, scale, out=view)
+            for i, flat in enumerate(flats):
+                np.multiply(flat, scale, out=views[i])
         self.weight_sum += weight
         self.ids.append(update_id)
-        self._id_set.add(update_id)
+        self.id_set.add(update_id)
 
     def reset(self) -> None:
         """Empty the buffer; ``total`` keeps stale values until the next first add."""
         self.weight_sum = 0.0
         self.ids = []
-        self._id_set = set()
+        self.id_set = set()
 
     def load(self, total: Flat | None, weight_sum: float, ids: Sequence[str]) -> None:
         """Restore a partial buffer (``total`` may be None only when ``ids`` is empty)."""
@@ -73,4 +71,4 @@ class Accumulator:
             self.total[...] = total
         self.weight_sum = weight_sum
         self.ids = list(ids)
-        self._id_set = set(ids)
+        self.id_set = set(ids)

@@ -37,7 +37,7 @@ def measure(size: int, *, rounds: int) -> tuple[float, float]:
     acc = np.zeros(size, np.float32)
     tensors = [update]
     # Blocks are whole buffers (multiples of K) so steps are counted at their real rate.
-    per_block = GOAL * max(1, 2_000_000 // size)  # ~2M elements touched per block
+    per_block = GOAL * max(1, 500_000 // size)  # short blocks: fewer preemptions inside
     counter = iter(range(1 << 62))
 
     def fold_block() -> float:
@@ -72,7 +72,7 @@ def _table(sizes: Sequence[int], folds: Sequence[float], adds: Sequence[float]) 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--json", action="store_true", help="print only the JSON line")
-    parser.add_argument("--rounds", type=int, default=30, help="alternating blocks per size")
+    parser.add_argument("--rounds", type=int, default=40, help="alternating blocks per size")
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     sizes: list[int] = args.sizes

@@ -43,31 +43,36 @@ class FedBuffAggregator(AggregatorBase):
         """
         try:
             self._check_duplicate(update_id)
-            staleness = self._staleness(base_version)
+            staleness = self._version - base_version
+            if (
+                type(base_version) is not int
+                or base_version < 0
+                or not 0 <= staleness <= self._max_staleness
+            ):
+                staleness = self._checked_staleness(base_version)
             weight, norm, clipped = self._fold_checked(update_id, tensors, num_examples, staleness)
         except UpdateRejected as exc:
             self._count_rejection(exc)
             raise
-        step = self._step() if len(self._buffer) >= self._config.aggregation_goal else None
+        step = self._step() if len(self._buffer.ids) >= self._goal else None
         return FoldResult(staleness, weight, norm, clipped, step)
 
-    def _staleness(self, base_version: int) -> int:
-        if type(base_version) is not int:
-            if isinstance(base_version, bool) or not isinstance(base_version, int | np.integer):
-                raise TypeError(f"base_version must be an int, got {type(base_version).__name__}")
-            base_version = int(base_version)
-        staleness = self._version - base_version
+    def _checked_staleness(self, base_version: object) -> int:
+        """The slow path: a non-int base version or a staleness out of bounds."""
+        if isinstance(base_version, bool) or not isinstance(base_version, int | np.integer):
+            raise TypeError(f"base_version must be an int, got {type(base_version).__name__}")
+        base = int(base_version)
+        staleness = self._version - base
         if staleness < 0:
             raise reject(
                 RejectReason.FUTURE_VERSION,
-                f"base version {base_version} is ahead of the current version {self._version}",
+                f"base version {base} is ahead of the current version {self._version}",
             )
-        limit = self._config.max_staleness
-        if base_version < 0 or (limit is not None and staleness > limit):
+        if base < 0 or staleness > self._max_staleness:
             raise reject(
                 RejectReason.TOO_STALE,
-                f"update trained on version {base_version} is {staleness} versions stale "
-                f"(max_staleness {limit})",
+                f"update trained on version {base} is {staleness} versions stale "
+                f"(max_staleness {self._config.max_staleness})",
                 staleness=staleness,
             )
         return staleness

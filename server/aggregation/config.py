@@ -71,11 +71,11 @@ def _choice(where: str, value: Any, choices: tuple[str, ...]) -> str:
     return cast(str, value)
 
 
-def _int(where: str, value: Any, *, minimum: int) -> int:
+def _int(where: str, value: Any, *, minimum: int, maximum: int = 2**63 - 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _fail(where, f"must be an integer, got {value!r}")
-    if value < minimum:
-        raise _fail(where, f"must be >= {minimum}, got {value}")
+    if not minimum <= value <= maximum:
+        raise _fail(where, f"must be in [{minimum}, {maximum}], got {value}")
     return value
 
 

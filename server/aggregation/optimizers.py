@@ -19,7 +19,7 @@ float32; every step works in place with scratch buffers allocated once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -45,10 +45,15 @@ class ServerOptimizer(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
-def make_optimizer(config: OptimizerConfig | AggregationConfig) -> ServerOptimizer:
-    """The optimizer named by ``config`` (an optimizer config or a whole aggregation config)."""
+def make_optimizer(
+    config: OptimizerConfig | AggregationConfig | Mapping[str, Any],
+) -> ServerOptimizer:
+    """The optimizer of ``config``: an optimizer config, its JSON form or a whole
+    aggregation config."""
     if isinstance(config, AggregationConfig):
         config = config.optimizer
+    elif not isinstance(config, OptimizerConfig):
+        config = OptimizerConfig.from_dict(config)
     if config.name == "fedavg":
         return FedAvg(config)
     if config.name == "fedavgm":

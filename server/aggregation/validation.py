@@ -99,8 +99,9 @@ class ModelSpec:
     def from_arrays(cls, arrays: Sequence[np.ndarray[Any, Any]]) -> ModelSpec:
         """The spec of ``arrays``; each must be floating point (they are kept as float32)."""
         for i, a in enumerate(arrays):
-            if not np.issubdtype(np.asarray(a).dtype, np.floating):
-                raise ConfigError(f"model tensor {i} has dtype {a.dtype}; only floats can train")
+            dtype = np.asarray(a).dtype
+            if not np.issubdtype(dtype, np.floating):
+                raise ConfigError(f"model tensor {i} has dtype {dtype}; only floats can train")
         return cls.of([np.shape(a) for a in arrays])
 
     @property
@@ -113,7 +114,7 @@ def flatten_update(
 ) -> tuple[list[Flat], float]:
     """Check ``tensors`` against ``spec``; return 1-D float32 views of them and their norm.
 
-    Views, not copies, for C-contiguous aligned input (read-only wire buffers included);
+    Views, not copies, for C-contiguous input (read-only wire buffers included);
     anything else is copied once. The norm pass (``sdot``) doubles as the NaN/Inf check.
     This is the hot path: keep it to attribute checks and one BLAS call per tensor.
     """
@@ -125,14 +126,15 @@ def flatten_update(
         )
     flats: list[Flat] = []
     sq = 0.0
-    # Lengths were checked above; strict=True would cost ~0.5 us per fold.
-    for t, shape in zip(tensors, spec.shapes, strict=False):
+    shapes = spec.shapes
+    # Indexing, not zip(..., strict=...): the keyword call costs ~0.7 us per fold.
+    for i, t in enumerate(tensors):
+        shape = shapes[i]
         if not isinstance(t, np.ndarray) or t.shape != shape or t.dtype != F32:
-            raise _mismatch(len(flats), t, shape)
-        flags = t.flags
-        flat: Flat = t.ravel() if flags.c_contiguous and flags.aligned else t.flatten()
+            raise _mismatch(i, t, shape)
+        flat: Flat = t.ravel()  # a view when C-contiguous, else one copy
         if flat.size:
-            sq += sdot(flat, flat)
+            sq += sdot(flat, flat)  # f2py copies unaligned input itself: correct, rare
         flats.append(flat)
     if not math.isfinite(sq):
         if not all(np.isfinite(f).all() for f in flats):
