@@ -6,6 +6,10 @@ of Reddi et al. (2021), clipping, central Gaussian noise, update validation with
 reject codes, and snapshot/restore. The server, the simulator and the load tests all
 aggregate through this package; nothing else reimplements the math.
 
+Numerics: parameters, updates and the buffer sum are float32 (the sum's error bound is
+in :mod:`.accumulator`); a fold is one ``sdot`` (norm + NaN/Inf check) and one ``saxpy``
+pass per tensor, on single-threaded OpenBLAS (see :mod:`.blas`).
+
 Errors: refusals raise :class:`server.errors.UpdateRejected` (``code`` is a
 :class:`RejectReason`), bad configs :class:`server.errors.ConfigError`, unusable
 snapshots :class:`SnapshotError` (an :class:`server.errors.AsyncflError`).

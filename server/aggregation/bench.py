@@ -2,7 +2,9 @@
 
 For 100k and 1M float32 parameters, times real :meth:`FedBuffAggregator.fold` calls
 (one-tensor updates, staleness 3 so the weight is not 1, a step every K = 10 folds)
-and ``np.add(acc, upd, out=acc)`` on the same update array, in alternating blocks.
+and ``np.add(acc, upd, out=acc)`` on the same update array, in alternating blocks,
+plus the fold's two BLAS passes alone (``sdot`` + ``saxpy``) as the ceiling any
+validated weighted fold can reach (the table shows it; the JSON does not).
 The best block of each is kept (the least disturbed by other processes on a shared
 machine) and the ratio is taken within the run. The last line printed is JSON:
 ``{"params": [...], "folds_per_s": [...], "np_add_per_s": [...], "ratio": [...]}``.
@@ -14,28 +16,39 @@ import argparse
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
+from server.aggregation import blas
 from server.aggregation.buffer import FedBuffAggregator
 from server.aggregation.config import AggregationConfig
 
-__all__ = ["main", "measure"]
+__all__ = ["Rates", "main", "measure"]
 
 SIZES = (100_000, 1_000_000)
 GOAL = 10
 STALENESS = 3
 
 
-def measure(size: int, *, rounds: int) -> tuple[float, float]:
-    """``(folds_per_s, np_add_per_s)`` for a model of ``size`` float32 parameters."""
+@dataclass(frozen=True)
+class Rates:
+    """Best operations per second of each contender for one model size."""
+
+    folds: float  # FedBuffAggregator.fold, steps included
+    adds: float  # np.add(acc, upd, out=acc)
+    kernels: float  # sdot + saxpy alone: the ceiling of a validated weighted fold
+
+
+def measure(size: int, *, rounds: int) -> Rates:
+    """Interleave ``rounds`` blocks of each contender on ``size`` float32 parameters."""
     rng = np.random.default_rng(size)
     update = rng.standard_normal(size, dtype=np.float32) * np.float32(1e-3)
     update.flags.writeable = False  # like a wire buffer
     config = AggregationConfig(aggregation_goal=GOAL)
     agg = FedBuffAggregator([np.zeros(size, np.float32)], config, version=STALENESS)
     acc = np.zeros(size, np.float32)
-    tensors = [update]
+    kernel_acc = np.zeros(size, np.float32)
     # Blocks are whole buffers (multiples of K) so steps are counted at their real rate.
     per_block = GOAL * max(1, 500_000 // size)  # short blocks: fewer preemptions inside
     counter = iter(range(1 << 62))
@@ -44,7 +57,7 @@ def measure(size: int, *, rounds: int) -> tuple[float, float]:
         ids = [f"u{next(counter)}" for _ in range(per_block)]
         start = time.perf_counter()
         for update_id in ids:
-            agg.fold(update_id, tensors, 32, agg.version - STALENESS)
+            agg.fold(update_id, [update], 32, agg.version - STALENESS)
         return per_block / (time.perf_counter() - start)
 
     def add_block() -> float:
@@ -53,19 +66,34 @@ def measure(size: int, *, rounds: int) -> tuple[float, float]:
             np.add(acc, update, out=acc)
         return per_block / (time.perf_counter() - start)
 
-    fold_block(), add_block()  # warm caches and the BLAS thread setting
-    folds: list[float] = []
-    adds: list[float] = []
+    def kernel_block() -> float:
+        start = time.perf_counter()
+        for _ in range(per_block):
+            blas.sq_norm(update)
+            blas.add_scaled(kernel_acc, update, 0.05)
+        return per_block / (time.perf_counter() - start)
+
+    blocks = (fold_block, add_block, kernel_block)
+    for block in blocks:  # warm caches and the BLAS thread setting
+        block()
+    best = [0.0, 0.0, 0.0]
     for _ in range(rounds):
-        folds.append(fold_block())
-        adds.append(add_block())
-    return max(folds), max(adds)
+        for i, block in enumerate(blocks):
+            best[i] = max(best[i], block())
+    return Rates(*best)
 
 
-def _table(sizes: Sequence[int], folds: Sequence[float], adds: Sequence[float]) -> str:
-    lines = [f"{'params':>10} {'folds/s':>12} {'np.add/s':>12} {'ratio':>7}"]
-    for n, f, a in zip(sizes, folds, adds, strict=True):
-        lines.append(f"{n:>10} {f:>12.0f} {a:>12.0f} {f / a:>7.3f}")
+def _table(sizes: Sequence[int], rates: Sequence[Rates]) -> str:
+    lines = [
+        f"{'params':>10} {'folds/s':>10} {'np.add/s':>10} {'ratio':>6}"
+        f" {'sdot+saxpy/s':>13} {'ceiling':>7}"
+    ]
+    for n, r in zip(sizes, rates, strict=True):
+        lines.append(
+            f"{n:>10} {r.folds:>10.0f} {r.adds:>10.0f} {r.folds / r.adds:>6.3f}"
+            f" {r.kernels:>13.0f} {r.kernels / r.adds:>7.3f}"
+        )
+    lines.append("ceiling: the two BLAS passes of a fold alone, without Python or steps")
     return "\n".join(lines)
 
 
@@ -76,13 +104,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     sizes: list[int] = args.sizes
-    folds, adds = [], []
-    for size in sizes:
-        f, a = measure(size, rounds=args.rounds)
-        folds.append(f)
-        adds.append(a)
+    rates = [measure(size, rounds=args.rounds) for size in sizes]
+    folds = [r.folds for r in rates]
+    adds = [r.adds for r in rates]
     if not args.json:
-        print(_table(sizes, folds, adds))
+        print(_table(sizes, rates))
     print(
         json.dumps(
             {

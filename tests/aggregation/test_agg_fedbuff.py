@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from agg_support import config, fedbuff, flat, model, sync, updates
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.aggregation import FedBuffAggregator, RejectReason, make_aggregator
+from server.aggregation import FedBuffAggregator, RejectReason, make_aggregator, make_optimizer
 from server.errors import ConfigError, UpdateRejected
+from tests.aggregation.support import config, fedbuff, flat, model, sync, updates
 
 
 def test_k1_zero_staleness_fedavg_lr1_applies_the_update_exactly() -> None:
@@ -192,3 +192,29 @@ def test_aggregator_refuses_a_config_of_the_other_mode() -> None:
 def test_make_aggregator_picks_the_class_for_the_mode() -> None:
     assert type(make_aggregator(model(), config())).__name__ == "FedBuffAggregator"
     assert type(make_aggregator(model(), config(mode="sync"))).__name__ == "SyncRoundAggregator"
+
+
+@pytest.mark.parametrize("name", ["fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad"])
+def test_each_step_hands_the_mean_delta_to_the_server_optimizer(name: str) -> None:
+    params, deltas = model(), updates(6)
+    agg = FedBuffAggregator(params, config(aggregation_goal=2, optimizer={"name": name}))
+    reference = [p.copy() for p in params]
+    optimizer = make_optimizer({"name": name})
+
+    for i, d in enumerate(deltas):
+        agg.fold(f"u{i}", d, 5, agg.version)
+    for a, b in zip(deltas[::2], deltas[1::2], strict=True):
+        optimizer.step(reference, [(x + y) / np.float32(2) for x, y in zip(a, b, strict=True)])
+
+    assert agg.version == 3
+    np.testing.assert_allclose(flat(agg.params), flat(reference), rtol=1e-5, atol=1e-6)
+
+
+def test_building_an_aggregator_pins_openblas_to_one_thread() -> None:
+    from threadpoolctl import threadpool_info
+
+    fedbuff()
+
+    openblas = [lib for lib in threadpool_info() if lib["internal_api"] == "openblas"]
+    assert openblas
+    assert all(lib["num_threads"] == 1 for lib in openblas)

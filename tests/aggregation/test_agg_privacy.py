@@ -2,12 +2,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from agg_support import config, flat, model, updates
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from server.aggregation import FedBuffAggregator, clip_by_norm
+from tests.aggregation.support import config, flat, model, updates
 
 finite = st.floats(-1e6, 1e6, width=32)
 

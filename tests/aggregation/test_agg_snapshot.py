@@ -5,7 +5,6 @@ from typing import Any
 import msgpack
 import numpy as np
 import pytest
-from agg_support import config, model, updates
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +14,7 @@ from server.aggregation import (
     SyncRoundAggregator,
     restore_aggregator,
 )
+from tests.aggregation.support import config, model, updates
 
 OPTIMIZERS = [
     {"name": "fedavg", "lr": 0.9},

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from agg_support import config, flat, model, sync, updates
 
 from server.aggregation import RejectReason, SyncRoundAggregator
 from server.errors import Conflict, UpdateRejected
+from tests.aggregation.support import config, flat, model, sync, updates
 
 
 def refusal(agg: SyncRoundAggregator, update_id: str, base: int, now: float) -> str:

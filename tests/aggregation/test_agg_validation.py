@@ -7,7 +7,6 @@ from typing import Any
 import msgpack
 import numpy as np
 import pytest
-from agg_support import SHAPES, fedbuff, updates
 
 from client_sdk.wire import decode_tensors, encode_tensors
 from server.aggregation import (
@@ -17,6 +16,7 @@ from server.aggregation import (
     validate_update,
 )
 from server.errors import ConfigError, UpdateRejected
+from tests.aggregation.support import SHAPES, fedbuff, updates
 
 SPEC = ModelSpec.of(SHAPES)
 

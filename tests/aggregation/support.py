@@ -1,4 +1,4 @@
-"""Shared builders for the aggregation tests (imported by module name, no package)."""
+"""Shared builders for the aggregation tests."""
 
 from __future__ import annotations
 
