@@ -34,12 +34,15 @@ class FedBuffAggregator(AggregatorBase):
         tensors: Sequence[np.ndarray[Any, Any]],
         num_examples: int,
         base_version: int,
+        *,
+        norm: float | None = None,
     ) -> FoldResult:
         """Fold one update (delta = new - base, trained from ``base_version``).
 
         Steps when the buffer reaches K. Raises UpdateRejected (code: a RejectReason)
         and changes nothing but the rejection counter. Keeps no reference to
-        ``tensors`` and never writes into them.
+        ``tensors`` and never writes into them. ``norm``: the norm
+        :func:`validate_update` returned for these tensors at ingest (skips a pass).
         """
         try:
             self._check_duplicate(update_id)
@@ -50,7 +53,9 @@ class FedBuffAggregator(AggregatorBase):
                 or not 0 <= staleness <= self._max_staleness
             ):
                 staleness = self._checked_staleness(base_version)
-            weight, norm, clipped = self._fold_checked(update_id, tensors, num_examples, staleness)
+            weight, norm, clipped = self._fold_checked(
+                update_id, tensors, num_examples, staleness, norm
+            )
         except UpdateRejected as exc:
             self._count_rejection(exc)
             raise

@@ -74,6 +74,7 @@ class AggregatorBase:
         self._example_weight = make_example_weight(
             config.example_weighting.kind, config.example_weighting.cap
         )
+        self._weigh_examples = config.example_weighting.kind != "equal"
         # With "goal" normalisation the 1/K rides on every fold's saxpy factor, so the
         # accumulator is the pseudo-gradient when the buffer fills (no extra pass).
         self._fold_factor = 1.0 / config.aggregation_goal if config.normalization == "goal" else 1.0
@@ -150,6 +151,7 @@ class AggregatorBase:
         tensors: Sequence[np.ndarray[Any, Any]],
         num_examples: int,
         staleness: int,
+        trusted_norm: float | None = None,
     ) -> tuple[float, float, bool]:
         """Validate and fold an update whose id and version were accepted (the hot path).
 
@@ -158,11 +160,15 @@ class AggregatorBase:
         if type(num_examples) is not int or not 1 <= num_examples <= MAX_NUM_EXAMPLES:
             num_examples = _checked_num_examples(num_examples)
         cfg = self._config
-        flats, norm = flatten_update(self._spec, tensors, max_norm=cfg.max_update_norm)
+        flats, norm = flatten_update(
+            self._spec, tensors, max_norm=cfg.max_update_norm, trusted_norm=trusted_norm
+        )
         table = self._staleness_weights
         weight = table[staleness] if staleness < len(table) else self._staleness_fn(staleness)
-        weight *= self._example_weight(num_examples)
-        scale, clipped = clip_scale(norm, cfg.clip_norm)
+        if self._weigh_examples:
+            weight *= self._example_weight(num_examples)
+        clip = cfg.clip_norm
+        scale, clipped = (1.0, False) if clip is None else clip_scale(norm, clip)
         self._buffer.add(update_id, flats, weight * scale * self._fold_factor, weight)
         self._folded += 1
         self._staleness_sum += staleness

@@ -92,16 +92,18 @@ class SyncRoundAggregator(AggregatorBase):
         num_examples: int,
         base_version: int,
         now: float,
+        *,
+        norm: float | None = None,
     ) -> FoldResult:
         """Fold an update into the open round; steps (and closes it) at ``goal`` updates.
 
         Raises UpdateRejected (code: a RejectReason) and changes nothing but the
-        rejection counter.
+        rejection counter. ``norm``: as for :meth:`FedBuffAggregator.fold`.
         """
         try:
             self._check_duplicate(update_id)
             self._check_round(base_version, now)
-            weight, norm, clipped = self._fold_checked(update_id, tensors, num_examples, 0)
+            weight, norm, clipped = self._fold_checked(update_id, tensors, num_examples, 0, norm)
         except UpdateRejected as exc:
             self._count_rejection(exc)
             raise

@@ -110,13 +110,22 @@ class ModelSpec:
 
 
 def flatten_update(
-    spec: ModelSpec, tensors: Sequence[np.ndarray[Any, Any]], *, max_norm: float | None
+    spec: ModelSpec,
+    tensors: Sequence[np.ndarray[Any, Any]],
+    *,
+    max_norm: float | None,
+    trusted_norm: float | None = None,
 ) -> tuple[list[Flat], float]:
     """Check ``tensors`` against ``spec``; return 1-D float32 views of them and their norm.
 
     Views, not copies, for C-contiguous input (read-only wire buffers included);
     anything else is copied once. The norm pass (``sdot``) doubles as the NaN/Inf check.
     This is the hot path: keep it to attribute checks and one BLAS call per tensor.
+
+    ``trusted_norm`` is the norm :func:`validate_update` already returned for these very
+    tensors (the server validates at ingest, before it acknowledges): the norm pass, and
+    the NaN/Inf check it made, are skipped; shapes and dtypes are still checked and the
+    norm bound applies to the given norm.
     """
     given: object = tensors  # a bare ndarray is a sequence of rows: refuse it explicitly
     if isinstance(given, np.ndarray) or len(tensors) != len(spec.shapes):
@@ -133,9 +142,13 @@ def flatten_update(
         if not isinstance(t, np.ndarray) or t.shape != shape or t.dtype != F32:
             raise _mismatch(i, t, shape)
         flat: Flat = t.ravel()  # a view when C-contiguous, else one copy
-        if flat.size:
+        if flat.size and trusted_norm is None:
             sq += sdot(flat, flat)  # f2py copies unaligned input itself: correct, rare
         flats.append(flat)
+    if trusted_norm is not None:
+        if not math.isfinite(trusted_norm) or trusted_norm < 0:
+            raise reject(RejectReason.NON_FINITE, "the given norm is not finite")
+        sq = trusted_norm * trusted_norm
     if not math.isfinite(sq):
         if not all(np.isfinite(f).all() for f in flats):
             raise reject(RejectReason.NON_FINITE, "update holds NaN or Inf")

@@ -39,6 +39,13 @@ def test_bench_prints_a_json_line_last(capsys: pytest.CaptureFixture[str]) -> No
     lines = capsys.readouterr().out.strip().splitlines()
     result = json.loads(lines[-1])
     assert result["params"] == [1000, 20000]
-    assert set(result) == {"params", "folds_per_s", "np_add_per_s", "ratio"}
+    assert set(result) == {
+        "params",
+        "folds_per_s",
+        "np_add_per_s",
+        "ratio",
+        "validated_folds_per_s",
+        "validated_ratio",
+    }
     assert all(r > 0 for r in result["ratio"])
     assert len(lines) > 1  # the table came first

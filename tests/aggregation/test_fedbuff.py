@@ -5,7 +5,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.aggregation import FedBuffAggregator, RejectReason, make_aggregator, make_optimizer
+from server.aggregation import (
+    FedBuffAggregator,
+    RejectReason,
+    make_aggregator,
+    make_optimizer,
+    validate_update,
+)
 from server.errors import ConfigError, UpdateRejected
 from tests.aggregation.support import config, fedbuff, flat, model, sync, updates
 
@@ -218,3 +224,33 @@ def test_building_an_aggregator_pins_openblas_to_one_thread() -> None:
     openblas = [lib for lib in threadpool_info() if lib["internal_api"] == "openblas"]
     assert openblas
     assert all(lib["num_threads"] == 1 for lib in openblas)
+
+
+def test_a_fold_given_the_ingest_norm_matches_a_self_validating_fold() -> None:
+    params, deltas = model(), updates(6)
+    checked = FedBuffAggregator(params, config(aggregation_goal=3, clip_norm=0.5))
+    trusted = FedBuffAggregator(params, config(aggregation_goal=3, clip_norm=0.5))
+
+    for i, d in enumerate(deltas):
+        a = checked.fold(f"u{i}", d, 10, checked.version)
+        b = trusted.fold(f"u{i}", d, 10, trusted.version, norm=validate_update(trusted.spec, d))
+        assert (a.weight, a.norm, a.clipped) == (b.weight, b.norm, b.clipped)
+
+    np.testing.assert_array_equal(flat(checked.params), flat(trusted.params))
+
+
+def test_a_fold_given_a_norm_still_checks_shapes_and_the_bound() -> None:
+    agg = FedBuffAggregator(model(), config(max_update_norm=1.0))
+    good = updates(1)[0]
+
+    with pytest.raises(UpdateRejected) as shape:
+        agg.fold("a", [np.zeros(3, np.float32)] + good[1:], 10, 0, norm=0.1)
+    with pytest.raises(UpdateRejected) as bound:
+        agg.fold("b", good, 10, 0, norm=2.0)
+    with pytest.raises(UpdateRejected) as nan_norm:
+        agg.fold("c", good, 10, 0, norm=float("nan"))
+
+    assert shape.value.code == RejectReason.SHAPE_MISMATCH
+    assert bound.value.code == RejectReason.NORM_EXCEEDED
+    assert nan_norm.value.code == RejectReason.NON_FINITE
+    assert agg.buffered == 0
