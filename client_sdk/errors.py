@@ -5,7 +5,9 @@ Hierarchy::
     SdkError
     ├── WireFormatError      a body or tensor does not follow the wire format
     ├── BundleError          an artifact bundle is missing, corrupt or inconsistent
-    └── TrainingError        ONNX Runtime failed while training or evaluating
+    ├── TrainingError        ONNX Runtime failed while training or evaluating
+    ├── TransportError       no answer from the server (connection, timeout)
+    └── ServerError          the server answered with an error (code, status)
 """
 
 from __future__ import annotations
@@ -25,3 +27,20 @@ class BundleError(SdkError):
 
 class TrainingError(SdkError):
     """ONNX Runtime failed while running a training or evaluation graph."""
+
+
+class TransportError(SdkError):
+    """The request got no answer: connection refused or reset, timeout."""
+
+
+class ServerError(SdkError):
+    """The server answered with an error document ``{"error": {"code", "message"}}``."""
+
+    def __init__(
+        self, status: int, code: str, message: str, *, retry_after: float | None = None
+    ) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after

@@ -43,10 +43,11 @@ def unpack(data: bytes | bytearray | memoryview) -> Any:
 
 def encode_tensor(array: np.ndarray[Any, Any]) -> dict[str, Any]:
     """Encode an array as a wire tensor without copying when it is already contiguous."""
-    arr = np.ascontiguousarray(array)
+    arr = array if array.flags.c_contiguous else np.require(array, requirements="C")
     if arr.dtype.name not in WIRE_DTYPES:
         raise WireFormatError(f"dtype {arr.dtype.name} cannot be sent on the wire")
-    return {"dtype": arr.dtype.name, "shape": list(arr.shape), "data": memoryview(arr).cast("B")}
+    data = arr.data.cast("B") if arr.size else b""
+    return {"dtype": arr.dtype.name, "shape": list(arr.shape), "data": data}
 
 
 def encode_tensors(arrays: Sequence[np.ndarray[Any, Any]]) -> list[dict[str, Any]]:

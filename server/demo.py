@@ -1,9 +1,259 @@
-"""Placeholder: this command group is being built (see the open issues)."""
+"""``asyncfl demo``: a real server, a fleet of SDK devices, a model that learns.
+
+Starts ``asyncfl serve`` on the embedded default (SQLite, one process) on a free
+loopback port, creates an async FedBuff task (the MLP on digits, with the held-out
+split for server-side evaluation), runs N devices as asyncio tasks over real HTTP,
+each with a non-IID shard (Dirichlet label skew) and a heavy-tailed speed, shows live
+progress, prints a summary, writes a plot and ends with one JSON line.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from client_sdk.api import ServerApi
+from client_sdk.device import ArtifactCache, Device, RoundOutcome, run_device
+from client_sdk.transport import AiohttpTransport
+from server.admin_client import AdminClient
+from server.process import ServerProcess
+
+TASK = "digits-demo"
+DEFAULT_CONFIG: dict[str, Any] = {
+    "concurrency": 50,
+    "plan": {"lr": 0.1, "batch_size": 16, "epochs": 2},
+    "aggregation": {
+        "mode": "async",
+        "aggregation_goal": 10,
+        "staleness": {"kind": "polynomial", "exponent": 0.5},
+        "max_staleness": 50,
+        "example_weighting": {"kind": "sqrt", "cap": 1000},
+        "optimizer": {"name": "fedavgm", "lr": 1.0, "momentum": 0.5},
+    },
+}
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    del sub
+    p = sub.add_parser("demo", help="end-to-end demo: server + 100 devices training the MLP")
+    p.add_argument("--devices", type=int, default=100)
+    p.add_argument("--seconds", type=float, default=90.0, help="stop after this long")
+    p.add_argument("--target", type=float, default=0.90, help="stop at this held-out accuracy")
+    p.add_argument("--alpha", type=float, default=0.5, help="Dirichlet label-skew alpha")
+    p.add_argument("--out", type=Path, default=Path("out/demo"), help="plot, logs, data")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print only the final JSON line")
+    p.set_defaults(func=_main)
+
+
+@dataclass
+class Progress:
+    started: float = field(default_factory=time.monotonic)
+    uploads: int = 0
+    turned_away: int = 0
+    rejected: int = 0
+    trace: list[tuple[float, int, float | None, int]] = field(default_factory=list)
+
+    def on_outcome(self, outcome: RoundOutcome) -> None:
+        if outcome.status == "uploaded":
+            self.uploads += 1
+        elif outcome.status == "no_slot":
+            self.turned_away += 1
+        else:
+            self.rejected += 1
+
+
+def _main(args: argparse.Namespace) -> int:
+    if args.devices < 1 or args.seconds <= 0 or not 0 < args.target <= 1:
+        print("asyncfl demo: --devices >= 1, --seconds > 0, 0 < --target <= 1", file=sys.stderr)
+        return 2
+    result = asyncio.run(run_demo(args))
+    print(json.dumps(result))
+    return 0 if result["accuracy"] is not None and result["accuracy"] >= args.target else 1
+
+
+async def run_demo(args: argparse.Namespace) -> dict[str, Any]:
+    from server.modeling.datasets import load_dataset
+    from simulator.partition import dirichlet_partition
+
+    out: Path = args.out
+    data_dir = out / "data"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    quiet = bool(args.json)
+
+    def say(*parts: object) -> None:
+        if not quiet:
+            print(*parts, flush=True)
+
+    x_train, y_train, _, _ = load_dataset("digits")
+    shards = dirichlet_partition(y_train, args.devices, args.alpha, seed=args.seed, min_size=4)
+    rng = np.random.default_rng(args.seed)
+    # Heavy-tailed device speed: log-normal extra time per session (median ~0.3 s).
+    speeds = np.minimum(rng.lognormal(np.log(0.3), 1.0, args.devices), 8.0)
+
+    server = ServerProcess(data_dir, log_file=out / "server.log")
+    say(f"starting asyncfl serve (SQLite in {data_dir}) ...")
+    await asyncio.to_thread(server.start)
+    try:
+        say(f"server on {server.url} (pid {server.pid}); creating task {TASK!r} (MLP on digits)")
+        async with AdminClient(server.url, server.admin_token) as admin:
+            await admin.create_task(
+                TASK,
+                model="mlp",
+                client_optimizer="sgd",
+                config=DEFAULT_CONFIG,
+                evaluation={"dataset": "digits"},
+            )
+            progress = await _run_fleet(args, server, admin, shards, x_train, y_train, speeds, say)
+            status = await admin.status(TASK)
+    finally:
+        await asyncio.to_thread(server.stop)
+    seconds = round(time.monotonic() - progress.started, 2)
+    last_eval = status.get("last_eval") or {}
+    accuracy = last_eval.get("accuracy")
+    plot = _plot(progress, args.target, out / "demo.png")
+    if not quiet:
+        _summary(status, progress, seconds, plot)
+    return {
+        "accuracy": accuracy,
+        "versions": status["version"],
+        "updates_applied": status["updates_applied"],
+        "devices": args.devices,
+        "seconds": seconds,
+    }
+
+
+async def _run_fleet(
+    args: argparse.Namespace,
+    server: ServerProcess,
+    admin: AdminClient,
+    shards: list[np.ndarray[Any, Any]],
+    x: np.ndarray[Any, Any],
+    y: np.ndarray[Any, Any],
+    speeds: np.ndarray[Any, Any],
+    say: Callable[..., None],
+) -> Progress:
+    transport = AiohttpTransport(server.url, limit=200)
+    api = ServerApi(transport)
+    cache = ArtifactCache()
+    devices = []
+    for i, idx in enumerate(shards):
+        device = Device(
+            api,
+            TASK,
+            x[idx],
+            y[idx],
+            cache=cache,
+            seed=args.seed * 7919 + i,
+            extra_train_time=_constant(float(speeds[i])),
+        )
+        await device.enroll(server.enrollment_key, {"model": "demo", "tier": int(speeds[i] > 1)})
+        devices.append(device)
+    progress = Progress()
+    done = asyncio.Event()
+    fleet = [
+        asyncio.create_task(run_device(d, stop=done.is_set, on_outcome=progress.on_outcome))
+        for d in devices
+    ]
+    try:
+        await _watch(args, admin, progress, done, say)
+    finally:
+        done.set()
+        for task in fleet:
+            task.cancel()
+        await asyncio.gather(*fleet, return_exceptions=True)
+        await transport.close()
+    return progress
+
+
+async def _watch(
+    args: argparse.Namespace,
+    admin: AdminClient,
+    progress: Progress,
+    done: asyncio.Event,
+    say: Callable[..., None],
+) -> None:
+    tty = sys.stdout.isatty() and not args.json
+    last_line = 0.0
+    while True:
+        await asyncio.sleep(0.5)
+        status = await admin.status(TASK)
+        elapsed = time.monotonic() - progress.started
+        acc = (status.get("last_eval") or {}).get("accuracy")
+        progress.trace.append((elapsed, status["version"], acc, status["updates_applied"]))
+        rate = status["updates_applied"] / elapsed if elapsed > 0 else 0.0
+        filled = int(20 * min(1.0, (acc or 0.0) / args.target))
+        line = (
+            f"[{'#' * filled}{'.' * (20 - filled)}] acc {acc if acc is not None else 0:.3f}"
+            f"/{args.target:.2f}  v{status['version']:<4d} {rate:6.1f} upd/s  "
+            f"active {status['active_sessions']:3d}  {elapsed:5.1f}s"
+        )
+        if tty:
+            print("\r" + line, end="", flush=True)
+        elif elapsed - last_line >= 5.0:
+            say(line)
+            last_line = elapsed
+        if (acc is not None and acc >= args.target) or elapsed >= args.seconds:
+            if tty:
+                print()
+            return
+
+
+def _constant(value: float) -> Callable[[], float]:
+    return lambda: value
+
+
+def _plot(progress: Progress, target: float, path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [(t, a) for t, _, a, _ in progress.trace if a is not None]
+    if not points:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([p[0] for p in points], [p[1] for p in points], label="held-out accuracy")
+    ax.axhline(target, color="grey", linestyle="--", label=f"target {target:.2f}")
+    ax.set_xlabel("wall time (s)")
+    ax.set_ylabel("accuracy")
+    ax.set_title("asyncfl demo: FedBuff, MLP on digits, non-IID fleet")
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _summary(status: dict[str, Any], progress: Progress, seconds: float, plot: Path | None) -> None:
+    rows = [
+        ("held-out accuracy", f"{(status.get('last_eval') or {}).get('accuracy')}"),
+        ("model versions", status["version"]),
+        ("updates accepted", status["updates_accepted"]),
+        ("updates applied", status["updates_applied"]),
+        ("updates buffered", status["updates_buffered"]),
+        ("updates rejected", sum(status["updates_rejected"].values())),
+        (
+            "mean staleness",
+            f"{status['mean_staleness']:.2f}" if status["mean_staleness"] is not None else "-",
+        ),
+        ("check-ins turned away", progress.turned_away),
+        ("wall seconds", seconds),
+        ("plot", str(plot) if plot else "-"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    print("\n" + "-" * (width + 24))
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    print("-" * (width + 24))

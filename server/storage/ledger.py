@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
@@ -38,7 +39,7 @@ class LedgerRepository:
             .where(updates.c.task_id == task_id)
             .group_by(updates.c.status)
         )
-        return {str(s): int(n) for s, n in await self._rows(query)}
+        return {str(r[0]): int(r[1]) for r in await self._rows(query)}
 
     async def rejected_by_reason(self, task_id: str) -> dict[str, int]:
         query = (
@@ -46,7 +47,7 @@ class LedgerRepository:
             .where(updates.c.task_id == task_id, updates.c.status == "rejected")
             .group_by(updates.c.reason)
         )
-        return {str(r): int(n) for r, n in await self._rows(query)}
+        return {str(r[0]): int(r[1]) for r in await self._rows(query)}
 
     async def ids_since(self, task_id: str, since: float) -> set[str]:
         """Ids of updates accepted or applied since ``since`` (UNIX seconds)."""
@@ -68,9 +69,7 @@ class LedgerRepository:
         query = updates.select().where(updates.c.task_id == task_id).order_by(updates.c.created_at)
         return [LedgerEntry(**dict(r._mapping)) for r in await self._rows(query)]
 
-    async def _rows(
-        self, query: sa.Select[tuple[object, ...]] | sa.Select[tuple[object, object]]
-    ) -> list[sa.Row[tuple[object, ...]]]:
+    async def _rows(self, query: sa.Select[Any]) -> list[Any]:
         try:
             async with self._engine.connect() as conn:
                 return list(await conn.execute(query))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -44,7 +45,7 @@ class TaskRepository:
             raise NotFound(f"unknown task {task_id!r}", code="unknown_task")
         return TaskRecord(**rows[0])
 
-    async def list(self) -> list[TaskRecord]:
+    async def all(self) -> list[TaskRecord]:
         return [TaskRecord(**r) for r in await self._select(tasks.select().order_by(tasks.c.id))]
 
     async def set_status(self, task_id: str, status: str) -> None:
@@ -109,7 +110,7 @@ class TaskRepository:
         except SQLAlchemyError as exc:
             raise StorageError(f"commit of version {record.version} failed: {exc}") from exc
 
-    async def _select(self, query: sa.Select[tuple[object, ...]]) -> list[dict[str, object]]:
+    async def _select(self, query: sa.Select[Any]) -> list[dict[str, Any]]:
         try:
             async with self._engine.connect() as conn:
                 result = await conn.execute(query)

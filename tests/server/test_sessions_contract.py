@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -21,8 +21,8 @@ IMPLEMENTATIONS: dict[str, StoreFactory] = {"in_process": _in_process}
 
 
 @pytest.fixture(params=sorted(IMPLEMENTATIONS))
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[SessionStore]:
-    yield await IMPLEMENTATIONS[request.param]()
+async def store(request: pytest.FixtureRequest) -> SessionStore:
+    return await IMPLEMENTATIONS[request.param]()
 
 
 def claims(i: int, task: str = "t", deadline: float = 60.0) -> SessionClaims:

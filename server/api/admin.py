@@ -1,0 +1,196 @@
+"""The admin API (bearer admin token; JSON or MessagePack): tasks, status, versions."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from typing import Any
+
+from aiohttp import web
+
+from server.api.http import parse_body, respond
+from server.errors import BadRequest, ConfigError, Unauthorized
+from server.services import SERVICES, Services
+from server.tasks import artifacts
+from server.tasks.config import TaskConfig
+from server.tasks.deploy import inference_model
+from server.tasks.manager import CreateTask, TaskRuntime
+
+ADMIN_BODY_LIMIT = 512 * 1024 * 1024
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.post("/admin/v1/tasks", create_task),
+        web.get("/admin/v1/tasks", list_tasks),
+        web.get("/admin/v1/tasks/{task}", task_status),
+        web.post("/admin/v1/tasks/{task}/pause", pause_task),
+        web.post("/admin/v1/tasks/{task}/resume", resume_task),
+        web.get("/admin/v1/tasks/{task}/versions", list_versions),
+        web.get("/admin/v1/tasks/{task}/versions/{version}/model.onnx", download_model),
+        web.post("/admin/v1/devices/{device}/revoke", revoke_device),
+    ]
+
+
+def _admin(request: web.Request) -> Services:
+    services = request.app[SERVICES]
+    header = request.headers.get("Authorization", "")
+    token = header[7:].strip() if header.startswith("Bearer ") else ""
+    if not token or not hmac.compare_digest(token.encode(), services.settings.admin_token.encode()):
+        raise Unauthorized("admin token missing or wrong", code="invalid_admin_token")
+    return services
+
+
+async def create_task(request: web.Request) -> web.Response:
+    services = _admin(request)
+    body = await parse_body(request, ADMIN_BODY_LIMIT)
+    if not isinstance(body, dict):
+        raise BadRequest("body must be an object", code="malformed_body")
+    unknown = set(body) - {"id", "model", "bundle", "client_optimizer", "config", "evaluation"}
+    if unknown:
+        raise BadRequest(f"unknown fields: {sorted(unknown)}", code="unknown_field")
+    task_id = body.get("id")
+    if not isinstance(task_id, str):
+        raise BadRequest("id (string) is required", code="missing_field")
+    config = TaskConfig.from_dict(body.get("config", {}))
+    if ("model" in body) == ("bundle" in body):
+        raise BadRequest("give exactly one of model (a zoo name) or bundle", code="bad_model")
+    if "model" in body:
+        model = body["model"]
+        if not isinstance(model, str):
+            raise BadRequest("model must be a zoo name or module:factory", code="bad_model")
+        optimizer = str(body.get("client_optimizer", "sgd"))
+        bundle = await services.manager.export_zoo(model, optimizer)
+    else:
+        bundle = artifacts.bundle_from_upload(body["bundle"])
+    eval_set = await asyncio.to_thread(
+        artifacts.eval_set_from_request, body.get("evaluation"), bundle.manifest
+    )
+    runtime = await services.manager.create(CreateTask(task_id, config, bundle, eval_set))
+    return respond(request, await status_of(services, runtime), status=201)
+
+
+async def list_tasks(request: web.Request) -> web.Response:
+    services = _admin(request)
+    tasks = [await status_of(services, rt) for rt in services.manager.runtimes.values()]
+    return respond(request, {"tasks": tasks})
+
+
+async def task_status(request: web.Request) -> web.Response:
+    services = _admin(request)
+    runtime = services.manager.get(request.match_info["task"])
+    return respond(request, await status_of(services, runtime))
+
+
+async def pause_task(request: web.Request) -> web.Response:
+    services = _admin(request)
+    runtime = await services.manager.set_paused(request.match_info["task"], True)
+    return respond(request, await status_of(services, runtime))
+
+
+async def resume_task(request: web.Request) -> web.Response:
+    services = _admin(request)
+    runtime = await services.manager.set_paused(request.match_info["task"], False)
+    return respond(request, await status_of(services, runtime))
+
+
+async def list_versions(request: web.Request) -> web.Response:
+    services = _admin(request)
+    state = services.manager.get(request.match_info["task"]).state
+    limit = _int_query(request, "limit", 100, 1, 10_000)
+    before = request.query.get("before")
+    rows = await services.manager.repo.versions(
+        state.id, limit=limit, before=int(before) if before and before.isdigit() else None
+    )
+    return respond(
+        request,
+        {
+            "task": state.id,
+            "versions": [
+                {
+                    "version": r.version,
+                    "created_at": r.created_at,
+                    "num_updates": r.num_updates,
+                    "mean_staleness": r.mean_staleness,
+                    "metrics": r.metrics,
+                    "params_sha256": r.params_blob,
+                }
+                for r in rows
+            ],
+        },
+    )
+
+
+async def download_model(request: web.Request) -> web.Response:
+    services = _admin(request)
+    state = services.manager.get(request.match_info["task"]).state
+    raw = request.match_info["version"]
+    version = state.version if raw == "latest" else _parse_version(raw)
+    record = await services.manager.repo.version(state.id, version)
+    params = artifacts.decode_version_params(
+        await services.blobs.get(record.params_blob), state.manifest
+    )
+    graph = await services.blobs.get(state.record.artifacts["infer"])
+    model = await asyncio.to_thread(inference_model, graph, state.manifest, params)
+    return web.Response(
+        body=model,
+        content_type="application/octet-stream",
+        headers={
+            "Content-Disposition": f'attachment; filename="{state.id}-v{version}.onnx"',
+            "X-Asyncfl-Version": str(version),
+        },
+    )
+
+
+async def revoke_device(request: web.Request) -> web.Response:
+    services = _admin(request)
+    device_id = request.match_info["device"]
+    await services.devices.revoke(device_id)
+    services.revoked.add(device_id)
+    return respond(request, {"device_id": device_id, "revoked": True})
+
+
+async def status_of(services: Services, runtime: TaskRuntime) -> dict[str, Any]:
+    """The task status document (see the README's admin API reference)."""
+    state = runtime.state
+    agg = state.config.aggregation
+    accepted = await services.queue.appended_count(state.id)
+    mean_staleness = None
+    if runtime.worker is not None:
+        mean_staleness = runtime.worker.aggregator.stats.staleness_mean
+    return {
+        "id": state.id,
+        "status": "paused" if state.paused else "active",
+        "model": state.record.model,
+        "mode": state.config.mode,
+        "version": state.version,
+        "concurrency": state.config.concurrency,
+        "aggregation_goal": agg.aggregation_goal,
+        "active_sessions": await services.sessions.active_count(state.id, time.time()),
+        "updates_accepted": accepted,
+        "updates_applied": state.applied,
+        "updates_buffered": runtime.buffered(),
+        "updates_dropped": state.dropped,
+        "updates_rejected": dict(sorted(state.rejected.items())),
+        "mean_staleness": mean_staleness,
+        "last_eval": state.last_eval,
+        "created_at": state.record.created_at,
+        "config": state.config.to_dict(),
+        "artifacts": state.record.artifacts,
+    }
+
+
+def _parse_version(raw: str) -> int:
+    if not raw.isdigit():
+        raise BadRequest("version must be an integer or 'latest'", code="bad_version")
+    return int(raw)
+
+
+def _int_query(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not lo <= int(raw) <= hi:
+        raise ConfigError(f"query parameter {name} must be an integer in {lo}..{hi}")
+    return int(raw)

@@ -1,0 +1,72 @@
+"""Prometheus metrics, one registry per application (tests run several apps at once)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+STALENESS_BUCKETS = (0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "asyncfl_http_requests", "HTTP requests", ["method", "route", "status"], registry=r
+        )
+        self.request_seconds = Histogram(
+            "asyncfl_http_request_seconds",
+            "HTTP request latency",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.checkins = Counter(
+            "asyncfl_checkins", "Device check-ins by result", ["task", "result"], registry=r
+        )
+        self.updates = Counter(
+            "asyncfl_updates",
+            "Uploaded updates by status (accepted, duplicate, rejected)",
+            ["task", "status"],
+            registry=r,
+        )
+        self.rejections = Counter(
+            "asyncfl_update_rejections",
+            "Refused updates by reason",
+            ["task", "reason"],
+            registry=r,
+        )
+        self.staleness = Histogram(
+            "asyncfl_update_staleness",
+            "Staleness of accepted updates (versions)",
+            ["task"],
+            buckets=STALENESS_BUCKETS,
+            registry=r,
+        )
+        self.fold_seconds = Histogram(
+            "asyncfl_aggregation_fold_seconds",
+            "Time to fold one update",
+            ["task"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.commit_seconds = Histogram(
+            "asyncfl_version_commit_seconds",
+            "Time to commit a version",
+            ["task"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.version = Gauge(
+            "asyncfl_model_version", "Newest committed version", ["task"], registry=r
+        )
+        self.active_sessions = Gauge(
+            "asyncfl_active_sessions", "Sessions admitted and not finished", ["task"], registry=r
+        )
+        self.buffered = Gauge(
+            "asyncfl_updates_buffered",
+            "Accepted updates not yet in a version",
+            ["task"],
+            registry=r,
+        )

@@ -1,0 +1,42 @@
+"""Everything a handler may use, built once per application in ``create_app``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.coordination.queue import UpdateQueue
+from server.coordination.ratelimit import RateLimiter
+from server.coordination.sessions import SessionStore
+from server.coordination.tokens import TokenSigner
+from server.metrics import Metrics
+from server.settings import Settings
+from server.storage.blobs import LocalBlobStore
+from server.storage.devices import DeviceRepository
+from server.tasks.ledgerwriter import LedgerWriter
+from server.tasks.manager import TaskManager
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: AsyncEngine
+    signer: TokenSigner
+    sessions: SessionStore
+    rate_limiter: RateLimiter
+    queue: UpdateQueue
+    blobs: LocalBlobStore
+    devices: DeviceRepository
+    manager: TaskManager
+    ledger_writer: LedgerWriter
+    metrics: Metrics
+    revoked: set[str] = field(default_factory=set)
+    ready: bool = False
+    draining: bool = False
+    inflight_uploads: int = 0
+
+
+SERVICES = web.AppKey("services", Services)
+METRICS = web.AppKey("metrics", Metrics)
