@@ -128,8 +128,12 @@ class Settings:
             tmp.write_text(json.dumps(stored, indent=2))
             tmp.chmod(0o600)
             tmp.replace(path)
-        filled = {name: getattr(self, name) or stored[name] for name in wanted}
-        return dataclasses.replace(self, **filled)
+        return dataclasses.replace(
+            self,
+            admin_token=self.admin_token or stored["admin_token"],
+            enrollment_key=self.enrollment_key or stored["enrollment_key"],
+            secret_key=self.secret_key or stored["secret_key"],
+        )
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

@@ -273,7 +273,7 @@ async def _accept(
     if claim.verdict is Verdict.IN_PROGRESS:
         raise Conflict("an upload for this session is in progress", code="upload_in_progress")
     try:
-        _check(state, claims, payload, now)
+        norm = _check(state, claims, payload, now)
         position = await services.queue.append(
             QueuedUpdate(
                 update_id=claims.sid,
@@ -285,6 +285,7 @@ async def _accept(
                 body=body,
                 metrics=payload.metrics,
                 tensors=payload.tensors,
+                norm=norm,
             )
         )
     except (UpdateRejected, SessionError) as exc:
@@ -311,7 +312,8 @@ async def _accept(
     return ack
 
 
-def _check(state: Any, claims: SessionClaims, payload: UpdatePayload, now: float) -> None:
+def _check(state: Any, claims: SessionClaims, payload: UpdatePayload, now: float) -> float:
+    """Everything that can refuse an update before it is acknowledged; returns its norm."""
     if claims.expired(now):
         raise SessionError("the session's deadline has passed", code="session_expired", status=410)
     if payload.base_version != claims.version:
@@ -327,7 +329,7 @@ def _check(state: Any, claims: SessionClaims, payload: UpdatePayload, now: float
             code="too_stale",
             status=409,
         )
-    validate_update(state.spec, payload.tensors, max_norm=config.max_update_norm)
+    return validate_update(state.spec, payload.tensors, max_norm=config.max_update_norm)
 
 
 async def _seen(services: Services, runtime: TaskRuntime, update_id: str) -> bool:

@@ -37,6 +37,8 @@ class QueuedUpdate:
     metrics: dict[str, Any] = field(default_factory=dict)
     position: str = ""
     tensors: list[np.ndarray[Any, Any]] | None = field(default=None, compare=False)
+    # The L2 norm the ingest check computed for ``tensors`` (lets the fold skip a pass).
+    norm: float | None = field(default=None, compare=False)
 
     def meta(self) -> dict[str, Any]:
         return {

@@ -97,9 +97,9 @@ class TaskWorker:
                 "task %s: update %s already folded; skipped", self.state.id, update.update_id
             )
             return
-        tensors = update.tensors
-        if tensors is None:
-            tensors = parse_update(update.body).tensors
+        tensors, norm = update.tensors, update.norm
+        if tensors is None:  # replayed from disk: decode, and let the fold validate again
+            tensors, norm = parse_update(update.body).tensors, None
         started = time.perf_counter()
         try:
             if isinstance(agg, SyncRoundAggregator):
@@ -109,10 +109,15 @@ class TaskWorker:
                     update.num_examples,
                     update.base_version,
                     now=update.created_at,
+                    norm=norm,
                 )
             else:
                 result = agg.fold(
-                    update.update_id, tensors, update.num_examples, update.base_version
+                    update.update_id,
+                    tensors,
+                    update.num_examples,
+                    update.base_version,
+                    norm=norm,
                 )
         except UpdateRejected as exc:
             # Accepted by the API but refused here: a sync round closed under it.

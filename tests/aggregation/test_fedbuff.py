@@ -244,7 +244,7 @@ def test_a_fold_given_a_norm_still_checks_shapes_and_the_bound() -> None:
     good = updates(1)[0]
 
     with pytest.raises(UpdateRejected) as shape:
-        agg.fold("a", [np.zeros(3, np.float32)] + good[1:], 10, 0, norm=0.1)
+        agg.fold("a", [np.zeros(3, np.float32), *good[1:]], 10, 0, norm=0.1)
     with pytest.raises(UpdateRejected) as bound:
         agg.fold("b", good, 10, 0, norm=2.0)
     with pytest.raises(UpdateRejected) as nan_norm:
