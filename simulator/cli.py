@@ -1,9 +1,128 @@
-"""Placeholder: this command group is being built (see the open issues)."""
+"""``asyncfl simulate``: run a preset, print its tables, write JSON and a PNG plot.
+
+Tables go to stdout, progress and errors to stderr; with ``--json`` the last stdout
+line is the result as one JSON object. Exit status: 0 when every mode reached the
+target, 1 when one did not, 2 for a bad preset or argument.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from simulator.errors import PresetError, SimulatorError
+
+__all__ = ["add_parser", "main"]
+
+logger = logging.getLogger("simulator")
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    del sub
+    p = sub.add_parser(
+        "simulate",
+        help="virtual-time fleet simulation: async FedBuff vs sync rounds",
+        description=__doc__.splitlines()[0] if __doc__ else None,
+    )
+    configure(p)
+    p.set_defaults(func=main)
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", help="preset name (see --list) or path to a .toml file")
+    p.add_argument("--list", action="store_true", help="list the shipped presets and exit")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a preset value, e.g. fleet.devices=100000 (repeatable)",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as a JSON line last")
+    p.add_argument("--out", type=Path, help="output directory (default .asyncfl/simulate/NAME)")
+    p.add_argument("--no-plot", action="store_true", help="do not write the PNG plot")
+    p.add_argument("--bundle-dir", type=Path, help="use the model bundle in this directory")
+    p.add_argument("--cache-dir", type=Path, help="bundle cache (default ~/.cache/asyncfl/bundles)")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``args.preset``; see the module docstring for the exit status."""
+    started = time.perf_counter()
+    from simulator.presets import list_presets, load_preset
+
+    if args.list:
+        for name in list_presets():
+            print(name)
+        return 0
+    try:
+        if not args.preset:
+            raise PresetError("--preset is required (or --list)")
+        preset = load_preset(args.preset, args.overrides)
+        return _run(args, preset, started)
+    except PresetError as exc:
+        print(f"asyncfl simulate: error: {exc.message}", file=sys.stderr)
+        return 2
+    except SimulatorError as exc:
+        print(f"asyncfl simulate: failed: {exc.message}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, preset: Any, started: float) -> int:
+    from simulator import experiments, plot, report
+    from simulator.artifacts import load_bundle
+    from simulator.environment import build_environment
+    from simulator.training import OnnxTrainer
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    out: Path = args.out or Path(".asyncfl") / "simulate" / preset.name
+    bundle = load_bundle(preset.training.model, args.cache_dir, bundle_dir=args.bundle_dir)
+    env = build_environment(preset, OnnxTrainer(bundle))
+    progress(report.describe(env))
+    png = out / "plot.png"
+    full: dict[str, Any]
+    if preset.kind == "compare":
+        comp = experiments.compare(env, progress)
+        wall = time.perf_counter() - started
+        text, summary = report.compare_text(env, comp), comp.summary(wall)
+        full = {"async": comp.async_run.to_dict(), "sync": comp.sync_run.to_dict()}
+        reached = comp.async_run.reached and comp.sync_run.reached
+        if not args.no_plot:
+            plot.plot_compare(comp, png, preset.name)
+    elif preset.kind == "sweep":
+        rows = experiments.sweep(env, progress)
+        wall = time.perf_counter() - started
+        text, summary = report.sweep_text(env, rows), report.sweep_summary(rows, wall)
+        full = {
+            str(c): {"async": x.async_run.to_dict(), "sync": x.sync_run.to_dict()} for c, x in rows
+        }
+        reached = all(x.async_run.reached and x.sync_run.reached for _, x in rows)
+        if not args.no_plot:
+            plot.plot_sweep(rows, png, preset.name)
+    else:
+        result = experiments.grid(env, progress)
+        wall = time.perf_counter() - started
+        text, summary = report.grid_text(env, result), report.grid_summary(result, wall)
+        full = {m: [r.to_dict() for r in runs] for m, runs in result.runs.items()}
+        reached = result.comparison() is not None
+        if not args.no_plot:
+            plot.plot_grid(result, png, preset.name)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.txt").write_text(text + "\n", encoding="utf-8")
+    (out / "result.json").write_text(
+        json.dumps({"preset": preset.name, "summary": summary, "runs": full}, indent=1) + "\n",
+        encoding="utf-8",
+    )
+    print(text)
+    print(f"\nwrote {out / 'result.json'}" + ("" if args.no_plot else f" and {png}"))
+    if args.json:
+        print(json.dumps(summary))
+    if not reached:
+        progress("asyncfl simulate: a mode did not reach the target within the run's limits")
+    return 0 if reached else 1

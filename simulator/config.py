@@ -1,0 +1,406 @@
+"""What a simulation preset describes, as frozen typed values parsed from TOML.
+
+:func:`parse_preset` turns a preset's table into a :class:`Preset`; every bad value
+raises :class:`~simulator.errors.PresetError` naming its key. The ``[async]`` and
+``[sync]`` tables take the keys of :class:`server.aggregation.AggregationConfig`
+(validated by it) plus ``concurrency``. The simulator's own units: seconds of
+*virtual* time, bytes, watts.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+from server.aggregation import AggregationConfig
+from server.errors import ConfigError
+from simulator.errors import PresetError
+from simulator.fields import Table
+
+__all__ = [
+    "AvailabilityConfig",
+    "DataConfig",
+    "FleetConfig",
+    "GridConfig",
+    "ModeConfig",
+    "Preset",
+    "RunConfig",
+    "SpeedConfig",
+    "TierConfig",
+    "TrainingConfig",
+    "cohort_size",
+    "parse_preset",
+    "sync_goal",
+]
+
+KINDS: tuple[str, ...] = ("compare", "sweep", "grid")
+SPEEDS: tuple[str, ...] = ("lognormal", "halfnormal", "trace")
+DATASETS: tuple[str, ...] = ("digits", "synthetic")
+
+
+@dataclass(frozen=True)
+class SpeedConfig:
+    """Seconds one device needs per training example, drawn once per device.
+
+    ``lognormal``: median ``median_s``, log-space spread ``sigma`` (heavy right tail);
+    ``halfnormal``: ``min_s + |N(0, scale_s)|`` (FLSim's duration model); ``trace``:
+    drawn uniformly from measured ``values``. ``jitter`` is a per-session lognormal
+    sigma on top (thermal throttling, other apps).
+    """
+
+    kind: str = "lognormal"
+    median_s: float = 0.5
+    sigma: float = 0.5
+    scale_s: float = 0.5
+    min_s: float = 0.0
+    values: tuple[float, ...] = ()
+    jitter: float = 0.0
+
+
+@dataclass(frozen=True)
+class TierConfig:
+    """A class of devices: speed, network (``inf`` Mbps: transfers take no time),
+    per-session dropout probability and power draw while training / transferring."""
+
+    name: str
+    share: float
+    speed: SpeedConfig
+    down_mbps: float = 20.0
+    up_mbps: float = 5.0
+    dropout: float = 0.0
+    train_power_w: float = 2.0
+    radio_power_w: float = 1.0
+
+
+@dataclass(frozen=True)
+class AvailabilityConfig:
+    """When devices may train: ``always``, or a daily ``diurnal`` window.
+
+    A diurnal device is eligible (idle, charging, unmetered) for about ``window_h``
+    hours a day starting near ``start_h`` local time; local time is UTC plus an offset
+    spread uniformly over ``tz_spread_h`` hours; virtual time 0 is ``sim_start_h`` UTC.
+    A session still running when the window closes is interrupted.
+    """
+
+    kind: str = "always"
+    window_h: float = 8.0
+    window_spread_h: float = 2.0
+    start_h: float = 22.0
+    start_spread_h: float = 2.0
+    tz_spread_h: float = 24.0
+    sim_start_h: float = 0.0
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    devices: int
+    tiers: tuple[TierConfig, ...]
+    availability: AvailabilityConfig = AvailabilityConfig()
+    rtt_s: float = 0.1
+    bandwidth_sigma: float = 0.0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Device shards. ``digits``: label skew, each device's class mix ~ Dirichlet(alpha),
+    examples drawn from the digits pool with that mix (devices may share examples).
+    ``synthetic``: LEAF Synthetic(alpha, beta). Sizes are lognormal (median, sigma)
+    clipped to [min_size, max_size]. ``tier_correlation`` in [0, 1] ties data to tier
+    (RF^2): 0 is independent, 1 gives each tier its own classes / feature shift.
+    """
+
+    dataset: str = "digits"
+    alpha: float = 0.5
+    beta: float = 0.5
+    size_median: float = 32.0
+    size_sigma: float = 0.5
+    min_size: int = 8
+    max_size: int = 256
+    tier_correlation: float = 0.0
+    features: int = 60
+    classes: int = 10
+    eval_devices: int = 200
+    eval_examples: int = 20
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Local training (the SDK's TrainPlan) and the session limits both modes share.
+
+    ``time_budget_s`` caps local training as the SDK's plan does (a device reports the
+    steps that fit); ``session_timeout_s`` is the async lease (and the default sync round
+    deadline). ``engine``: ``onnx`` trains every device through the SDK's trainer,
+    ``batched`` many at once (:mod:`simulator.batched`, checked against ``onnx`` at
+    start), ``auto`` batched when the model allows it.
+    """
+
+    model: str = "mlp"
+    engine: str = "auto"
+    client_lr: float = 0.1
+    batch_size: int = 16
+    epochs: int = 1
+    time_budget_s: float = 240.0
+    session_timeout_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class ModeConfig:
+    """One aggregation mode: its concurrency and its server.aggregation config.
+
+    Sync: ``aggregation_goal`` defaults to ``floor(concurrency / (1 + over_selection))``
+    so that the cohort ``ceil(goal * (1 + over_selection))`` never exceeds concurrency.
+    """
+
+    concurrency: int
+    aggregation: AggregationConfig
+
+    @property
+    def mode(self) -> str:
+        return self.aggregation.mode
+
+    def with_values(
+        self,
+        *,
+        concurrency: int | None = None,
+        server_lr: float | None = None,
+        goal: int | None = None,
+        over_selection: float | None = None,
+    ) -> ModeConfig:
+        """A copy with some values changed (sync goal re-derived from concurrency)."""
+        agg = self.aggregation
+        if server_lr is not None:
+            agg = replace(agg, optimizer=replace(agg.optimizer, lr=server_lr))
+        if over_selection is not None:
+            agg = replace(agg, over_selection=over_selection)
+        c = self.concurrency if concurrency is None else concurrency
+        if goal is not None:
+            agg = replace(agg, aggregation_goal=goal)
+        elif agg.mode == "sync":
+            agg = replace(agg, aggregation_goal=sync_goal(c, agg.over_selection))
+        return ModeConfig(c, agg)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    target: float = 0.85
+    eval_every_s: float = 30.0
+    max_virtual_s: float = 86_400.0
+    max_trips: int = 2_000_000
+    stop_at_target: bool = True
+    progress_every_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """The hyperparameter grid both modes get (server lr in our mean-of-K convention)."""
+
+    client_lr: tuple[float, ...]
+    server_lr: tuple[float, ...]
+    aggregation_goal: tuple[int, ...]
+    over_selection: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    kind: str
+    seed: int
+    data: DataConfig
+    training: TrainingConfig
+    fleet: FleetConfig
+    async_mode: ModeConfig
+    sync_mode: ModeConfig
+    run: RunConfig
+    sweep: tuple[int, ...] = ()
+    grid: GridConfig | None = None
+
+
+def cohort_size(goal: int, over_selection: float) -> int:
+    """Devices a sync round selects (as :class:`server.aggregation.SyncRoundAggregator`)."""
+    return math.ceil(goal * (1 + over_selection))
+
+
+def sync_goal(concurrency: int, over_selection: float) -> int:
+    """The largest goal whose over-selected cohort fits in ``concurrency``."""
+    goal = max(1, int(concurrency / (1 + over_selection)))
+    while goal > 1 and cohort_size(goal, over_selection) > concurrency:
+        goal -= 1
+    return goal
+
+
+def parse_preset(data: dict[str, Any], name: str) -> Preset:
+    """Validate a preset's TOML table (after overrides) into a :class:`Preset`."""
+    top = Table(data, "")
+    kind = top.string("kind", "compare", choices=KINDS)
+    preset = Preset(
+        name=name,
+        description=top.string("description", ""),
+        kind=kind,
+        seed=top.integer("seed", 0),
+        data=_data(top.table("data")),
+        training=_training(top.table("training")),
+        fleet=_fleet(top.table("fleet")),
+        async_mode=_mode(top.table("async"), "async"),
+        sync_mode=_mode(top.table("sync"), "sync"),
+        run=_run(top.table("run")),
+        sweep=_sweep(top.table("sweep"), required=kind == "sweep"),
+        grid=_grid(top.table("grid")) if kind == "grid" or top.has("grid") else None,
+    )
+    top.close()
+    return preset
+
+
+def _speed(t: Table) -> SpeedConfig:
+    kind = t.string("kind", "lognormal", choices=SPEEDS)
+    speed = SpeedConfig(
+        kind=kind,
+        median_s=t.number("median_s", 0.5, low=0.0, low_open=True),
+        sigma=t.number("sigma", 0.5, low=0.0, high=4.0),
+        scale_s=t.number("scale_s", 0.5, low=0.0, low_open=True),
+        min_s=t.number("min_s", 0.0, low=0.0),
+        values=t.numbers("values", ()),
+        jitter=t.number("jitter", 0.0, low=0.0, high=2.0),
+    )
+    if kind == "trace" and (not speed.values or min(speed.values) <= 0):
+        raise t.fail("values", "must list > 0 seconds per example for a trace")
+    t.close()
+    return speed
+
+
+def _tier(t: Table) -> TierConfig:
+    tier = TierConfig(
+        name=t.string("name"),
+        share=t.number("share", low=0.0, low_open=True),
+        speed=_speed(t.table("speed")),
+        down_mbps=t.number("down_mbps", 20.0, low=0.0, low_open=True, allow_inf=True),
+        up_mbps=t.number("up_mbps", 5.0, low=0.0, low_open=True, allow_inf=True),
+        dropout=t.number("dropout", 0.0, low=0.0, high=0.99),
+        train_power_w=t.number("train_power_w", 2.0, low=0.0),
+        radio_power_w=t.number("radio_power_w", 1.0, low=0.0),
+    )
+    t.close()
+    return tier
+
+
+def _fleet(t: Table) -> FleetConfig:
+    devices = t.integer("devices", minimum=1)
+    tiers = tuple(_tier(x) for x in t.tables("tiers"))
+    if len({x.name for x in tiers}) != len(tiers):
+        raise t.fail("tiers", "must have distinct names")
+    a = t.table("availability")
+    availability = AvailabilityConfig(
+        kind=a.string("kind", "always", choices=("always", "diurnal")),
+        window_h=a.number("window_h", 8.0, low=0.0, high=24.0, low_open=True),
+        window_spread_h=a.number("window_spread_h", 2.0, low=0.0, high=12.0),
+        start_h=a.number("start_h", 22.0, low=0.0, high=24.0),
+        start_spread_h=a.number("start_spread_h", 2.0, low=0.0, high=24.0),
+        tz_spread_h=a.number("tz_spread_h", 24.0, low=0.0, high=24.0),
+        sim_start_h=a.number("sim_start_h", 0.0, low=0.0, high=24.0),
+    )
+    a.close()
+    fleet = FleetConfig(
+        devices=devices,
+        tiers=tiers,
+        availability=availability,
+        rtt_s=t.number("rtt_s", 0.1, low=0.0),
+        bandwidth_sigma=t.number("bandwidth_sigma", 0.0, low=0.0, high=3.0),
+    )
+    t.close()
+    return fleet
+
+
+def _data(t: Table) -> DataConfig:
+    cfg = DataConfig(
+        dataset=t.string("dataset", "digits", choices=DATASETS),
+        alpha=t.number("alpha", 0.5, low=0.0),
+        beta=t.number("beta", 0.5, low=0.0),
+        size_median=t.number("size_median", 32.0, low=1.0),
+        size_sigma=t.number("size_sigma", 0.5, low=0.0, high=4.0),
+        min_size=t.integer("min_size", 8, minimum=1),
+        max_size=t.integer("max_size", 256, minimum=1),
+        tier_correlation=t.number("tier_correlation", 0.0, low=0.0, high=1.0),
+        features=t.integer("features", 60, minimum=1),
+        classes=t.integer("classes", 10, minimum=2),
+        eval_devices=t.integer("eval_devices", 200, minimum=1),
+        eval_examples=t.integer("eval_examples", 20, minimum=1),
+    )
+    if cfg.dataset == "digits" and cfg.alpha <= 0:
+        raise t.fail("alpha", "must be > 0 for Dirichlet label skew")
+    if cfg.max_size < cfg.min_size:
+        raise t.fail("max_size", f"must be >= min_size ({cfg.min_size})")
+    t.close()
+    return cfg
+
+
+def _training(t: Table) -> TrainingConfig:
+    cfg = TrainingConfig(
+        model=t.string("model", "mlp"),
+        engine=t.string("engine", "auto", choices=("auto", "onnx", "batched")),
+        client_lr=t.number("client_lr", 0.1, low=0.0, low_open=True),
+        batch_size=t.integer("batch_size", 16, minimum=1),
+        epochs=t.integer("epochs", 1, minimum=1),
+        time_budget_s=t.number("time_budget_s", 240.0, low=0.0, low_open=True),
+        session_timeout_s=t.number("session_timeout_s", 300.0, low=0.0, low_open=True),
+    )
+    t.close()
+    return cfg
+
+
+def _mode(t: Table, mode: str) -> ModeConfig:
+    concurrency = t.integer("concurrency", 100, minimum=1)
+    if t.has("mode"):
+        raise t.fail("mode", "is implied by the table name")
+    values = {"mode": mode, **t.rest()}
+    try:
+        if mode == "sync" and "aggregation_goal" not in values:
+            over = AggregationConfig.from_dict(values).over_selection
+            values["aggregation_goal"] = sync_goal(concurrency, over)
+        agg = AggregationConfig.from_dict(values)
+    except ConfigError as exc:
+        raise PresetError(f"{t.where}: {exc.message}") from exc
+    if mode == "sync" and cohort_size(agg.aggregation_goal, agg.over_selection) > concurrency:
+        raise t.fail(
+            "aggregation_goal",
+            f"{agg.aggregation_goal} x (1 + over_selection) exceeds concurrency {concurrency}",
+        )
+    return ModeConfig(concurrency, agg)
+
+
+def _run(t: Table) -> RunConfig:
+    cfg = RunConfig(
+        target=t.number("target", 0.85, low=0.0, high=1.0, low_open=True),
+        eval_every_s=t.number("eval_every_s", 30.0, low=0.0, low_open=True),
+        max_virtual_s=t.number("max_virtual_s", 86_400.0, low=0.0, low_open=True),
+        max_trips=t.integer("max_trips", 2_000_000, minimum=1),
+        stop_at_target=t.boolean("stop_at_target", True),
+        progress_every_s=t.number("progress_every_s", 5.0, low=0.0, low_open=True),
+    )
+    t.close()
+    return cfg
+
+
+def _sweep(t: Table, *, required: bool) -> tuple[int, ...]:
+    values = t.integers("concurrency") if required else t.integers("concurrency", ())
+    if required and not values:
+        raise t.fail("concurrency", "must list at least one concurrency")
+    t.close()
+    return values
+
+
+def _grid(t: Table) -> GridConfig:
+    grid = GridConfig(
+        client_lr=t.numbers("client_lr"),
+        server_lr=t.numbers("server_lr"),
+        aggregation_goal=t.integers("aggregation_goal"),
+        over_selection=t.numbers("over_selection"),
+    )
+    for key in ("client_lr", "server_lr"):
+        values = getattr(grid, key)
+        if not values or min(values) <= 0:
+            raise t.fail(key, "must list learning rates > 0")
+    if not grid.aggregation_goal or not grid.over_selection or min(grid.over_selection) < 0:
+        raise t.fail("over_selection", "and aggregation_goal must be non-empty (>= 0)")
+    t.close()
+    return grid

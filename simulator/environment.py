@@ -1,0 +1,103 @@
+"""Everything the runs of one preset share: fleet, shards, model, test sets.
+
+Built once per preset (the fleet, the lazy shards and the ONNX sessions are reused by
+every run of a sweep or grid), so the runs compared with each other see the same
+devices and the same data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from simulator.batched import DenseBatchTrainer, supports, verify
+from simulator.config import Preset
+from simulator.errors import PresetError, SimulatorError
+from simulator.fleet import Fleet
+from simulator.shards import LabelSkewShards, ShardSource
+from simulator.synthetic import SyntheticShards
+from simulator.training import LocalTrainer, OnnxTrainer, TrainJob
+
+__all__ = ["Environment", "build_environment", "make_shards", "select_trainer"]
+
+Array = np.ndarray[Any, Any]
+XY = tuple[Array, Array]
+
+_VERIFY_DEVICES = 32
+
+
+@dataclass
+class Environment:
+    preset: Preset
+    fleet: Fleet
+    shards: ShardSource
+    trainer: LocalTrainer
+    test_set: XY
+    tier_test_sets: list[XY]
+    engine: str = "custom"
+
+
+def make_shards(preset: Preset, fleet: Fleet) -> ShardSource:
+    """The shard source the preset's ``[data]`` asks for."""
+    data, seed = preset.data, preset.seed
+    if data.dataset == "synthetic":
+        return SyntheticShards(data, fleet.tier, len(fleet.tiers), seed=seed)
+    from server.modeling.datasets import load_dataset
+
+    x_train, y_train, x_test, y_test = load_dataset(data.dataset)
+    classes = int(y_train.max()) + 1
+    if classes != data.classes:
+        raise SimulatorError(f"{data.dataset} has {classes} classes, not {data.classes}")
+    return LabelSkewShards(
+        data, (x_train, y_train), (x_test, y_test), fleet.tier, len(fleet.tiers), seed=seed
+    )
+
+
+def select_trainer(
+    onnx: OnnxTrainer, preset: Preset, shards: ShardSource
+) -> tuple[LocalTrainer, str]:
+    """The trainer ``training.engine`` asks for, and a note saying which one runs.
+
+    A batched trainer is first checked against the ONNX one on real shards.
+    """
+    tr = preset.training
+    problem = supports(onnx)
+    if tr.engine == "onnx" or (tr.engine == "auto" and problem is not None):
+        return onnx, "onnx (the SDK trainer, one device at a time)"
+    if problem is not None:
+        raise PresetError(f"training.engine = 'batched' is unavailable: {problem}")
+    batched = DenseBatchTrainer(onnx)
+    params = onnx.initial_params()
+    jobs = []
+    for device in range(min(_VERIFY_DEVICES, len(shards.sizes))):
+        x, y = shards.shard(device)
+        steps = tr.epochs * -(-len(x) // tr.batch_size)
+        jobs.append(TrainJob(params, x, y, steps, device))
+    worst = verify(batched, jobs, lr=tr.client_lr, batch_size=tr.batch_size, epochs=tr.epochs)
+    return batched, (
+        f"batched numpy (max |delta - ONNX delta| = {worst:.1e} on {len(jobs)} devices)"
+    )
+
+
+def build_environment(preset: Preset, trainer: LocalTrainer) -> Environment:
+    """Fleet, shards and test sets for ``preset``; an OnnxTrainer may become batched."""
+    fleet = Fleet(preset.fleet, preset.seed)
+    shards = make_shards(preset, fleet)
+    trainer.check_data(*shards.shard(0))
+    engine = "custom"
+    if isinstance(trainer, OnnxTrainer):
+        trainer, engine = select_trainer(trainer, preset, shards)
+    rng = np.random.default_rng([preset.seed, 0x7135])
+    tier_sets = []
+    for tier in range(len(fleet.tiers)):
+        members = fleet.members(tier)
+        if len(members) == 0:
+            raise SimulatorError(
+                f"tier {fleet.tiers[tier].name!r} got no devices; raise its share or the fleet size"
+            )
+        count = min(preset.data.eval_devices, len(members))
+        picked = rng.choice(members, size=count, replace=False)
+        tier_sets.append(shards.tier_test_set(np.sort(picked)))
+    return Environment(preset, fleet, shards, trainer, shards.test_set(), tier_sets, engine)

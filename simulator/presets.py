@@ -1,0 +1,90 @@
+"""Finding, reading and overriding the TOML presets under ``simulator/presets/``.
+
+A preset is named by its file stem (``papaya-small``) or given as a path to any TOML
+file. Overrides are ``dotted.key=value`` strings applied before validation; the value
+is read as TOML (``fleet.devices=100000``, ``async.optimizer.lr=2.0``,
+``fleet.tiers.0.dropout=0.1``) and falls back to a plain string.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from simulator.config import Preset, parse_preset
+from simulator.errors import PresetError
+
+__all__ = ["PRESET_DIR", "apply_override", "list_presets", "load_preset"]
+
+PRESET_DIR = Path(__file__).with_name("presets")
+
+
+def list_presets() -> list[str]:
+    """Names of the presets shipped with the simulator."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def load_preset(name_or_path: str, overrides: Sequence[str] = ()) -> Preset:
+    """Read a preset by name or path, apply ``overrides`` and validate it."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        path = PRESET_DIR / f"{name_or_path}.toml"
+        if not path.is_file():
+            raise PresetError(
+                f"unknown preset {name_or_path!r}; known: {', '.join(list_presets())} "
+                "(or pass a path to a .toml file)"
+            )
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise PresetError(f"preset file {path} does not exist") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise PresetError(f"preset {path} is not valid TOML: {exc}") from exc
+    for override in overrides:
+        apply_override(data, override)
+    try:
+        return parse_preset(data, path.stem)
+    except PresetError as exc:
+        raise PresetError(f"preset {path.stem}: {exc.message}") from exc
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Set ``a.b.c=value`` in the nested ``data`` (list items by index: ``tiers.0``)."""
+    key, sep, text = override.partition("=")
+    parts = key.strip().split(".")
+    if not sep or not all(parts):
+        raise PresetError(f"override {override!r} must look like section.key=value")
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        node = _child(node, part, ".".join(parts[: i + 1]))
+    last = parts[-1]
+    value = _parse_value(text.strip())
+    if isinstance(node, list):
+        node[_index(node, last, key)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise PresetError(f"override {override!r}: {'.'.join(parts[:-1])} is not a table")
+
+
+def _child(node: Any, part: str, where: str) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, part, where)]
+    if not isinstance(node, dict):
+        raise PresetError(f"override: {where} is not a table")
+    return node.setdefault(part, {})
+
+
+def _index(node: list[Any], part: str, where: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise PresetError(f"override: {where} needs an index below {len(node)}")
+    return int(part)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text

@@ -1,0 +1,235 @@
+"""Plain-text tables for the three experiment kinds, and their one-line JSON forms."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from simulator.environment import Environment
+from simulator.experiments import Comparison, GridResult
+from simulator.ledger import WASTE_CAUSES
+from simulator.results import RunResult
+
+__all__ = [
+    "compare_text",
+    "format_table",
+    "grid_summary",
+    "grid_text",
+    "sweep_summary",
+    "sweep_text",
+]
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Columns padded to their widest cell; numbers right-aligned."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    numeric = [all(_is_number(row[i]) for row in rows) for i in range(len(headers))]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            v.rjust(w) if n else v.ljust(w) for v, w, n in zip(values, widths, numeric, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, cells)])
+
+
+def _is_number(v: Any) -> bool:
+    return v is None or (isinstance(v, int | float) and not isinstance(v, bool))
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.3f}" if abs(v) < 10 else f"{v:,.0f}"
+    if isinstance(v, int) and not isinstance(v, bool):
+        return f"{v:,}"
+    return str(v)
+
+
+def _x(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def describe(env: Environment) -> str:
+    p = env.preset
+    counts = env.fleet.tier_counts()
+    tiers = ", ".join(f"{t.name} {n:,}" for t, n in zip(p.fleet.tiers, counts, strict=True))
+    data = p.data
+    skew = (
+        f"Dirichlet({data.alpha:g}) label skew"
+        if data.dataset == "digits"
+        else f"Synthetic({data.alpha:g}, {data.beta:g})"
+    )
+    return (
+        f"{p.name}: {p.fleet.devices:,} devices ({tiers}), {data.dataset} {skew}, "
+        f"tier-data correlation {data.tier_correlation:g}, model {p.training.model}, "
+        f"target accuracy {p.run.target:g}"
+    )
+
+
+def _mode_rows(runs: Sequence[RunResult]) -> list[list[Any]]:
+    rows = []
+    for r in runs:
+        led = r.ledger
+        rows.append(
+            [
+                r.mode,
+                r.concurrency,
+                r.hyper["aggregation_goal"],
+                r.time_to_target,
+                led.trips,
+                led.bytes_down / 1e6,
+                led.bytes_up / 1e6,
+                led.applied,
+                r.versions,
+                led.energy_j / 1e3,
+                r.trained,
+                r.wall_s,
+            ]
+        )
+    return rows
+
+
+def compare_text(env: Environment, comp: Comparison) -> str:
+    runs = [comp.async_run, comp.sync_run]
+    head = ["mode", "C", "K/goal", "to target s", "trips", "MB down", "MB up", "applied"]
+    head += ["versions", "energy kJ", "trained", "wall s"]
+    parts = [
+        describe(env),
+        "",
+        "until the target (or the run's end when it was not reached):",
+        format_table(head, _mode_rows(runs)),
+        f"speedup (sync time / async time): {_x(comp.speedup)}; "
+        f"communication (sync trips / async trips): {_x(comp.comm_ratio)}",
+        "",
+        "wasted work until the target: sessions / training hours / energy kJ",
+        format_table(
+            ["cause", *(r.mode for r in runs)],
+            [[c, *(_waste(r, c) for r in runs)] for c in WASTE_CAUSES],
+        ),
+        "",
+        "fairness per tier: share of fleet, share of applied updates, accuracy on the "
+        "tier's data, energy kJ",
+        format_table(
+            [
+                "tier",
+                "fleet share",
+                *(f"{r.mode} {k}" for r in runs for k in ("applied", "acc", "kJ")),
+            ],
+            _tier_rows(env, runs),
+        ),
+    ]
+    return "\n".join(parts)
+
+
+def _waste(r: RunResult, cause: str) -> str:
+    w = r.ledger.wasted[cause]
+    return f"{int(w['sessions']):,} / {w['compute_s'] / 3600:,.1f} h / {w['energy_j'] / 1e3:,.1f}"
+
+
+def _tier_rows(env: Environment, runs: Sequence[RunResult]) -> list[list[Any]]:
+    counts = env.fleet.tier_counts()
+    rows: list[list[Any]] = []
+    for tier, n in zip(env.fleet.tiers, counts, strict=True):
+        row: list[Any] = [tier.name, n / env.fleet.size]
+        for r in runs:
+            t = r.ledger.tiers[tier.name]
+            row += [t["applied_share"], r.tier_accuracy.get(tier.name), t["energy_j"] / 1e3]
+        rows.append(row)
+    return rows
+
+
+def sweep_text(env: Environment, rows: Sequence[tuple[int, Comparison]]) -> str:
+    table = format_table(
+        [
+            "C",
+            "async s",
+            "sync s",
+            "speedup",
+            "async trips",
+            "sync trips",
+            "comm ratio",
+            "async gap",
+            "sync gap",
+        ],
+        [
+            [
+                c,
+                x.async_run.time_to_target,
+                x.sync_run.time_to_target,
+                _x(x.speedup),
+                x.async_run.ledger.trips,
+                x.sync_run.ledger.trips,
+                _x(x.comm_ratio),
+                x.async_run.tier_accuracy_gap,
+                x.sync_run.tier_accuracy_gap,
+            ]
+            for c, x in rows
+        ],
+    )
+    return f"{describe(env)}\n\ntime to target by concurrency C:\n{table}"
+
+
+def sweep_summary(rows: Sequence[tuple[int, Comparison]], wall_s: float) -> dict[str, Any]:
+    trained = sum(x.trained for _, x in rows)
+    return {
+        "target": rows[0][1].async_run.target if rows else None,
+        "concurrency": [c for c, _ in rows],
+        "async_time_to_target": [x.async_run.time_to_target for _, x in rows],
+        "sync_time_to_target": [x.sync_run.time_to_target for _, x in rows],
+        "speedup": [x.speedup for _, x in rows],
+        "async_trips": [x.async_run.ledger.trips for _, x in rows],
+        "sync_trips": [x.sync_run.ledger.trips for _, x in rows],
+        "comm_ratio": [x.comm_ratio for _, x in rows],
+        "updates_per_wall_s": trained / wall_s if wall_s > 0 else None,
+        "wall_s": wall_s,
+    }
+
+
+def grid_text(env: Environment, result: GridResult) -> str:
+    parts = [describe(env), ""]
+    for mode, runs in result.runs.items():
+        best = result.best(mode)
+        third = "K" if mode == "async" else "over_selection"
+        key = "aggregation_goal" if mode == "async" else "over_selection"
+        rows = [
+            [
+                "*" if r is best else "",
+                r.hyper["client_lr"],
+                r.hyper["server_lr"],
+                r.hyper[key],
+                r.time_to_target,
+                r.ledger.trips,
+                r.final_accuracy,
+            ]
+            for r in runs
+        ]
+        head = ["best", "client lr", "server lr", third, "to target s", "trips", "last acc"]
+        parts += [f"{mode} grid ({len(runs)} runs):", format_table(head, rows), ""]
+    comp = result.comparison()
+    if comp is not None:
+        parts.append(
+            f"best vs best: speedup {_x(comp.speedup)}, communication {_x(comp.comm_ratio)}"
+        )
+    return "\n".join(parts)
+
+
+def grid_summary(result: GridResult, wall_s: float) -> dict[str, Any]:
+    comp = result.comparison()
+    trained = sum(r.trained for runs in result.runs.values() for r in runs)
+    best = {}
+    for mode in result.runs:
+        b = result.best(mode)
+        best[mode] = None if b is None else {**b.hyper, "time_to_target": b.time_to_target}
+    return {
+        "target": next((r.target for rs in result.runs.values() for r in rs), None),
+        "best": best,
+        "speedup": comp.speedup if comp else None,
+        "comm_ratio": comp.comm_ratio if comp else None,
+        "runs": sum(len(r) for r in result.runs.values()),
+        "updates_per_wall_s": trained / wall_s if wall_s > 0 else None,
+        "wall_s": wall_s,
+    }

@@ -1,0 +1,177 @@
+"""One device session in virtual time: download, local training, upload, or a dropout.
+
+The planner fixes a session's whole timeline when it starts, so the engine can schedule
+its arrival; the update itself is computed only when (and if) it arrives, from the base
+parameters the session holds. Local training mirrors the SDK's ``TrainPlan``: batches
+of ``batch_size`` over the shuffled shard for ``epochs`` epochs, and a ``time_budget_s``
+checked before each step (so the step running when the budget expires still finishes).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from simulator import rand
+from simulator.config import TrainingConfig
+from simulator.fleet import Fleet
+
+__all__ = [
+    "Session",
+    "SessionPlanner",
+    "examples_after",
+    "session_hash",
+    "steps_within_budget",
+    "training_seed",
+]
+
+Array = np.ndarray[Any, Any]
+
+# rand key tags, so the draws of one session are independent of each other
+_JITTER, _DROP, _DROP_AT, _TRAIN_SEED = 1, 2, 3, 4
+
+
+@dataclass(slots=True, eq=False)
+class Session:
+    """A device's trip; ``drop_at`` is inf unless it drops (``drop_cause`` says why)."""
+
+    sid: int
+    device: int
+    tier: int
+    trip: int
+    start: float
+    version: int
+    params: list[Array] | None
+    seed: int
+    steps: int
+    examples: int
+    down_s: float
+    train_s: float
+    up_s: float
+    bytes_down: int
+    bytes_up: int
+    drop_at: float = math.inf
+    drop_cause: str = ""
+
+    @property
+    def end(self) -> float:
+        """When the upload finishes (if the session gets that far)."""
+        return self.start + self.down_s + self.train_s + self.up_s
+
+    def compute_s(self, until: float) -> float:
+        """Seconds of local training done by virtual time ``until``."""
+        begin = self.start + self.down_s
+        return max(0.0, min(until, begin + self.train_s) - begin)
+
+    def radio_s(self, until: float) -> float:
+        """Seconds spent downloading or uploading by ``until``."""
+        down = max(0.0, min(until, self.start + self.down_s) - self.start)
+        up_begin = self.start + self.down_s + self.train_s
+        return down + max(0.0, min(until, up_begin + self.up_s) - up_begin)
+
+
+def session_hash(seed: int, device: int, trip: int) -> int:
+    """The hash every random draw of ``device``'s ``trip``-th session derives from."""
+    return rand.key_seed(seed, device, trip)
+
+
+def training_seed(h: int) -> int:
+    """The ``seed`` a session passes to local training (31 bits, like a device's)."""
+    return rand.key_seed(h, _TRAIN_SEED) >> 33
+
+
+def examples_after(steps: int, n: int, batch_size: int) -> int:
+    """Examples processed by the first ``steps`` steps over a shard of ``n`` examples."""
+    per_epoch = -(-n // batch_size)
+    epochs, rest = divmod(steps, per_epoch)
+    return epochs * n + min(rest * batch_size, n)
+
+
+def steps_within_budget(
+    n: int, batch_size: int, epochs: int, seconds_per_example: float, budget_s: float
+) -> int:
+    """Steps the SDK runs: every step that *starts* before ``budget_s`` (at least one)."""
+    total = epochs * -(-n // batch_size)
+    if examples_after(total - 1, n, batch_size) * seconds_per_example < budget_s:
+        return total
+    lo, hi = 0, total - 1  # step lo starts in time, step hi does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if examples_after(mid, n, batch_size) * seconds_per_example < budget_s:
+            lo = mid
+        else:
+            hi = mid
+    return lo + 1
+
+
+class SessionPlanner:
+    """Builds sessions for a fleet: timings, dropouts and the training seed."""
+
+    def __init__(
+        self,
+        fleet: Fleet,
+        shard_sizes: Array,
+        training: TrainingConfig,
+        *,
+        params_bytes: int,
+        graph_bytes: int,
+        seed: int,
+    ) -> None:
+        self.fleet = fleet
+        self.sizes = shard_sizes
+        self.training = training
+        self.params_bytes = params_bytes
+        self.graph_bytes = graph_bytes
+        self.seed = seed
+        self._trips = np.zeros(fleet.size, dtype=np.int64)
+        self._has_graphs = np.zeros(fleet.size, dtype=bool)
+        self._next_sid = 0
+
+    def plan(self, device: int, now: float, version: int, params: list[Array] | None) -> Session:
+        fleet, tr = self.fleet, self.training
+        trip = int(self._trips[device])
+        self._trips[device] = trip + 1
+        tier = int(fleet.tier[device])
+        h = session_hash(self.seed, device, trip)
+        spe = float(fleet.seconds_per_example[device])
+        jitter = fleet.tiers[tier].speed.jitter
+        if jitter:
+            spe *= math.exp(jitter * rand.normal(h, _JITTER))
+        n = int(self.sizes[device])
+        steps = steps_within_budget(n, tr.batch_size, tr.epochs, spe, tr.time_budget_s)
+        examples = examples_after(steps, n, tr.batch_size)
+        bytes_down = self.params_bytes
+        if not self._has_graphs[device]:
+            bytes_down += self.graph_bytes
+            self._has_graphs[device] = True
+        rtt = fleet.cfg.rtt_s
+        session = Session(
+            sid=self._next_sid,
+            device=device,
+            tier=tier,
+            trip=trip,
+            start=now,
+            version=version,
+            params=params,
+            seed=training_seed(h),
+            steps=steps,
+            examples=examples,
+            down_s=rtt + bytes_down * 8.0 / float(fleet.down_bps[device]),
+            train_s=examples * spe,
+            up_s=rtt + self.params_bytes * 8.0 / float(fleet.up_bps[device]),
+            bytes_down=bytes_down,
+            bytes_up=self.params_bytes,
+        )
+        self._next_sid += 1
+        end = session.end
+        if rand.uniform(h, _DROP) < fleet.tiers[tier].dropout:
+            session.drop_at = now + rand.uniform(h, _DROP_AT) * (end - now)
+            session.drop_cause = "dropout"
+        closes = fleet.window_end(device, now)
+        if closes < min(end, session.drop_at):
+            session.drop_at = closes
+            session.drop_cause = "unavailable"
+        return session

@@ -1,0 +1,149 @@
+"""Device data shards, generated lazily from the seed and the device id.
+
+Nothing per device is stored up front except its shard size, so a fleet of 100,000
+devices fits in memory; a bounded cache keeps recently used shards. :class:`LabelSkewShards`
+gives each device a class mix ~ Dirichlet(alpha * C * prior) (Hsu et al., 2019) and
+draws its examples from a pool with that mix; several devices may hold the same pool
+example, which is what lets 5,000+ devices share 1,437 digits. The RF^2 switch
+(``tier_correlation``) tilts each tier's prior toward its own classes.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Protocol
+
+import numpy as np
+
+from simulator import rand
+from simulator.config import DataConfig
+from simulator.distributions import sample_shard_sizes
+
+__all__ = ["LabelSkewShards", "ShardCache", "ShardSource", "tier_class_priors"]
+
+Array = np.ndarray[Any, Any]
+XY = tuple[Array, Array]
+
+
+class ShardSource(Protocol):
+    """Where device data comes from; ``sizes[d]`` is device ``d``'s shard size."""
+
+    sizes: Array
+
+    def shard(self, device: int) -> XY: ...
+
+    def test_set(self) -> XY:
+        """The held-out set the accuracy curve is measured on."""
+        ...
+
+    def tier_test_set(self, devices: Array) -> XY:
+        """Held-out examples distributed like the data of ``devices`` (one tier's)."""
+        ...
+
+
+class ShardCache:
+    """A small LRU of generated shards (or of their pool indices)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[int, Any] = OrderedDict()
+
+    def get(self, device: int) -> Any:
+        item = self._items.get(device)
+        if item is not None:
+            self._items.move_to_end(device)
+        return item
+
+    def put(self, device: int, item: Any) -> None:
+        self._items[device] = item
+        if len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+
+def tier_class_priors(num_tiers: int, classes: int, correlation: float) -> Array:
+    """(tiers, classes) class priors: uniform at 0; at 1 tier t owns classes c = t mod T."""
+    owned = np.zeros((num_tiers, classes))
+    owned[np.arange(classes) % num_tiers, np.arange(classes)] = 1.0
+    owned /= np.maximum(owned.sum(1, keepdims=True), 1.0)
+    uniform = np.full((num_tiers, classes), 1.0 / classes)
+    priors = (1.0 - correlation) * uniform + correlation * owned
+    if num_tiers > classes:  # tiers without an own class stay uniform
+        priors[classes:] = uniform[classes:]
+    return priors
+
+
+class LabelSkewShards:
+    """Label-skewed shards over a labelled pool (digits); see the module docstring."""
+
+    def __init__(
+        self,
+        cfg: DataConfig,
+        train: XY,
+        test: XY,
+        device_tiers: Array,
+        num_tiers: int,
+        *,
+        seed: int,
+        cache_size: int = 20_000,
+    ) -> None:
+        self.cfg = cfg
+        self.seed = seed
+        self._train = _ByClass(*train)
+        self._test = _ByClass(*test)
+        self._x_test, self._y_test = test
+        self._tiers = device_tiers
+        classes = self._train.classes
+        self._concentration = (
+            cfg.alpha * classes * tier_class_priors(num_tiers, classes, cfg.tier_correlation)
+        )
+        rng = np.random.default_rng([seed, 0x5A4D])
+        self.sizes: Array = sample_shard_sizes(cfg, rng, len(device_tiers))
+        self._cache = ShardCache(cache_size)
+
+    def class_mix(self, device: int) -> Array:
+        """Device ``device``'s class probabilities."""
+        rng = np.random.default_rng(rand.key_seed(self.seed, 0xC1A55, device))
+        alpha = self._concentration[self._tiers[device]]
+        return rng.dirichlet(np.maximum(alpha, 1e-3))
+
+    def _indices(self, pool: _ByClass, device: int, n: int, stream: int) -> Array:
+        mix = self.class_mix(device)
+        rng = np.random.default_rng(rand.key_seed(self.seed, stream, device))
+        labels = rng.choice(len(mix), size=n, p=mix)
+        return pool.draw(labels, rng)
+
+    def shard(self, device: int) -> XY:
+        idx = self._cache.get(device)
+        if idx is None:
+            idx = self._indices(self._train, device, int(self.sizes[device]), 0x7A1)
+            self._cache.put(device, idx)
+        return self._train.x[idx], self._train.y[idx]
+
+    def test_set(self) -> XY:
+        return self._x_test, self._y_test
+
+    def tier_test_set(self, devices: Array) -> XY:
+        idx = np.concatenate(
+            [self._indices(self._test, int(d), self.cfg.eval_examples, 0x7E57) for d in devices]
+        )
+        return self._test.x[idx], self._test.y[idx]
+
+
+class _ByClass:
+    """A pool sorted by class, so drawing an example of class ``c`` is one index."""
+
+    def __init__(self, x: Array, y: Array) -> None:
+        order = np.argsort(y, kind="stable")
+        self.x = np.ascontiguousarray(x[order])
+        self.y = np.ascontiguousarray(y[order])
+        self.classes = int(self.y.max()) + 1
+        counts = np.bincount(self.y, minlength=self.classes)
+        if (counts == 0).any():
+            raise ValueError("every class needs at least one example in the pool")
+        self.counts = counts
+        self.starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+
+    def draw(self, labels: Array, rng: np.random.Generator) -> Array:
+        """One random pool index per label (with replacement)."""
+        offsets = (rng.random(len(labels)) * self.counts[labels]).astype(np.int64)
+        return self.starts[labels] + offsets
