@@ -1,9 +1,17 @@
 """``create_app(settings)``: the aiohttp application and the lifecycle of its resources.
 
+Roles (``ASYNCFL_ROLE``; ``auto`` picks ``all`` embedded and ``api`` with Redis):
+
+- ``all``: device and admin API plus aggregation, in one process (the embedded default:
+  SQLite, a local update log, in-process sessions);
+- ``api``: a stateless replica (Redis sessions, rate limits and update streams);
+- ``aggregator``: leads tasks under Redis leases; serves only ``/healthz``, ``/readyz``
+  and ``/metrics``.
+
 Every resource is created in one ``cleanup_ctx`` generator and torn down in reverse.
-Shutdown drains: aiohttp stops accepting connections, ``on_shutdown`` makes new
-requests answer 503, in-flight uploads finish (aiohttp waits for them), then pending
-version commits finish, the ledger is flushed and background tasks are cancelled.
+Shutdown drains: aiohttp stops accepting connections, ``on_shutdown`` makes new requests
+answer 503, in-flight requests finish, pending version commits finish, the ledger is
+flushed, then background tasks are cancelled.
 """
 
 from __future__ import annotations
@@ -11,15 +19,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 from aiohttp import web
+from redis.asyncio import Redis
 
 from server.api import admin, device, ops
 from server.api.middleware import error_middleware, metrics_middleware
+from server.coordination.events import EventBus, LocalEvents, RedisEvents
+from server.coordination.keys import Keys
+from server.coordination.leases import InProcessLeases, Leases, RedisLeases
 from server.coordination.locallog import LocalLogQueue
-from server.coordination.ratelimit import LocalRateLimiter
-from server.coordination.sessions import InProcessSessionStore
+from server.coordination.queue import UpdateQueue
+from server.coordination.ratelimit import LocalRateLimiter, RateLimiter
+from server.coordination.redis_queue import RedisStreamQueue
+from server.coordination.redis_ratelimit import RedisRateLimiter
+from server.coordination.redis_sessions import RedisSessionStore
+from server.coordination.redisconn import connect
+from server.coordination.sessions import InProcessSessionStore, SessionStore
 from server.coordination.tokens import TokenSigner
 from server.metrics import Metrics
 from server.services import METRICS, SERVICES, Services
@@ -29,10 +47,14 @@ from server.storage.database import create_engine, ensure_schema
 from server.storage.devices import DeviceRepository
 from server.storage.ledger import LedgerRepository
 from server.storage.tasks import TaskRepository
+from server.tasks.leadership import AggregatorRegistry, Leadership
 from server.tasks.ledgerwriter import LedgerWriter
 from server.tasks.manager import TaskManager
+from server.tasks.replication import StateSync
 
 logger = logging.getLogger(__name__)
+
+EMBEDDED_LEASE_S = 3600.0  # one process leads every task; renewed each tick anyway
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -43,79 +65,157 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[metrics_middleware(metrics), error_middleware()],
     )
     app[METRICS] = metrics
-    app.add_routes(device.routes() + admin.routes() + ops.routes())
+    routes = ops.routes()
+    if settings.effective_role != "aggregator":
+        routes = device.routes() + admin.routes() + routes
+    app.add_routes(routes)
     app.cleanup_ctx.append(_services_ctx(settings, metrics))
     app.on_shutdown.append(_stop_admitting)
     return app
 
 
-def _services_ctx(settings: Settings, metrics: Metrics):  # type: ignore[no-untyped-def]
+@dataclass
+class Coordination:
+    sessions: SessionStore
+    rate_limiter: RateLimiter
+    queue: UpdateQueue
+    events: EventBus
+    leases: Leases
+    registry: AggregatorRegistry | None
+    redis: Redis | None
+
+
+def coordination(settings: Settings) -> Coordination:
+    """Embedded: in-process sessions and a local log. Distributed: all of it in Redis."""
+    node = settings.effective_node_id
+    if not settings.distributed:
+        return Coordination(
+            sessions=InProcessSessionStore(),
+            rate_limiter=LocalRateLimiter(settings.device_rate_per_s, settings.device_rate_burst),
+            queue=LocalLogQueue(
+                settings.log_dir,
+                fsync=settings.log_fsync,
+                segment_bytes=settings.log_segment_bytes,
+            ),
+            events=LocalEvents(),
+            leases=InProcessLeases(node, EMBEDDED_LEASE_S),
+            registry=None,
+            redis=None,
+        )
+    redis = connect(settings.redis_url)
+    keys = Keys(settings.redis_namespace)
+    return Coordination(
+        sessions=RedisSessionStore(redis, keys),
+        rate_limiter=RedisRateLimiter(
+            redis, keys, settings.device_rate_per_s, settings.device_rate_burst
+        ),
+        queue=RedisStreamQueue(redis, keys),
+        events=RedisEvents(redis, keys),
+        leases=RedisLeases(redis, keys, node, settings.lease_ttl_s),
+        registry=AggregatorRegistry(redis, keys, node, settings.lease_ttl_s),
+        redis=redis,
+    )
+
+
+def _services_ctx(
+    settings: Settings, metrics: Metrics
+) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = create_engine(settings.effective_database_url)
+        coord: Coordination | None = None
         try:
             await ensure_schema(
                 engine, settings.migrations_dir, auto_migrate=settings.should_auto_migrate
             )
-            blobs = LocalBlobStore(settings.blob_dir)
-            queue = LocalLogQueue(
-                settings.log_dir, fsync=settings.log_fsync, segment_bytes=settings.log_segment_bytes
-            )
-            sessions = InProcessSessionStore()
+            coord = coordination(settings)
             ledger = LedgerRepository(engine)
             ledger_writer = LedgerWriter(ledger)
             manager = TaskManager(
                 repo=TaskRepository(engine),
                 ledger=ledger,
-                blobs=blobs,
-                queue=queue,
-                sessions=sessions,
+                blobs=LocalBlobStore(settings.effective_blob_dir),
+                queue=coord.queue,
+                sessions=coord.sessions,
+                events=coord.events,
                 ledger_writer=ledger_writer,
                 exports_dir=settings.effective_exports_dir,
                 eval_threads=settings.eval_threads,
                 on_fold=lambda task, result, s: metrics.fold_seconds.labels(task).observe(s),
                 on_commit=lambda task, job, s: metrics.commit_seconds.labels(task).observe(s),
+                on_stale_commit=lambda task: metrics.stale_commits.labels(task).inc(),
             )
+            aggregates = settings.effective_role in ("all", "aggregator")
+            leadership = None
+            if aggregates:
+                leadership = Leadership(
+                    manager,
+                    coord.leases,
+                    registry=coord.registry,
+                    interval_s=min(1.0, settings.lease_ttl_s / 5),
+                )
             devices = DeviceRepository(engine)
             services = Services(
                 settings=settings,
                 engine=engine,
                 signer=TokenSigner(settings.secret_key),
-                sessions=sessions,
-                rate_limiter=LocalRateLimiter(
-                    settings.device_rate_per_s, settings.device_rate_burst
-                ),
-                queue=queue,
-                blobs=blobs,
+                sessions=coord.sessions,
+                rate_limiter=coord.rate_limiter,
+                queue=coord.queue,
+                blobs=manager.blobs,
                 devices=devices,
                 manager=manager,
                 ledger_writer=ledger_writer,
                 metrics=metrics,
+                leadership=leadership,
+                redis=coord.redis,
                 revoked=await devices.revoked_ids(),
             )
             app[SERVICES] = services
-            writer_task = asyncio.create_task(ledger_writer.run(), name="ledger-writer")
             await manager.load_all()
+            sync = StateSync(manager, coord.events)
+            loops: list[Callable[[], Awaitable[None]]] = [ledger_writer.run, sync.poll]
+            if settings.distributed:
+                loops.append(sync.listen)
+            if leadership is not None:
+                await leadership.tick()  # embedded: lead (and replay) before ready
+                loops.append(leadership.run)
+            background = [asyncio.create_task(_forever(loop)) for loop in loops]
             services.ready = True
             logger.info(
-                "asyncfl ready: %d task(s), data in %s", len(manager.runtimes), settings.data_dir
+                "asyncfl ready (%s, %s): %d task(s)",
+                settings.effective_role,
+                "redis" if settings.distributed else "embedded",
+                len(manager.runtimes),
             )
             try:
                 yield
             finally:
                 services.draining = True
+                for task in background:
+                    task.cancel()
+                for task in background:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
                 await manager.drain()
+                if leadership is not None:
+                    with contextlib.suppress(Exception):
+                        await leadership.step_down()
                 await manager.stop()
-                writer_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await writer_task
                 with contextlib.suppress(Exception):
                     await ledger_writer.flush()
-                await queue.close()
         finally:
+            if coord is not None:
+                await coord.queue.close()
+                if coord.redis is not None:
+                    await coord.redis.aclose()
             await engine.dispose()
 
     return ctx
+
+
+async def _forever(loop: Callable[[], Awaitable[None]]) -> None:
+    await loop()
 
 
 async def _stop_admitting(app: web.Application) -> None:

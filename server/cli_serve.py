@@ -23,7 +23,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     serve = sub.add_parser("serve", help="run the aggregation server")
     _add_settings_args(serve)
     serve.add_argument("--port-file", type=Path, help="write the bound port here once listening")
-    serve.set_defaults(func=_serve)
+    serve.set_defaults(func=_serve, role=None)
+
+    aggregator = sub.add_parser(
+        "aggregator",
+        help="run an aggregation worker (distributed mode: needs ASYNCFL_REDIS_URL); "
+        "it serves /healthz, /readyz and /metrics only",
+    )
+    _add_settings_args(aggregator)
+    aggregator.add_argument("--port-file", type=Path, help="write the bound port here")
+    aggregator.set_defaults(func=_serve, role="aggregator")
 
     db = sub.add_parser("db", help="database schema: upgrade, current")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -47,7 +56,7 @@ def _add_settings_args(parser: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {
         name: getattr(args, name, None)
-        for name in ("host", "port", "data_dir", "database_url", "log_format")
+        for name in ("host", "port", "data_dir", "database_url", "log_format", "role")
     }
     return Settings.from_env(**overrides)
 

@@ -64,6 +64,18 @@ class Metrics:
         self.active_sessions = Gauge(
             "asyncfl_active_sessions", "Sessions admitted and not finished", ["task"], registry=r
         )
+        self.stale_commits = Counter(
+            "asyncfl_stale_commits_refused",
+            "Version commits the database refused: a newer leader holds the task's fence",
+            ["task"],
+            registry=r,
+        )
+        self.leading = Gauge(
+            "asyncfl_task_leader",
+            "1 while this process aggregates the task",
+            ["task"],
+            registry=r,
+        )
         self.buffered = Gauge(
             "asyncfl_updates_buffered",
             "Accepted updates not yet in a version",

@@ -31,18 +31,22 @@ class ServerProcess:
         log_file: Path | None = None,
         admin_token: str | None = None,
         enrollment_key: str | None = None,
+        secret_key: str | None = None,
+        command: str = "serve",
         args: tuple[str, ...] = (),
     ) -> None:
         self.data_dir = data_dir
         self.host = host
         self.admin_token = admin_token or secrets.token_urlsafe(24)
         self.enrollment_key = enrollment_key or secrets.token_urlsafe(24)
+        self.secret_key = secret_key or secrets.token_urlsafe(24)
+        self.command = command
         self.env = {
             **os.environ,
             "ASYNCFL_DATA_DIR": str(data_dir),
             "ASYNCFL_ADMIN_TOKEN": self.admin_token,
             "ASYNCFL_ENROLLMENT_KEY": self.enrollment_key,
-            "ASYNCFL_SECRET_KEY": secrets.token_urlsafe(24),
+            "ASYNCFL_SECRET_KEY": self.secret_key,
             **(env or {}),
         }
         self.log_file = log_file or data_dir / "server.log"

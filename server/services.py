@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.coordination.queue import UpdateQueue
@@ -15,6 +16,7 @@ from server.metrics import Metrics
 from server.settings import Settings
 from server.storage.blobs import LocalBlobStore
 from server.storage.devices import DeviceRepository
+from server.tasks.leadership import Leadership
 from server.tasks.ledgerwriter import LedgerWriter
 from server.tasks.manager import TaskManager
 
@@ -32,6 +34,8 @@ class Services:
     manager: TaskManager
     ledger_writer: LedgerWriter
     metrics: Metrics
+    leadership: Leadership | None = None  # set where this process aggregates
+    redis: Redis | None = None  # set in distributed mode
     revoked: set[str] = field(default_factory=set)
     ready: bool = False
     draining: bool = False

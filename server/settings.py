@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import secrets
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from typing import Any, Literal, get_args
 from server.errors import ConfigError
 
 LogFsync = Literal["always", "interval", "never"]
-Role = Literal["all", "api", "aggregator"]
+Role = Literal["auto", "all", "api", "aggregator"]
 LogFormat = Literal["text", "json"]
 
 ENV_PREFIX = "ASYNCFL_"
@@ -36,7 +37,11 @@ class Settings:
     data_dir: Path = Path(".asyncfl")
     database_url: str = ""  # empty: SQLite file under data_dir
     redis_url: str = ""  # empty: embedded (in-process) coordination
-    role: Role = "all"
+    redis_namespace: str = "afl"  # prefix of every Redis key
+    role: Role = "auto"  # auto: "all" when embedded, "api" with Redis
+    node_id: str = ""  # names this process in leases; default host:pid
+    lease_ttl_s: float = 5.0  # an aggregator's task lease; failover takes about this
+    blob_dir: Path | None = None  # default <data_dir>/blobs; shared by replicas
     admin_token: str = ""
     enrollment_key: str = ""
     secret_key: str = ""  # signs session and device tokens
@@ -71,8 +76,22 @@ class Settings:
         return self.is_sqlite if self.auto_migrate is None else self.auto_migrate
 
     @property
-    def blob_dir(self) -> Path:
-        return self.data_dir / "blobs"
+    def effective_blob_dir(self) -> Path:
+        return self.blob_dir or self.data_dir / "blobs"
+
+    @property
+    def distributed(self) -> bool:
+        return bool(self.redis_url)
+
+    @property
+    def effective_role(self) -> str:
+        if self.role != "auto":
+            return self.role
+        return "api" if self.distributed else "all"
+
+    @property
+    def effective_node_id(self) -> str:
+        return self.node_id or f"{socket.gethostname()}:{os.getpid()}"
 
     @property
     def log_dir(self) -> Path:
@@ -106,10 +125,17 @@ class Settings:
         return cls(**{k: _coerce(k, v) for k, v in values.items()})
 
     def with_secrets(self) -> Settings:
-        """Fill missing secrets from ``<data_dir>/secrets.json``, creating it if needed."""
+        """Fill missing secrets from ``<data_dir>/secrets.json``, creating it if needed.
+
+        Distributed replicas must share their secrets, so there they must be given."""
         wanted = ("admin_token", "enrollment_key", "secret_key")
         if all(getattr(self, name) for name in wanted):
             return self
+        if self.distributed:
+            missing = [f"ASYNCFL_{n.upper()}" for n in wanted if not getattr(self, n)]
+            raise ConfigError(
+                f"distributed mode needs the shared secrets set: {', '.join(missing)}"
+            )
         path = self.data_dir / "secrets.json"
         stored: dict[str, str] = {}
         if path.exists():
@@ -142,6 +168,10 @@ class Settings:
             raise ConfigError("session_deadline_s must be > 0")
         if self.max_body_bytes < 1024:
             raise ConfigError("max_body_bytes must be >= 1024")
+        if self.lease_ttl_s <= 0:
+            raise ConfigError("lease_ttl_s must be > 0")
+        if self.role == "aggregator" and not self.redis_url:
+            raise ConfigError("the aggregator role needs ASYNCFL_REDIS_URL (distributed mode)")
         if self.device_rate_per_s <= 0 or self.device_rate_burst < 1:
             raise ConfigError("device_rate_per_s must be > 0 and device_rate_burst >= 1")
         for name, kind in (("log_fsync", LogFsync), ("role", Role), ("log_format", LogFormat)):

@@ -7,11 +7,17 @@ integrations. Elsewhere such tests skip with the reason.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import uuid
+from collections.abc import AsyncIterator
 
 import pytest
+from redis.asyncio import Redis
+
+from server.coordination.keys import Keys
+from server.coordination.redisconn import connect
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "ASYNCFL_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
@@ -67,3 +73,18 @@ def create_postgres_database() -> str:
 def drop_postgres_database(url: str) -> None:
     name = url.rsplit("/", 1)[1]
     asyncio.run(_admin_exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextlib.asynccontextmanager
+async def redis_namespace() -> AsyncIterator[tuple[Redis, Keys]]:
+    """A client on the real Redis and a fresh key namespace, deleted afterwards."""
+    require_redis()
+    client = connect(REDIS_URL)
+    keys = Keys(f"afltest-{uuid.uuid4().hex[:10]}")
+    try:
+        yield client, keys
+    finally:
+        batch = [k async for k in client.scan_iter(match=keys.pattern(), count=1000)]
+        if batch:
+            await client.delete(*batch)
+        await client.aclose()

@@ -68,6 +68,8 @@ async def create_task(request: web.Request) -> web.Response:
         artifacts.eval_set_from_request, body.get("evaluation"), bundle.manifest
     )
     runtime = await services.manager.create(CreateTask(task_id, config, bundle, eval_set))
+    if services.leadership is not None:  # aggregate it here right away if we can
+        await services.leadership.try_lead(task_id)
     return respond(request, await status_of(services, runtime), status=201)
 
 
@@ -170,7 +172,13 @@ async def status_of(services: Services, runtime: TaskRuntime) -> dict[str, Any]:
         "active_sessions": await services.sessions.active_count(state.id, time.time()),
         "updates_accepted": accepted,
         "updates_applied": state.applied,
-        "updates_buffered": runtime.buffered(),
+        # a replica that does not aggregate the task derives it from the counts it has
+        "updates_buffered": (
+            runtime.buffered()
+            if runtime.leading
+            else max(0, accepted - state.applied - state.dropped)
+        ),
+        "aggregated_here": runtime.leading,
         "updates_dropped": state.dropped,
         "updates_rejected": dict(sorted(state.rejected.items())),
         "mean_staleness": mean_staleness,

@@ -44,6 +44,7 @@ async def metrics(request: web.Request) -> web.Response:
         m.version.labels(task_id).set(runtime.state.version)
         m.active_sessions.labels(task_id).set(await services.sessions.active_count(task_id, now))
         m.buffered.labels(task_id).set(runtime.buffered())
+        m.leading.labels(task_id).set(1 if runtime.leading else 0)
     body = generate_latest(m.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -211,7 +211,7 @@ class LocalLogQueue:
     async def trim(self, task_id: str, upto: str) -> None:
         await asyncio.to_thread(self._log(task_id).trim, int(upto))
 
-    def last_position(self, task_id: str) -> str:
+    async def last_position(self, task_id: str) -> str:
         return str(self._log(task_id).last_seq)
 
     def position_key(self, position: str) -> tuple[int, ...]:

@@ -81,7 +81,7 @@ class UpdateQueue(Protocol):
         """Allow the queue to drop updates up to and including ``upto`` (committed)."""
         ...
 
-    def last_position(self, task_id: str) -> str:
+    async def last_position(self, task_id: str) -> str:
         """The position of the newest durable update (:data:`START` if none)."""
         ...
 

@@ -48,6 +48,25 @@ class TaskRepository:
     async def all(self) -> list[TaskRecord]:
         return [TaskRecord(**r) for r in await self._select(tasks.select().order_by(tasks.c.id))]
 
+    async def claim_fence(self, task_id: str) -> int:
+        """Take the next fencing token for the task: from now on only commits carrying it
+        are accepted, so a previous leader can no longer commit even if it does not know
+        it lost its lease."""
+        try:
+            async with self._engine.begin() as conn:
+                result = await conn.execute(
+                    tasks.update()
+                    .where(tasks.c.id == task_id)
+                    .values(fence=tasks.c.fence + 1)
+                    .returning(tasks.c.fence)
+                )
+                row = result.first()
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot claim task {task_id!r}: {exc}") from exc
+        if row is None:
+            raise NotFound(f"unknown task {task_id!r}", code="unknown_task")
+        return int(row[0])
+
     async def set_status(self, task_id: str, status: str) -> None:
         await self._write(tasks.update().where(tasks.c.id == task_id).values(status=status))
 
@@ -84,8 +103,9 @@ class TaskRepository:
     async def commit_version(self, record: VersionRecord, applied: Sequence[LedgerEntry]) -> None:
         """Atomically move the task's head to ``record.version``.
 
-        Refused with :class:`StaleCommit` when the head is not ``version - 1`` or a
-        newer fencing token has committed since; then nothing is written.
+        Refused with :class:`StaleCommit` when the head is not ``version - 1`` or the
+        task's fencing token is not ``record.fence`` (a newer leader claimed the task);
+        then nothing is written.
         """
         try:
             async with self._engine.begin() as conn:
@@ -94,7 +114,7 @@ class TaskRepository:
                     .where(
                         tasks.c.id == record.task_id,
                         tasks.c.current_version == record.version - 1,
-                        tasks.c.fence <= record.fence,
+                        tasks.c.fence == record.fence,
                     )
                     .values(current_version=record.version, fence=record.fence)
                 )

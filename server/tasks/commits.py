@@ -56,6 +56,7 @@ class Committer:
         *,
         fence: int,
         on_commit: Callable[[CommitJob, float], Awaitable[None]] | None = None,
+        on_stale: Callable[[], None] | None = None,
         max_backoff_s: float = 5.0,
     ) -> None:
         self._state = state
@@ -64,6 +65,7 @@ class Committer:
         self._queue = queue
         self._fence = fence
         self._on_commit = on_commit
+        self._on_stale = on_stale
         self._max_backoff_s = max_backoff_s
         self._jobs: asyncio.Queue[CommitJob] = asyncio.Queue()
         self._pending_updates = 0
@@ -98,6 +100,9 @@ class Committer:
                 params_blob = await self._commit(job)
             except StaleCommit as exc:
                 if not await self._already_committed(job):
+                    logger.warning("task %s: %s", job.task_id, exc)
+                    if self._on_stale is not None:
+                        self._on_stale()
                     raise LeadershipLost(str(exc)) from exc
                 params_blob = (await self._repo.version(job.task_id, job.version)).params_blob
             except StorageError as exc:

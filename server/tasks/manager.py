@@ -1,8 +1,11 @@
-"""Task lifecycle: create, load and recover, pause and resume, stop.
+"""Task lifecycle: create, load, refresh, pause and resume; start and stop aggregating.
 
-Loading a task restores its aggregator from the snapshot stored with its newest
-committed version, then lets the worker replay the update queue after that version's
-position before the task is marked ready: every acknowledged update is folded once.
+Every process holds a :class:`TaskState` per task (what check-in and upload need).
+A process that aggregates a task (it holds the task's lease, see
+:mod:`server.tasks.leadership`) also runs its worker, committer and evaluator: starting
+claims a new fencing token in the database, then restores the aggregator from the
+snapshot of the newest committed version and replays the update queue after that
+version's position before it reports ready, so every acknowledged update is folded once.
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ from server.aggregation import (
     make_aggregator,
     restore_aggregator,
 )
+from server.coordination.events import EventBus
 from server.coordination.queue import START, UpdateQueue
 from server.coordination.sessions import SessionStore
-from server.errors import BadRequest, NotFound
+from server.errors import BadRequest, Conflict, NotFound
 from server.storage.blobs import LocalBlobStore
 from server.storage.ledger import LedgerRepository
 from server.storage.records import TaskRecord, VersionRecord
@@ -45,19 +49,26 @@ from server.tasks.worker import Aggregator, TaskWorker
 logger = logging.getLogger(__name__)
 
 TASK_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+STOP_DRAIN_S = 10.0
 
 
 @dataclass
 class TaskRuntime:
-    """A loaded task: its state, and (where this process aggregates it) its workers."""
+    """A loaded task: its state and, while this process leads it, its workers."""
 
     state: TaskState
     worker: TaskWorker | None = None
     committer: Committer | None = None
     evaluator: Evaluator | None = None
+    fence: int = 0
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
+    @property
+    def leading(self) -> bool:
+        return self.worker is not None
+
     def buffered(self) -> int:
+        """Updates folded, or stepped into a version not yet committed (leader only)."""
         if self.worker is None or self.committer is None:
             return 0
         return self.worker.buffered + self.committer.pending_updates
@@ -65,6 +76,13 @@ class TaskRuntime:
     def knows_update(self, update_id: str) -> bool:
         """Folded into the buffer, a pending commit, or the recent window."""
         return self.worker is not None and self.worker.aggregator.has_folded(update_id)
+
+    def failure(self) -> BaseException | None:
+        """Why a background task of the leader stopped, if one did."""
+        for task in self.background:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                return task.exception()
+        return None
 
 
 @dataclass
@@ -91,34 +109,37 @@ class TaskManager:
         blobs: LocalBlobStore,
         queue: UpdateQueue,
         sessions: SessionStore,
+        events: EventBus,
         ledger_writer: LedgerWriter,
         exports_dir: Path,
         eval_threads: int = 1,
-        aggregate: bool = True,
         on_fold: Callable[[str, FoldResult, float], None] | None = None,
         on_commit: Callable[[str, CommitJob, float], None] | None = None,
+        on_stale_commit: Callable[[str], None] | None = None,
     ) -> None:
         self.repo = repo
         self.ledger = ledger
         self.blobs = blobs
         self.queue = queue
         self.sessions = sessions
+        self.events = events
         self._ledger_writer = ledger_writer
         self._exports_dir = exports_dir
-        self._aggregate = aggregate
         self._on_fold = on_fold
         self._on_commit = on_commit
+        self._on_stale_commit = on_stale_commit
         self._executor = ThreadPoolExecutor(max(1, eval_threads), thread_name_prefix="eval")
         self.runtimes: dict[str, TaskRuntime] = {}
+        self._bundles: dict[str, Bundle] = {}
 
-    # -- lookup -------------------------------------------------------------------------
+    # -- lookup ---------------------------------------------------------------------------
     def get(self, task_id: str) -> TaskRuntime:
         runtime = self.runtimes.get(task_id)
         if runtime is None:
             raise NotFound(f"unknown task {task_id!r}", code="unknown_task")
         return runtime
 
-    # -- creation -----------------------------------------------------------------------
+    # -- creation -------------------------------------------------------------------------
     async def export_zoo(self, model: str, optimizer: str) -> Bundle:
         return await artifacts.export_zoo_bundle(model, optimizer, self._exports_dir)
 
@@ -128,8 +149,6 @@ class TaskManager:
                 "task id must be 1-64 chars of a-z, 0-9, '-' or '_'", code="bad_task_id"
             )
         if request.id in self.runtimes:
-            from server.errors import Conflict
-
             raise Conflict(f"task {request.id!r} already exists", code="task_exists")
         bundle = request.bundle
         stored = await artifacts.store_bundle(self.blobs, bundle)
@@ -161,16 +180,19 @@ class TaskManager:
             num_updates=0,
         )
         await self.repo.create(record, initial)
-        return await self.load(record)
+        runtime = await self.load(record)
+        await self.events.publish({"type": "task", "task": request.id})
+        return runtime
 
-    # -- loading / recovery ---------------------------------------------------------------
+    # -- loading and refreshing (every process) -------------------------------------------
     async def load_all(self) -> None:
         for record in await self.repo.all():
-            await self.load(record)
+            if record.id not in self.runtimes:
+                await self.load(record)
 
     async def load(self, record: TaskRecord) -> TaskRuntime:
         config = TaskConfig.from_dict(record.config)
-        bundle = await artifacts.load_bundle(self.blobs, record.artifacts)
+        bundle = await self._bundle(record)
         version = await self.repo.version(record.id, record.current_version)
         params_bytes = await self.blobs.get(version.params_blob)
         params = artifacts.decode_version_params(params_bytes, bundle.manifest)
@@ -187,18 +209,87 @@ class TaskManager:
             ),
             paused=record.status == "paused",
         )
-        counts = await self.ledger.counts(record.id)
-        state.applied = counts.get("applied", 0)
-        state.dropped = counts.get("dropped", 0)
-        state.rejected.update(await self.ledger.rejected_by_reason(record.id))
+        await self._load_counts(state)
         runtime = TaskRuntime(state)
-        if self._aggregate:
-            snapshot = await self.blobs.get(version.snapshot_blob)
-            aggregator = restore_aggregator(snapshot)
-            await self._start(runtime, aggregator, version, bundle, record)
         self.runtimes[record.id] = runtime
         logger.info("task %s loaded at version %d", record.id, version.version)
         return runtime
+
+    async def refresh(self, task_id: str) -> None:
+        """Catch up with the database: a new task, a new version, pause or resume."""
+        runtime = self.runtimes.get(task_id)
+        record = await self.repo.get(task_id)
+        if runtime is None:
+            await self.load(record)
+            return
+        state = runtime.state
+        state.paused = record.status == "paused"
+        if runtime.leading or record.current_version <= state.version:
+            return
+        version = await self.repo.version(task_id, record.current_version)
+        state.publish(
+            PublishedVersion(
+                version=version.version,
+                params_blob=version.params_blob,
+                params=await self.blobs.get(version.params_blob),
+                committed_at=version.created_at,
+            )
+        )
+        await self._load_counts(state)
+
+    async def _load_counts(self, state: TaskState) -> None:
+        counts = await self.ledger.counts(state.id)
+        state.applied = counts.get("applied", 0)
+        state.dropped = counts.get("dropped", 0)
+        state.rejected.clear()
+        state.rejected.update(await self.ledger.rejected_by_reason(state.id))
+
+    async def _bundle(self, record: TaskRecord) -> Bundle:
+        bundle = self._bundles.get(record.id)
+        if bundle is None:
+            bundle = await artifacts.load_bundle(self.blobs, record.artifacts)
+            self._bundles[record.id] = bundle
+        return bundle
+
+    # -- aggregation (the leader only) -----------------------------------------------------
+    async def start_aggregating(self, task_id: str) -> TaskRuntime:
+        """Lead the task: claim a fence, restore the newest version, replay the queue."""
+        runtime = self.get(task_id)
+        if runtime.leading:
+            return runtime
+        fence = await self.repo.claim_fence(task_id)
+        record = await self.repo.get(task_id)
+        await self.refresh(task_id)
+        version = await self.repo.version(task_id, record.current_version)
+        aggregator = restore_aggregator(await self.blobs.get(version.snapshot_blob))
+        state = runtime.state
+        state.record = record
+        await self._load_counts(state)
+        runtime.fence = fence
+        await self._start(runtime, aggregator, version, await self._bundle(record), record)
+        logger.info("leading task %s from version %d (fence %d)", task_id, version.version, fence)
+        return runtime
+
+    async def stop_aggregating(self, task_id: str) -> None:
+        """Stop leading: stop folding, let pending commits finish (the fence decides)."""
+        runtime = self.runtimes.get(task_id)
+        if runtime is None or not runtime.leading:
+            return
+        worker_task, *others = runtime.background
+        worker_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await worker_task
+        if runtime.committer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(runtime.committer.drain(), STOP_DRAIN_S)
+        for task in others:
+            task.cancel()
+        for task in others:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        runtime.worker = runtime.committer = runtime.evaluator = None
+        runtime.background = []
+        logger.info("stopped leading task %s", task_id)
 
     async def _start(
         self,
@@ -228,9 +319,20 @@ class TaskManager:
                 runtime.evaluator.request(job.version, job.params_arrays)
             if self._on_commit is not None:
                 self._on_commit(record.id, job, elapsed)
+            with contextlib.suppress(Exception):  # replicas also poll; an event is a hint
+                await self.events.publish(
+                    {"type": "version", "task": record.id, "version": job.version}
+                )
 
+        stale_hook = self._on_stale_commit
         runtime.committer = Committer(
-            state, self.repo, self.blobs, self.queue, fence=record.fence, on_commit=on_commit
+            state,
+            self.repo,
+            self.blobs,
+            self.queue,
+            fence=runtime.fence,
+            on_commit=on_commit,
+            on_stale=(lambda: stale_hook(record.id)) if stale_hook is not None else None,
         )
         on_fold = None
         if self._on_fold is not None:
@@ -249,7 +351,7 @@ class TaskManager:
             on_fold=on_fold,
         )
         caught_up = asyncio.Event()
-        backlog_end = self.queue.last_position(record.id)
+        backlog_end = await self.queue.last_position(record.id)
         runtime.background = [
             asyncio.create_task(
                 runtime.worker.run(caught_up, backlog_end), name=f"worker:{record.id}"
@@ -260,13 +362,22 @@ class TaskManager:
             runtime.background.append(
                 asyncio.create_task(runtime.evaluator.run(), name=f"eval:{record.id}")
             )
-        await caught_up.wait()  # ready only once the durable backlog is folded
+        # ready only once the durable backlog is folded (or the worker died trying)
+        waiter = asyncio.create_task(caught_up.wait())
+        await asyncio.wait([waiter, runtime.background[0]], return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        failure = runtime.failure()
+        if failure is not None:
+            await self.stop_aggregating(record.id)
+            raise failure
 
-    # -- control ------------------------------------------------------------------------
+    # -- control --------------------------------------------------------------------------
     async def set_paused(self, task_id: str, paused: bool) -> TaskRuntime:
         runtime = self.get(task_id)
         await self.repo.set_status(task_id, "paused" if paused else "active")
         runtime.state.paused = paused
+        with contextlib.suppress(Exception):
+            await self.events.publish({"type": "task", "task": task_id})
         return runtime
 
     async def drain(self) -> None:
@@ -277,10 +388,6 @@ class TaskManager:
                     await asyncio.wait_for(runtime.committer.drain(), 30)
 
     async def stop(self) -> None:
-        for runtime in self.runtimes.values():
-            for task in runtime.background:
-                task.cancel()
-            for task in runtime.background:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        for task_id in list(self.runtimes):
+            await self.stop_aggregating(task_id)
         self._executor.shutdown(wait=True, cancel_futures=True)

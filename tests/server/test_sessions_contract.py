@@ -6,23 +6,23 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from collections.abc import AsyncIterator
+
+from server.coordination.redis_sessions import RedisSessionStore
 from server.coordination.sessions import InProcessSessionStore, SessionStore, Verdict
 from server.coordination.tokens import SessionClaims
+from tests.services import redis_namespace
 
-StoreFactory = Callable[[], Awaitable[SessionStore]]
 NOW = 1_000_000.0
 
 
-async def _in_process() -> SessionStore:
-    return InProcessSessionStore()
-
-
-IMPLEMENTATIONS: dict[str, StoreFactory] = {"in_process": _in_process}
-
-
-@pytest.fixture(params=sorted(IMPLEMENTATIONS))
-async def store(request: pytest.FixtureRequest) -> SessionStore:
-    return await IMPLEMENTATIONS[request.param]()
+@pytest.fixture(params=["in_process", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[SessionStore]:
+    if request.param == "in_process":
+        yield InProcessSessionStore()
+        return
+    async with redis_namespace() as (client, keys):
+        yield RedisSessionStore(client, keys)
 
 
 def claims(i: int, task: str = "t", deadline: float = 60.0) -> SessionClaims:

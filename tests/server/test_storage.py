@@ -103,14 +103,19 @@ async def test_a_commit_that_skips_a_version_is_refused_and_writes_nothing(
         await repo.version("t1", 2)
 
 
-async def test_a_stale_fencing_token_is_refused(engine: AsyncEngine) -> None:
-    repo = TaskRepository(engine)
+async def test_only_the_newest_claimed_fence_commits(engine: AsyncEngine) -> None:
+    repo, ledger = TaskRepository(engine), LedgerRepository(engine)
     await repo.create(*_task())
-    await repo.commit_version(_version(1, fence=5), _applied("a"))
+    old = await repo.claim_fence("t1")
+    await repo.commit_version(_version(1, fence=old), _applied("a"))
+    new = await repo.claim_fence("t1")  # another leader takes over
     with pytest.raises(StaleCommit):
-        await repo.commit_version(_version(2, fence=4), _applied("b"))
-    await repo.commit_version(_version(2, fence=6), _applied("b"))
-    assert (await repo.get("t1")).fence == 6
+        await repo.commit_version(_version(2, fence=old), _applied("b"))
+    await repo.commit_version(_version(2, fence=new), _applied("c"))
+
+    assert new > old
+    assert (await repo.get("t1")).fence == new
+    assert {e.id for e in await ledger.entries("t1")} == {"a", "c"}
 
 
 async def test_applying_an_update_twice_fails_the_whole_commit(engine: AsyncEngine) -> None:

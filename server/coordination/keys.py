@@ -1,0 +1,53 @@
+"""Every Redis key asyncfl uses, in one place.
+
+All keys start with a namespace (``ASYNCFL_REDIS_NAMESPACE``, default ``afl``) so that
+several deployments, or test runs, can share one Redis. Keys of one task share the hash
+tag ``{task}`` so a Redis Cluster keeps them on one slot (scripts touch several at once).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_NAMESPACE = "afl"
+
+
+@dataclass(frozen=True)
+class Keys:
+    namespace: str = DEFAULT_NAMESPACE
+
+    def active_sessions(self, task_id: str) -> str:
+        """ZSET: session id -> deadline (UNIX s), the sessions holding a concurrency slot."""
+        return f"{self.namespace}:{{{task_id}}}:active"
+
+    def session(self, task_id: str, sid: str) -> str:
+        """HASH: an upload's state (``state``, ``ack``, ``reason``), made at first upload."""
+        return f"{self.namespace}:{{{task_id}}}:session:{sid}"
+
+    def updates(self, task_id: str) -> str:
+        """STREAM: the task's durable update queue (fields ``m`` meta, ``b`` body)."""
+        return f"{self.namespace}:{{{task_id}}}:updates"
+
+    def leader(self, task_id: str) -> str:
+        """STRING with TTL: the id of the aggregator leading the task (its lease)."""
+        return f"{self.namespace}:{{{task_id}}}:leader"
+
+    def fence(self, task_id: str) -> str:
+        """COUNTER: the fencing token; every new lease takes the next value."""
+        return f"{self.namespace}:{{{task_id}}}:fence"
+
+    def rate(self, device_id: str) -> str:
+        """STRING with TTL: a device's rate-limit state (GCRA theoretical arrival time)."""
+        return f"{self.namespace}:rate:{device_id}"
+
+    def aggregators(self) -> str:
+        """ZSET: aggregator id -> heartbeat expiry, the live aggregation workers."""
+        return f"{self.namespace}:aggregators"
+
+    def events(self) -> str:
+        """PUB/SUB channel: task created, version committed, task paused or resumed."""
+        return f"{self.namespace}:events"
+
+    def pattern(self) -> str:
+        """Every key of this namespace (for clean-up in tests and tools)."""
+        return f"{self.namespace}:*"
