@@ -72,7 +72,7 @@ class ServerProcess:
             sys.executable,
             "-m",
             "server.cli",
-            "serve",
+            self.command,
             "--host",
             self.host,
             "--port",
@@ -127,6 +127,11 @@ class ServerProcess:
         code = self.proc.returncode
         self.proc = None
         return code
+
+    def signal(self, signum: int) -> None:
+        """Send a signal (SIGSTOP / SIGCONT in failover drills)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signum)
 
     def kill(self) -> None:
         """kill -9: no drain, no cleanup (crash tests)."""
