@@ -1,8 +1,15 @@
-"""The v1 device API as typed calls over a :class:`~client_sdk.transport.Transport`."""
+"""The v1 device API as typed calls over a :class:`~client_sdk.transport.Transport`.
+
+Every call goes through a :class:`~client_sdk.retry.Retrier` (no retries unless one is
+given). Error answers become :class:`ServerError` with the server's stable ``code`` and
+its ``Retry-After``; malformed answers become :class:`WireFormatError`.
+"""
 
 from __future__ import annotations
 
+import email.utils
 import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -10,14 +17,23 @@ from typing import Any
 import numpy as np
 
 from client_sdk.errors import ServerError, WireFormatError
+from client_sdk.retry import Retrier
 from client_sdk.transport import Response, Transport
 from client_sdk.wire import CONTENT_TYPE, encode_tensors, pack, unpack
 
 HEADERS = {"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE}
 
+# The fields an update body carries (server/updates.py refuses anything else).
+UPDATE_FIELDS = frozenset(
+    {"session", "base_version", "num_examples", "encoding", "tensors", "metrics"}
+)
+
 
 @dataclass(frozen=True)
 class Checkin:
+    """The check-in answer. ``evaluate``: the server asks for federated evaluation of
+    ``version``; ``train`` False makes it an evaluation-only session."""
+
     admitted: bool
     retry_after: float = 0.0
     reason: str | None = None
@@ -29,6 +45,8 @@ class Checkin:
     plan: Mapping[str, Any] | None = None
     artifacts: Mapping[str, str] | None = None
     params_url: str = ""
+    evaluate: bool = False
+    train: bool = True
 
 
 @dataclass(frozen=True)
@@ -37,11 +55,13 @@ class Fetched:
 
     body: bytes | None
     etag: str | None
+    cache_control: str = ""
 
 
 class ServerApi:
-    def __init__(self, transport: Transport) -> None:
+    def __init__(self, transport: Transport, *, retrier: Retrier | None = None) -> None:
         self.transport = transport
+        self.retrier = retrier or Retrier()
 
     async def enroll(self, enrollment_key: str, device_info: Mapping[str, Any]) -> tuple[str, str]:
         resp = await self._call(
@@ -55,27 +75,37 @@ class ServerApi:
         obj = await self._call("POST", f"/v1/tasks/{task}/checkin", dict(info), token=token)
         if not obj.get("admitted"):
             return Checkin(False, float(obj.get("retry_after", 1.0)), obj.get("reason"))
-        return Checkin(
-            admitted=True,
-            session=str(obj["session"]),
-            session_id=str(obj["session_id"]),
-            version=int(obj["version"]),
-            deadline=float(obj["deadline"]),
-            deadline_s=float(obj["deadline_s"]),
-            plan=dict(obj["plan"]),
-            artifacts=dict(obj["artifacts"]),
-            params_url=str(obj["params"]["url"]),
-        )
+        try:
+            return Checkin(
+                admitted=True,
+                session=str(obj["session"]),
+                session_id=str(obj["session_id"]),
+                version=int(obj["version"]),
+                deadline=float(obj["deadline"]),
+                deadline_s=float(obj["deadline_s"]),
+                plan=dict(obj["plan"]),
+                artifacts=dict(obj["artifacts"]),
+                params_url=str(obj["params"]["url"]),
+                evaluate=bool(obj.get("evaluate", False)),
+                train=bool(obj.get("train", True)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise WireFormatError(f"check-in answer is missing or mistypes {exc}") from exc
 
     async def fetch(self, path: str, token: str, etag: str | None = None) -> Fetched:
         headers = {"Authorization": f"Bearer {token}"}
         if etag:
             headers["If-None-Match"] = etag
-        resp = await self.transport.request("GET", path, headers=headers)
-        if resp.status == 304:
-            return Fetched(None, resp.headers.get("ETag", etag))
-        _raise_for_error(resp)
-        return Fetched(resp.body, resp.headers.get("ETag"))
+
+        async def attempt() -> Fetched:
+            resp = await self.transport.request("GET", path, headers=headers)
+            control = resp.headers.get("Cache-Control", "")
+            if resp.status == 304:
+                return Fetched(None, resp.headers.get("ETag", etag), control)
+            _raise_for_error(resp)
+            return Fetched(resp.body, resp.headers.get("ETag"), control)
+
+        return await self.retrier.call(f"GET {path}", attempt)
 
     def encode_update(
         self,
@@ -98,10 +128,21 @@ class ServerApi:
         )
 
     async def upload(self, task: str, body: bytes) -> dict[str, Any]:
-        resp = await self.transport.request(
-            "POST", f"/v1/tasks/{task}/updates", body=body, headers=HEADERS
-        )
-        return _decode(resp)
+        """Send an update body; retries are safe: the session makes the upload idempotent."""
+        path = f"/v1/tasks/{task}/updates"
+
+        async def attempt() -> dict[str, Any]:
+            resp = await self.transport.request("POST", path, body=body, headers=HEADERS)
+            return _decode(resp)
+
+        return await self.retrier.call(f"POST {path}", attempt)
+
+    async def report_evaluation(
+        self, task: str, session: str, version: int, metrics: Mapping[str, float]
+    ) -> dict[str, Any]:
+        """Report federated-evaluation metrics of ``version`` for a session."""
+        payload = {"session": session, "version": version, "metrics": dict(metrics)}
+        return await self._call("POST", f"/v1/tasks/{task}/evaluations", payload)
 
     async def _call(
         self, method: str, path: str, payload: Mapping[str, Any], *, token: str | None = None
@@ -109,8 +150,13 @@ class ServerApi:
         headers = dict(HEADERS)
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        resp = await self.transport.request(method, path, body=pack(dict(payload)), headers=headers)
-        return _decode(resp)
+        body = pack(dict(payload))
+
+        async def attempt() -> dict[str, Any]:
+            resp = await self.transport.request(method, path, body=body, headers=headers)
+            return _decode(resp)
+
+        return await self.retrier.call(f"{method} {path}", attempt)
 
 
 def _decode(resp: Response) -> dict[str, Any]:
@@ -131,11 +177,20 @@ def _raise_for_error(resp: Response) -> None:
         code, message = str(doc["error"]["code"]), str(doc["error"]["message"])
     except (ValueError, KeyError, TypeError, WireFormatError):
         pass
-    retry_after = None
-    raw = resp.headers.get("Retry-After")
-    if raw is not None:
-        try:
-            retry_after = float(raw)
-        except ValueError:
-            retry_after = None
+    retry_after = parse_retry_after(resp.headers.get("Retry-After"))
     raise ServerError(resp.status, code, message, retry_after=retry_after)
+
+
+def parse_retry_after(raw: str | None, *, now: float | None = None) -> float | None:
+    """Seconds from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))

@@ -7,7 +7,9 @@ Hierarchy::
     ├── BundleError          an artifact bundle is missing, corrupt or inconsistent
     ├── TrainingError        ONNX Runtime failed while training or evaluating
     ├── TransportError       no answer from the server (connection, timeout)
-    └── ServerError          the server answered with an error (code, status)
+    ├── ServerError          the server answered with an error (code, status)
+    ├── StorageError         the device's storage folder or example store failed
+    └── ConfigError          the client was set up wrongly (options, credentials, data)
 """
 
 from __future__ import annotations
@@ -44,3 +46,11 @@ class ServerError(SdkError):
         self.code = code
         self.message = message
         self.retry_after = retry_after
+
+
+class StorageError(SdkError):
+    """The storage folder (state, caches) or the SQLite example store failed."""
+
+
+class ConfigError(SdkError):
+    """The client was configured wrongly: bad options, missing credentials, unusable data."""

@@ -37,18 +37,23 @@ class Transport(Protocol):
 
 
 class AiohttpTransport:
-    """HTTP/1.1 keep-alive over one ``aiohttp.ClientSession``."""
+    """HTTP/1.1 keep-alive over one ``aiohttp.ClientSession``; counts body bytes both ways.
+
+    ``timeout_s`` bounds a whole request, ``connect_timeout_s`` the TCP connect alone.
+    """
 
     def __init__(
         self,
         base_url: str,
         *,
         timeout_s: float = 30.0,
+        connect_timeout_s: float = 10.0,
         session: aiohttp.ClientSession | None = None,
         limit: int = 4,
     ) -> None:
         self._base = base_url.rstrip("/")
         self._timeout_s = timeout_s
+        self._connect_timeout_s = connect_timeout_s
         self._own = session is None
         self._session = session
         self._limit = limit
@@ -71,7 +76,9 @@ class AiohttpTransport:
         headers: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
     ) -> Response:
-        timeout = aiohttp.ClientTimeout(total=timeout_s or self._timeout_s)
+        timeout = aiohttp.ClientTimeout(
+            total=timeout_s or self._timeout_s, sock_connect=self._connect_timeout_s
+        )
         try:
             async with self._client().request(
                 method, self._base + path, data=body, headers=headers, timeout=timeout
@@ -81,7 +88,7 @@ class AiohttpTransport:
                 if body is not None:
                     self.bytes_sent += len(body)
                 return Response(resp.status, CIMultiDict(resp.headers), data)
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise TransportError(f"{method} {path}: {exc or type(exc).__name__}") from exc
 
     async def close(self) -> None:
