@@ -10,19 +10,25 @@ version recorded, and trims the stream only after a commit.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from client_sdk.wire import pack, unpack
 from server.coordination.keys import Keys
 from server.coordination.queue import START, QueuedUpdate
 from server.coordination.redisconn import redis_errors
 
+logger = logging.getLogger(__name__)
+
 READ_COUNT = 256
 BLOCK_MS = 1000
+RETRY_MIN_S = 0.2
+RETRY_MAX_S = 2.0
 
 
 def position_key(position: str) -> tuple[int, ...]:
@@ -51,11 +57,20 @@ class RedisStreamQueue:
     async def consume(self, task_id: str, after: str) -> AsyncIterator[QueuedUpdate]:
         stream = self._keys.updates(task_id)
         cursor = "0-0" if after == START else after
+        backoff = RETRY_MIN_S
         while True:
-            with redis_errors("update queue read"):
+            try:
                 answer: Any = await self._redis.xread(
                     {stream: cursor}, count=READ_COUNT, block=BLOCK_MS
                 )
+            except (RedisError, OSError) as exc:
+                # Redis down or restarting: keep the position and wait for it; the lease
+                # decides meanwhile whether this process still leads the task.
+                logger.warning("update stream %s unreadable (%s); retrying", stream, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(RETRY_MAX_S, backoff * 2)
+                continue
+            backoff = RETRY_MIN_S
             for _name, entries in answer or []:
                 for raw_id, fields in entries:
                     cursor = raw_id.decode()

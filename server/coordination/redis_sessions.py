@@ -41,7 +41,8 @@ if state == 'active' then
   return {'granted', '', '', 0}
 end
 if state == 'uploading' then return {'in_progress', '', '', 0} end
-return {state, redis.call('HGET', KEYS[1], 'ack') or '', redis.call('HGET', KEYS[1], 'reason') or '', 0}
+local ack = redis.call('HGET', KEYS[1], 'ack') or ''
+return {state, ack, redis.call('HGET', KEYS[1], 'reason') or '', 0}
 """
 
 FINISH = """

@@ -88,7 +88,13 @@ class Fleet:
         async def one(device: Device) -> list[RoundOutcome]:
             done: list[RoundOutcome] = []
             while len(done) < rounds:
-                outcome = await self.round(device)
+                try:
+                    outcome = await self.round(device)
+                except ServerError as exc:  # a backend blip: retry as the SDK would
+                    if exc.status not in (429, 503):
+                        raise
+                    await asyncio.sleep(min(exc.retry_after or 0.2, 0.5))
+                    continue
                 if outcome.status == "no_slot":
                     await asyncio.sleep(min(outcome.retry_after, 0.2))
                     continue
