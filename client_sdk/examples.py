@@ -54,6 +54,10 @@ class ExampleStore:
         if max_examples < 1 or (max_age_s is not None and max_age_s <= 0):
             raise ConfigError("max_examples must be >= 1 and max_age_s > 0 (or None)")
         self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create the folder of {self.path}: {exc}") from exc
         self.max_examples = max_examples
         self.max_age_s = max_age_s
         self._clock = clock

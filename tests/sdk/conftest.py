@@ -16,9 +16,9 @@ from tests.sdk.support import ClientFactory
 from tests.server.fleet import create_task
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def server(tmp_path_factory: pytest.TempPathFactory, exports_dir: Path) -> Iterator[ServerProcess]:
-    """One real ``asyncfl serve`` per test module; tests isolate by task id."""
+    """One real ``asyncfl serve`` for the SDK tests; each test isolates by task id."""
     proc = ServerProcess(
         tmp_path_factory.mktemp("sdk-server"), env={"ASYNCFL_EXPORTS_DIR": str(exports_dir)}
     )

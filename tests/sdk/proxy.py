@@ -71,7 +71,7 @@ class FaultProxy:
         self.exchanges: list[Exchange] = []
         self.requests: list[ProxyRequest] = []
         self._server: asyncio.Server | None = None
-        self._conns: set[asyncio.Task[None]] = set()
+        self._conns: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
     @property
     def url(self) -> str:
@@ -85,8 +85,8 @@ class FaultProxy:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in list(self._conns):
-            task.cancel()
+        for writer in self._conns.values():
+            writer.close()  # the connection's reader sees EOF and its task ends
         await asyncio.gather(*self._conns, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
@@ -109,7 +109,7 @@ class FaultProxy:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._conns.add(task)
+        self._conns[task] = writer
         try:
             while True:
                 request = await _read_request(reader)
@@ -121,7 +121,7 @@ class FaultProxy:
         except (ConnectionError, asyncio.IncompleteReadError):
             return
         finally:
-            self._conns.discard(task)
+            self._conns.pop(task, None)
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
