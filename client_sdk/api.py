@@ -69,13 +69,17 @@ class ServerApi:
             "/v1/devices/enroll",
             {"enrollment_key": enrollment_key, "device_info": dict(device_info)},
         )
-        return str(resp["device_id"]), str(resp["device_token"])
+        try:
+            return str(resp["device_id"]), str(resp["device_token"])
+        except KeyError as exc:
+            raise WireFormatError(f"enrollment answer has no {exc}") from exc
 
     async def checkin(self, task: str, token: str, info: Mapping[str, Any]) -> Checkin:
         obj = await self._call("POST", f"/v1/tasks/{task}/checkin", dict(info), token=token)
-        if not obj.get("admitted"):
-            return Checkin(False, float(obj.get("retry_after", 1.0)), obj.get("reason"))
         try:
+            if not obj.get("admitted"):
+                reason = obj.get("reason")
+                return Checkin(False, float(obj.get("retry_after", 1.0)), str(reason or "no_slot"))
             return Checkin(
                 admitted=True,
                 session=str(obj["session"]),

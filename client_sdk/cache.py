@@ -114,29 +114,41 @@ class DiskCache:
 
     def delete(self, key: str) -> None:
         for path in self._paths(key):
-            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # a leftover is verified away on read
+                path.unlink(missing_ok=True)
 
     def size(self) -> int:
-        return sum(p.stat().st_size for p in self.root.glob("*.bin"))
+        """Bytes of all bodies (what ``max_bytes`` bounds)."""
+        return sum(size for _, size, _ in self._bodies())
 
     def evict(self, keep: Path | None = None) -> None:
         """Drop least recently used entries until the bodies fit in ``max_bytes``."""
-        bodies = []
-        for path in self.root.glob("*.bin"):
-            try:
-                stat = path.stat()
-            except OSError:
-                continue  # deleted meanwhile
-            bodies.append((stat.st_mtime, stat.st_size, path))
+        bodies = self._bodies()
         total = sum(size for _, size, _ in bodies)
         for _, size, path in sorted(bodies):
             if total <= self.max_bytes:
                 break
             if path == keep:
                 continue
-            path.unlink(missing_ok=True)
-            path.with_suffix(".json").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+                path.with_suffix(".json").unlink(missing_ok=True)
             total -= size
+
+    def _bodies(self) -> list[tuple[float, int, Path]]:
+        """(mtime, size, path) of every body file."""
+        out = []
+        try:
+            paths = list(self.root.glob("*.bin"))
+        except OSError as exc:
+            raise StorageError(f"cannot list cache folder {self.root}: {exc}") from exc
+        for path in paths:
+            try:
+                stat = path.stat()
+            except OSError:
+                continue  # deleted meanwhile
+            out.append((stat.st_mtime, stat.st_size, path))
+        return out
 
 
 def _write(path: Path, data: bytes) -> None:

@@ -27,7 +27,14 @@ from client_sdk.artifacts import ArtifactStore, Traffic
 from client_sdk.cache import DiskCache
 from client_sdk.data import DataSource
 from client_sdk.eligibility import DeviceStateProvider, EligibilityPolicy, ManualDeviceState
-from client_sdk.errors import SdkError, ServerError
+from client_sdk.errors import (
+    BundleError,
+    ConfigError,
+    SdkError,
+    ServerError,
+    TrainingError,
+    WireFormatError,
+)
 from client_sdk.events import Emitter, EventCallback
 from client_sdk.options import ClientOptions, Credentials
 from client_sdk.privacy import clip_by_global_norm
@@ -92,6 +99,7 @@ class Client:
             self.api, cache, self._device_token, threads=options.threads, clock=self._clock
         )
         self._token = ""
+        self._running = asyncio.Lock()  # one round at a time: they share the storage folder
 
     @property
     def traffic(self) -> Traffic:
@@ -104,7 +112,8 @@ class Client:
         (an open session stays on disk and the next call picks it up)."""
         self._emit.bind(asyncio.get_running_loop())
         try:
-            return await self._round()
+            async with self._running:
+                return await self._round()
         except SdkError as exc:
             logger.warning("round for task %s failed: %s", self.task, exc)
             self._emit("error", error=str(exc), type=type(exc).__name__)
@@ -164,6 +173,16 @@ class Client:
         self._state.save_session(pending)
         return await self._work(pending, resumed=False)
 
+    async def _work(self, pending: PendingSession, *, resumed: bool) -> RoundResult:
+        """Train and upload for ``pending``. A failure that would fail again the same way
+        (a bad bundle or plan, a diverging model) drops the session; a network failure
+        keeps it for the next run."""
+        try:
+            return await self._train_and_upload(pending, resumed=resumed)
+        except (BundleError, TrainingError, ConfigError, WireFormatError):
+            self._state.clear_session(self.task)
+            raise
+
     async def _resume(self, pending: PendingSession) -> RoundResult | None:
         """Finish the session an earlier run left open, or drop it (returns None)."""
         left = pending.deadline - self._clock()
@@ -184,13 +203,13 @@ class Client:
         self._state.clear_session(self.task)
         return None
 
-    async def _work(self, pending: PendingSession, *, resumed: bool) -> RoundResult:
+    async def _train_and_upload(self, pending: PendingSession, *, resumed: bool) -> RoundResult:
         trainer = await self._artifacts.trainer(pending.artifacts)
         params = await self._artifacts.params(
             self.task, pending.version, pending.params_url, trainer.bundle.manifest
         )
         evaluation = None
-        if pending.evaluate:
+        if pending.evaluate and self._eval_data.count() > 0:
             evaluation = await self._evaluate(trainer, params, pending)
             if not pending.train:
                 self._state.clear_session(self.task)

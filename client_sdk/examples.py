@@ -146,9 +146,12 @@ class ExampleStore:
 
     def _stack(self, rows: list[tuple[bytes, bytes]]) -> Batch:
         (x_shape, x_dtype), (y_shape, y_dtype) = self._x, self._y
-        x = np.frombuffer(b"".join(r[0] for r in rows), dtype=x_dtype)
-        y = np.frombuffer(b"".join(r[1] for r in rows), dtype=y_dtype)
-        return x.reshape(len(rows), *x_shape), y.reshape(len(rows), *y_shape)
+        try:
+            x = np.frombuffer(b"".join(r[0] for r in rows), dtype=x_dtype)
+            y = np.frombuffer(b"".join(r[1] for r in rows), dtype=y_dtype)
+            return x.reshape(len(rows), *x_shape), y.reshape(len(rows), *y_shape)
+        except (ValueError, TypeError) as exc:  # a row of the wrong size: a corrupt file
+            raise StorageError(f"example store {self.path} holds a corrupt row: {exc}") from exc
 
     # -- plumbing -------------------------------------------------------------------------
     def _cutoff(self) -> float:

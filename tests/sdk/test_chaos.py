@@ -133,3 +133,32 @@ async def test_an_upload_that_ran_out_of_retries_is_sent_again_by_the_next_run(
     assert result.num_examples == 120 and result.steps == 8  # from the persisted summary
     assert proxy.count(f"/v1/tasks/{task}/checkin") == 1
     assert (await status(server, task))["updates_accepted"] == 1
+
+
+async def test_a_stalled_answer_times_out_and_the_retry_is_applied_once(
+    server: ServerProcess, task: str, proxy: FaultProxy, make_client: ClientFactory
+) -> None:
+    stalled: list[str] = []
+
+    async def stall_first_upload(request: ProxyRequest) -> None:
+        if _is_upload(request) and not stalled:
+            stalled.append(request.path)
+            await asyncio.sleep(1.5)  # the server has answered; the network hangs
+
+    proxy.after_forward = stall_first_upload
+    retry = RetryPolicy(max_attempts=5, base_delay_s=0.01, max_delay_s=0.05)
+    options = ClientOptions(retry=retry, request_timeout_s=0.5)
+    retries: list[Event] = []
+    client = make_client(
+        proxy.url,
+        task,
+        server.enrollment_key,
+        options=options,
+        on_event=lambda e: retries.append(e) if e.kind == "retry" else None,
+    )
+
+    result = await client.run_once()
+
+    assert isinstance(result, Trained) and result.duplicate
+    assert [e.data["what"] for e in retries] == [f"POST /v1/tasks/{task}/updates"]
+    assert (await status(server, task))["updates_accepted"] == 1

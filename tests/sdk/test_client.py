@@ -10,6 +10,7 @@ from pathlib import Path
 from client_sdk import (
     ClientOptions,
     EligibilityPolicy,
+    Evaluated,
     Event,
     ManualDeviceState,
     NoSlot,
@@ -174,6 +175,25 @@ async def test_federated_evaluation_runs_when_the_server_asks(
     assert report["metrics"]["num_examples"] == 120.0
     assert 0.0 <= report["metrics"]["accuracy"] <= 1.0
     assert (await status(server, task))["updates_accepted"] == 1
+
+
+async def test_an_evaluation_only_session_reports_metrics_and_uploads_nothing(
+    server: ServerProcess, task: str, proxy: FaultProxy, make_client: ClientFactory
+) -> None:
+    def rewrite(request: ProxyRequest, status_code: int, body: bytes) -> bytes:
+        if not request.path.endswith("/checkin") or status_code != 200:
+            return body
+        return pack({**unpack(body), "evaluate": True, "train": False})
+
+    proxy.rewrite = rewrite
+    proxy.decide = lambda r: Reply(201, pack({})) if r.path.endswith("/evaluations") else "pass"
+    client = make_client(proxy.url, task, server.enrollment_key)
+
+    result = await client.run_once()
+
+    assert isinstance(result, Evaluated) and result.version == 0
+    assert set(result.metrics) == {"loss", "accuracy", "num_examples"}
+    assert proxy.count(f"/v1/tasks/{task}/updates") == 0
 
 
 async def test_a_full_task_answers_no_slot_with_retry_after(
