@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,6 +65,29 @@ async def test_a_restarted_app_downloads_no_graph_bytes_and_does_not_enroll_agai
     assert proxy.bytes_for("/v1/artifacts/") == 0
     assert not any(e.path.startswith("/v1/artifacts/") for e in proxy.exchanges)
     assert proxy.count("/v1/devices/enroll") == 1
+
+
+async def test_expired_cache_entries_are_revalidated_by_etag_without_body_bytes(
+    server: ServerProcess,
+    task: str,
+    proxy: FaultProxy,
+    make_client: ClientFactory,
+    tmp_path: Path,
+) -> None:
+    await make_client(proxy.url, task, server.enrollment_key).run_once()
+    for meta in (tmp_path / "device" / "cache").glob("graph-*.json"):
+        meta.write_text(json.dumps({**json.loads(meta.read_text()), "expires_at": 0.0}))
+    proxy.requests.clear()
+    proxy.exchanges.clear()
+
+    result = await make_client(proxy.url, task, server.enrollment_key).run_once()
+
+    graph_gets = [r for r in proxy.requests if r.path.startswith("/v1/artifacts/")]
+    assert isinstance(result, Trained)
+    assert len(graph_gets) == 4  # manifest + 3 graphs, each a conditional GET
+    assert all("if-none-match" in r.headers for r in graph_gets)
+    assert {e.status for e in proxy.exchanges if e.path.startswith("/v1/artifacts/")} == {304}
+    assert proxy.bytes_for("/v1/artifacts/") == 0
 
 
 async def test_an_ineligible_device_never_checks_in_nor_trains(

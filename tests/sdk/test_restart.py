@@ -1,16 +1,16 @@
-"""The server is killed (-9) and restarted in the middle of an upload: the device retries
-through the outage and its update is counted exactly once."""
+"""Servers of their own: one killed (-9) and restarted in the middle of an upload (the
+device retries through the outage; its update counts once), one with a tight rate limit."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
 
-from client_sdk import ClientOptions, RetryPolicy, Trained
+from client_sdk import ClientOptions, Event, RetryPolicy, Trained
 from tests.conftest import ServerProcessFactory
 from tests.sdk.proxy import Decision, FaultProxy, ProxyRequest
 from tests.sdk.support import ClientFactory
-from tests.server.fleet import create_task, wait_for
+from tests.server.fleet import create_task, status, wait_for
 
 
 async def test_a_server_restarted_mid_upload_counts_the_update_once(
@@ -52,3 +52,27 @@ async def test_a_server_restarted_mid_upload_counts_the_update_once(
     assert any(e.fate == "down" for e in proxy.exchanges)
     assert final["updates_accepted"] == 1
     assert final["updates_applied"] + final["updates_buffered"] == 1
+
+
+async def test_the_servers_own_rate_limit_is_ridden_out(
+    start_server: ServerProcessFactory, make_client: ClientFactory
+) -> None:
+    server = start_server(
+        name="rate-limited",
+        env={"ASYNCFL_DEVICE_RATE_PER_S": "2", "ASYNCFL_DEVICE_RATE_BURST": "3"},
+    )
+    await create_task(server, "t1")
+    retries: list[Event] = []
+    client = make_client(
+        server.url,
+        "t1",
+        server.enrollment_key,
+        on_event=lambda e: retries.append(e) if e.kind == "retry" else None,
+    )
+
+    results = [await client.run_once() for _ in range(2)]
+
+    assert all(isinstance(r, Trained) for r in results)
+    assert retries and all("429" in e.data["error"] for e in retries)
+    assert all(e.data["delay_s"] >= 1.0 for e in retries)  # the server's Retry-After
+    assert (await status(server, "t1"))["updates_accepted"] == 2
