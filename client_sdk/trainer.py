@@ -240,7 +240,7 @@ class Trainer:
     # -- plumbing ---------------------------------------------------------------------
 
     def _check_params(self, params: Sequence[Array]) -> list[Array]:
-        arrays = [np.asarray(p) for p in params]
+        arrays = [np.ascontiguousarray(p) for p in params]
         problem = params_mismatch(arrays, self._params)
         if problem is not None:
             raise TrainingError(f"parameters do not match the bundle: {problem}")

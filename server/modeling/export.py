@@ -117,23 +117,30 @@ def build_bundle(
 
 
 def publish(bundle: Bundle, out_dir: Path) -> None:
-    """Write ``bundle`` into ``out_dir``, replacing a previous bundle there atomically."""
+    """Write ``bundle`` into ``out_dir``, replacing a previous bundle there.
+
+    The files are written into a sibling directory that is then renamed into place, so
+    ``out_dir`` never holds a partial bundle.
+    """
     if out_dir.exists():
+        if not out_dir.is_dir():
+            raise ExportError(f"{out_dir} is a file; refusing to replace it")
         strangers = [p.name for p in out_dir.iterdir() if p.name not in BUNDLE_FILES]
-        if strangers or not out_dir.is_dir():
+        if strangers:
             raise ExportError(
                 f"{out_dir} holds other files {strangers[:3]}; refusing to replace it"
             )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    retired = staging.with_name(staging.name + ".old")
     try:
         bundle.save(staging)
         if out_dir.exists():
-            shutil.rmtree(out_dir)
+            os.replace(out_dir, retired)
         os.replace(staging, out_dir)
-    except BaseException:
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
+        shutil.rmtree(retired, ignore_errors=True)
 
 
 def _parameters(module: nn.Module, name: str) -> tuple[list[str], list[torch.Tensor]]:

@@ -2,8 +2,8 @@
 
 The route (FACTS.md): ``make_fx(tracing_mode="symbolic")`` with the decomposition table
 of :mod:`server.modeling.decompositions`, then ``torch.onnx.export(dynamo=True)`` of the
-traced GraphModule with a dynamic batch dimension on ``x`` and ``y``, opset 20. One
-graph pass afterwards drops MaxPool indices nobody reads.
+traced GraphModule with a dynamic batch dimension on ``x`` and ``y``, opset 20. Graph
+passes afterwards drop MaxPool indices nobody reads, dead nodes and per-node metadata.
 """
 
 from __future__ import annotations
@@ -113,6 +113,9 @@ def export_graph(fn: steps.Step, args: Sequence[torch.Tensor], signature: Signat
     model = program.model_proto
     drop_unused_pool_indices(model)
     prune_dead_nodes(model)
+    for node in model.graph.node:  # exporter stack traces: 80% of the bytes a device fetches
+        del node.metadata_props[:]
+        node.doc_string = ""
     _check_signature(model, signature, fn.__name__)
     onnx.checker.check_model(model)
     data: bytes = model.SerializeToString()

@@ -28,14 +28,16 @@ CHECK_KEYS = [
 def test_export_writes_a_loadable_bundle(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = tmp_path / "mlp"
+    out = tmp_path / "logreg"
 
     code = main(
         [
+            "--log-level",
+            "WARNING",
             "model",
             "export",
             "--model",
-            "mlp",
+            "logreg",
             "--out",
             str(out),
             "--optimizer",
@@ -56,6 +58,8 @@ def test_export_writes_a_loadable_bundle(
 def test_check_prints_the_json_line_last(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(
         [
+            "--log-level",
+            "WARNING",
             "model",
             "check",
             "--model",
@@ -84,7 +88,18 @@ def test_check_prints_the_json_line_last(capsys: pytest.CaptureFixture[str]) -> 
 def test_export_of_an_unknown_model_fails_cleanly(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["model", "export", "--model", "nope", "--out", str(tmp_path / "x")])
+    code = main(
+        [
+            "--log-level",
+            "WARNING",
+            "model",
+            "export",
+            "--model",
+            "nope",
+            "--out",
+            str(tmp_path / "x"),
+        ]
+    )
 
     assert code == 1
     assert "unknown model 'nope'" in capsys.readouterr().err

@@ -11,7 +11,7 @@ import pytest
 from client_sdk.bundle import BUNDLE_FILES, Bundle
 from client_sdk.trainer import Trainer, TrainPlan
 from server.modeling import ZOO_MODELS, ExportError
-from server.modeling.export import export_bundle
+from server.modeling.export import export_bundle, publish
 from server.modeling.optimizers import OPTIMIZERS
 from server.modeling.zoo import ZOO, resolve
 from tests.modeling.support import PARITY_STEPS, BundleCache
@@ -123,3 +123,20 @@ def test_factory_must_return_a_zoo_entry() -> None:
 def test_unknown_optimizer_hyperparameter_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="no hyperparameters"):
         export_bundle("logreg", tmp_path / "out", optimizer_hparams={"nesterov": 1.0})
+
+
+def test_publish_replaces_a_bundle_but_never_other_files(
+    bundles: BundleCache, tmp_path: Path
+) -> None:
+    bundle = Bundle.load(bundles("logreg"))
+    out, other = tmp_path / "bundle", tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+
+    publish(bundle, out)
+    publish(bundle, out)
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "other"]
+    assert Bundle.load(out).manifest == bundle.manifest
+    with pytest.raises(ExportError, match="holds other files"):
+        publish(bundle, other)
