@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+
 from server.coordination.locallog import LocalLogQueue
 from server.coordination.queue import START, QueuedUpdate, UpdateQueue
 from server.coordination.redis_queue import RedisStreamQueue

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import pytest
-
-from collections.abc import AsyncIterator
 
 from server.coordination.redis_sessions import RedisSessionStore
 from server.coordination.sessions import InProcessSessionStore, SessionStore, Verdict
