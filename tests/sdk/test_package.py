@@ -26,6 +26,19 @@ def test_importing_the_sdk_loads_no_torch_nor_server_dependencies() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_the_wire_format_alone_loads_no_client_machinery() -> None:
+    code = (
+        "import sys, client_sdk.wire, client_sdk.errors; "
+        "heavy = {'aiohttp', 'onnxruntime', 'sqlite3'}; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+
+    assert out.stdout.strip() == "[]"
+
+
 def test_the_base_install_is_exactly_the_sdk_dependencies() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     names = {dep.split(">")[0].split("=")[0].split("[")[0] for dep in project["dependencies"]}
