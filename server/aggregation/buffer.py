@@ -9,6 +9,7 @@ optimizer steps and the version advances. No I/O: the server persists what it ne
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from server.aggregation.core import AggregatorBase
 from server.aggregation.results import FoldResult
-from server.aggregation.validation import RejectReason, reject
+from server.aggregation.validation import F32, MAX_NUM_EXAMPLES, RejectReason, reject
 from server.errors import UpdateRejected
 
 __all__ = ["FedBuffAggregator"]
@@ -44,6 +45,10 @@ class FedBuffAggregator(AggregatorBase):
         ``tensors`` and never writes into them. ``norm``: the norm
         :func:`validate_update` returned for these tensors at ingest (skips a pass).
         """
+        if norm is not None and self._plain:
+            result = self._fold_plain(update_id, tensors, num_examples, base_version, norm)
+            if result is not None:
+                return result
         try:
             self._check_duplicate(update_id)
             staleness = self._version - base_version
@@ -61,6 +66,47 @@ class FedBuffAggregator(AggregatorBase):
             raise
         step = self._step() if len(self._buffer.ids) >= self._goal else None
         return FoldResult(staleness, weight, norm, clipped, step)
+
+    def _fold_plain(
+        self,
+        update_id: str,
+        tensors: Sequence[np.ndarray[Any, Any]],
+        num_examples: int,
+        base_version: int,
+        norm: float,
+    ) -> FoldResult | None:
+        """The hot path of a server worker: an update validated at ingest, no clipping,
+        equal example weights. Straight-line code (each call layer costs ~0.5 us, a
+        third of a 100k-parameter fold). Returns None, having changed nothing, for
+        anything unusual; the general path then folds or refuses it."""
+        buf = self._buffer
+        shapes = self._spec.shapes
+        staleness = self._version - base_version
+        if (
+            type(update_id) is not str
+            or update_id in buf.id_set
+            or update_id in self._recent_set
+            or type(base_version) is not int
+            or base_version < 0
+            or not 0 <= staleness < self._plain_staleness_limit
+            or type(num_examples) is not int
+            or not 1 <= num_examples <= MAX_NUM_EXAMPLES
+            or type(tensors) is not list
+            or len(tensors) != len(shapes)
+            or not 0.0 <= norm < math.inf
+        ):
+            return None
+        flats = []
+        for i, t in enumerate(tensors):
+            if type(t) is not np.ndarray or t.dtype is not F32 or t.shape != shapes[i]:
+                return None
+            flats.append(t.ravel())
+        weight = self._staleness_weights[staleness]
+        buf.add(update_id, flats, weight * self._fold_factor, weight)
+        self._folded += 1
+        self._staleness_sum += staleness
+        step = self._step() if len(buf.ids) >= self._goal else None
+        return FoldResult(staleness, weight, norm, False, step)
 
     def _checked_staleness(self, base_version: object) -> int:
         """The slow path: a non-int base version or a staleness out of bounds."""

@@ -75,6 +75,11 @@ class AggregatorBase:
             config.example_weighting.kind, config.example_weighting.cap
         )
         self._weigh_examples = config.example_weighting.kind != "equal"
+        # No clipping, no norm bound, equal example weights: the fold's straight-line path.
+        self._plain = (
+            not self._weigh_examples and config.clip_norm is None and config.max_update_norm is None
+        )
+        self._plain_staleness_limit = len(self._staleness_weights)
         # With "goal" normalisation the 1/K rides on every fold's saxpy factor, so the
         # accumulator is the pseudo-gradient when the buffer fills (no extra pass).
         self._fold_factor = 1.0 / config.aggregation_goal if config.normalization == "goal" else 1.0

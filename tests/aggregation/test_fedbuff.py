@@ -254,3 +254,31 @@ def test_a_fold_given_a_norm_still_checks_shapes_and_the_bound() -> None:
     assert bound.value.code == RejectReason.NORM_EXCEEDED
     assert nan_norm.value.code == RejectReason.NON_FINITE
     assert agg.buffered == 0
+
+
+def test_the_plain_path_and_the_general_path_agree_bit_for_bit() -> None:
+    params, deltas = model(), updates(7)
+    plain = FedBuffAggregator(params, config(aggregation_goal=3))
+    general = FedBuffAggregator(params, config(aggregation_goal=3))
+    for i, d in enumerate(deltas):
+        norm = validate_update(plain.spec, d)
+        a = plain.fold(f"u{i}", list(d), 10, max(0, plain.version - i % 2), norm=norm)
+        b = general.fold(f"u{i}", tuple(d), 10, max(0, general.version - i % 2))  # not a list
+        assert (a.staleness, a.weight) == (b.staleness, b.weight)
+    np.testing.assert_array_equal(flat(plain.params), flat(general.params))
+    assert plain.stats == general.stats
+
+
+def test_the_plain_path_still_refuses_duplicates_and_bad_shapes() -> None:
+    agg = FedBuffAggregator(model(), config(aggregation_goal=10))
+    good = updates(1)[0]
+    agg.fold("a", list(good), 10, 0, norm=1.0)
+
+    with pytest.raises(UpdateRejected) as dup:
+        agg.fold("a", list(good), 10, 0, norm=1.0)
+    with pytest.raises(UpdateRejected) as shape:
+        agg.fold("b", [np.zeros(3, np.float32), *good[1:]], 10, 0, norm=1.0)
+
+    assert dup.value.code == RejectReason.DUPLICATE_UPDATE
+    assert shape.value.code == RejectReason.SHAPE_MISMATCH
+    assert agg.buffered == 1
