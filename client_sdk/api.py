@@ -148,6 +148,16 @@ class ServerApi:
         payload = {"session": session, "version": version, "metrics": dict(metrics)}
         return await self._call("POST", f"/v1/tasks/{task}/evaluations", payload)
 
+    async def release_session(self, task: str, session: str) -> None:
+        """Give the session's concurrency slot back (it will not upload)."""
+        resp = await self.transport.request(
+            "POST",
+            f"/v1/tasks/{task}/sessions/release",
+            body=pack({"session": session}),
+            headers=HEADERS,
+        )
+        _raise_for_error(resp)
+
     async def _call(
         self, method: str, path: str, payload: Mapping[str, Any], *, token: str | None = None
     ) -> dict[str, Any]:

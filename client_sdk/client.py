@@ -180,8 +180,17 @@ class Client:
         try:
             return await self._train_and_upload(pending, resumed=resumed)
         except (BundleError, TrainingError, ConfigError, WireFormatError):
-            self._state.clear_session(self.task)
+            await self._abandon(pending)
             raise
+
+    async def _abandon(self, pending: PendingSession) -> None:
+        """Drop a session that will not upload, and give its slot back to the task (best
+        effort: the server frees it at the deadline anyway)."""
+        self._state.clear_session(self.task)
+        try:
+            await self.api.release_session(self.task, pending.session)
+        except SdkError as exc:
+            logger.info("could not release session %s: %s", pending.session_id, exc)
 
     async def _resume(self, pending: PendingSession) -> RoundResult | None:
         """Finish the session an earlier run left open, or drop it (returns None)."""
@@ -200,7 +209,7 @@ class Client:
                 return await self._upload(pending, body, resumed=True)
         elif action == "continue":
             return await self._work(pending, resumed=True)
-        self._state.clear_session(self.task)
+        await self._abandon(pending)
         return None
 
     async def _train_and_upload(self, pending: PendingSession, *, resumed: bool) -> RoundResult:
@@ -212,11 +221,11 @@ class Client:
         if pending.evaluate and self._eval_data.count() > 0:
             evaluation = await self._evaluate(trainer, params, pending)
             if not pending.train:
-                self._state.clear_session(self.task)
+                await self._abandon(pending)
                 return Evaluated(pending.version, evaluation)
         budget = pending.deadline - self._clock() - self.options.upload_margin_s
         if budget < self.options.min_train_s:
-            self._state.clear_session(self.task)
+            await self._abandon(pending)
             return Rejected("deadline_too_close", message=f"{budget:.1f}s left to train")
         seed = self._rng.randrange(2**31)
         run = await train(
@@ -231,7 +240,7 @@ class Client:
         )
         result = run.result
         if run.ineligible or result.steps == 0:
-            self._state.clear_session(self.task)  # nothing leaves the device
+            await self._abandon(pending)  # nothing but the release leaves the device
             reasons = run.ineligible or ("no_data",)
             logger.info("training stopped after %d steps: %s", result.steps, reasons)
             self._emit("not_eligible", reasons=reasons, during_training=True)

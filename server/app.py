@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from redis.asyncio import Redis
 
-from server.api import admin, device, ops
+from server.api import admin, device, ops, sessions
 from server.api.middleware import error_middleware, metrics_middleware
 from server.coordination.events import EventBus, LocalEvents, RedisEvents
 from server.coordination.keys import Keys
@@ -67,7 +67,7 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = metrics
     routes = ops.routes()
     if settings.effective_role != "aggregator":
-        routes = device.routes() + admin.routes() + routes
+        routes = device.routes() + sessions.routes() + admin.routes() + routes
     app.add_routes(routes)
     app.cleanup_ctx.append(_services_ctx(settings, metrics))
     app.on_shutdown.append(_stop_admitting)

@@ -183,6 +183,7 @@ async def status_of(services: Services, runtime: TaskRuntime) -> dict[str, Any]:
         "updates_rejected": dict(sorted(state.rejected.items())),
         "mean_staleness": mean_staleness,
         "last_eval": state.last_eval,
+        "federated_eval": state.federated_eval(),
         "created_at": state.record.created_at,
         "config": state.config.to_dict(),
         "artifacts": state.record.artifacts,

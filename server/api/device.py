@@ -157,6 +157,8 @@ async def checkin(request: web.Request) -> web.Response:
                 "url": f"/v1/tasks/{state.id}/versions/{version}/params",
             },
             "encoding": "float32",
+            "evaluate": random.random() < state.config.federated_eval_fraction,
+            "train": True,
         },
     )
 

@@ -47,6 +47,7 @@ class TaskConfig:
     concurrency: int = 100
     session_deadline_s: float | None = None  # None: the server's default
     eval_every: int = 1  # evaluate every N-th version on the held-out set (0: never)
+    federated_eval_fraction: float = 0.0  # share of check-ins asked to evaluate on-device
     plan: ClientPlan = field(default_factory=ClientPlan)
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
 
@@ -57,6 +58,8 @@ class TaskConfig:
             raise ConfigError("session_deadline_s must be > 0")
         if self.eval_every < 0:
             raise ConfigError("eval_every must be >= 0")
+        if not 0.0 <= self.federated_eval_fraction <= 1.0:
+            raise ConfigError("federated_eval_fraction must be in [0, 1]")
 
     @property
     def mode(self) -> str:
@@ -91,6 +94,7 @@ class TaskConfig:
             "concurrency": self.concurrency,
             "session_deadline_s": self.session_deadline_s,
             "eval_every": self.eval_every,
+            "federated_eval_fraction": self.federated_eval_fraction,
             "plan": dataclasses.asdict(self.plan),
             "aggregation": self.aggregation.to_dict(),
         }

@@ -13,6 +13,9 @@ from server.aggregation import ModelSpec
 from server.storage.records import TaskRecord
 from server.tasks.config import TaskConfig
 
+FEDERATED_VERSIONS_KEPT = 20
+FEDERATED_SESSIONS_KEPT = 100_000
+
 
 @dataclass
 class PublishedVersion:
@@ -37,6 +40,9 @@ class TaskState:
     dropped: int = 0
     last_eval: dict[str, Any] | None = None
     session_seconds_ewma: float = 0.0
+    # federated evaluation: version -> example-weighted sums; sessions already counted
+    federated: dict[int, dict[str, float]] = field(default_factory=dict)
+    federated_sessions: set[str] = field(default_factory=set)
 
     @property
     def id(self) -> str:
@@ -58,6 +64,41 @@ class TaskState:
             if self.session_seconds_ewma == 0
             else (1 - alpha) * self.session_seconds_ewma + alpha * took
         )
+
+    def record_federated_eval(self, sid: str, version: int, metrics: dict[str, float]) -> bool:
+        """Add one device's evaluation of ``version``; False if this session reported."""
+        if sid in self.federated_sessions:
+            return False
+        if len(self.federated_sessions) > FEDERATED_SESSIONS_KEPT:
+            self.federated_sessions.clear()  # old sessions have expired long ago
+        self.federated_sessions.add(sid)
+        n = metrics["num_examples"]
+        sums = self.federated.setdefault(
+            version, {"devices": 0.0, "examples": 0.0, "loss": 0.0, "correct": 0.0, "scored": 0.0}
+        )
+        sums["devices"] += 1
+        sums["examples"] += n
+        sums["loss"] += metrics["loss"] * n
+        if "accuracy" in metrics:
+            sums["correct"] += metrics["accuracy"] * n
+            sums["scored"] += n
+        while len(self.federated) > FEDERATED_VERSIONS_KEPT:
+            del self.federated[min(self.federated)]
+        return True
+
+    def federated_eval(self) -> dict[str, Any] | None:
+        """The newest version's federated evaluation, example-weighted."""
+        if not self.federated:
+            return None
+        version = max(self.federated)
+        sums = self.federated[version]
+        return {
+            "version": version,
+            "devices": int(sums["devices"]),
+            "examples": int(sums["examples"]),
+            "loss": sums["loss"] / sums["examples"],
+            "accuracy": sums["correct"] / sums["scored"] if sums["scored"] else None,
+        }
 
     def retry_after(self, jitter: float) -> float:
         """How long a device turned away should wait: about half a typical session."""

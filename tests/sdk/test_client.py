@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from client_sdk import (
     ClientOptions,
@@ -143,10 +146,13 @@ async def test_a_device_turning_ineligible_mid_training_uploads_nothing(
 
     result = await client.run_once()
 
+    after = await status(server, task)
     assert result == NotEligible(("not_charging",), during_training=True)
-    assert proxy.count("/v1/tasks/", "POST") == 1  # the check-in; no upload
+    assert proxy.count("/v1/tasks/", "POST") == 2  # the check-in and the release; no upload
+    assert proxy.count(f"/v1/tasks/{task}/sessions/release") == 1
     assert proxy.count(f"/v1/tasks/{task}/updates") == 0
-    assert (await status(server, task))["updates_accepted"] == 0
+    assert after["updates_accepted"] == 0
+    assert after["active_sessions"] == 0  # the slot went back to the task at once
 
 
 async def test_the_upload_carries_only_declared_fields_and_a_clipped_update(
@@ -173,32 +179,24 @@ async def test_the_upload_carries_only_declared_fields_and_a_clipped_update(
 
 
 async def test_federated_evaluation_runs_when_the_server_asks(
-    server: ServerProcess, task: str, proxy: FaultProxy, make_client: ClientFactory
+    server: ServerProcess, proxy: FaultProxy, make_client: ClientFactory
 ) -> None:
-    # The server does not ask yet: the proxy adds the flag to its check-in answers and
-    # stands in for POST /v1/tasks/{task}/evaluations (the endpoint the SDK expects).
-    def rewrite(request: ProxyRequest, status_code: int, body: bytes) -> bytes:
-        if not request.path.endswith("/checkin") or status_code != 200:
-            return body
-        return pack({**unpack(body), "evaluate": True})
-
-    proxy.rewrite = rewrite
-    proxy.decide = lambda r: (
-        Reply(201, pack({"status": "recorded"}), {"Content-Type": "application/msgpack"})
-        if r.path.endswith("/evaluations")
-        else "pass"
-    )
+    task = f"fed-{uuid.uuid4().hex[:6]}"
+    await create_task(server, task, concurrency=10, federated_eval_fraction=1.0)
     client = make_client(proxy.url, task, server.enrollment_key)
 
     result = await client.run_once()
     (report,) = [unpack(r.body) for r in proxy.requests if r.path.endswith("/evaluations")]
+    after = await status(server, task)
 
     assert isinstance(result, Trained) and result.evaluation is not None
     assert set(report) == {"session", "version", "metrics"}
     assert set(report["metrics"]) == {"loss", "accuracy", "num_examples"}
     assert report["metrics"]["num_examples"] == 120.0
-    assert 0.0 <= report["metrics"]["accuracy"] <= 1.0
-    assert (await status(server, task))["updates_accepted"] == 1
+    assert after["updates_accepted"] == 1
+    assert after["federated_eval"]["devices"] == 1
+    assert after["federated_eval"]["examples"] == 120
+    assert after["federated_eval"]["accuracy"] == pytest.approx(report["metrics"]["accuracy"])
 
 
 async def test_an_evaluation_only_session_reports_metrics_and_uploads_nothing(
