@@ -29,6 +29,7 @@ Array = np.ndarray[Any, Any]
 # zoo models that are Linear layers with ReLU between them (torch layout: W is [out, in])
 DENSE_MODELS: frozenset[str] = frozenset({"logreg", "mlp", "synthetic-logreg", "synthetic-mlp"})
 _F32 = np.float32
+_ARANGE = np.arange(4096)
 
 
 def supports(trainer: OnnxTrainer) -> str | None:
@@ -100,36 +101,43 @@ class DenseBatchTrainer:
     ) -> list[LocalUpdate]:
         """Each job's update, as if trained alone by the SDK's trainer."""
         plans = [_batches(len(j.x), batch_size, epochs, j.steps, j.seed) for j in jobs]
+        # Sorted by first batch size, devices padded to the same width sit side by side,
+        # so each width group of a step is a slice (a view, no copy) of the stacks.
+        order = sorted(range(len(jobs)), key=lambda i: len(plans[i][0]) if plans[i] else 0)
+        jobs = [jobs[i] for i in order]
+        plans = [plans[i] for i in order]
         weights = [np.stack([j.params[2 * k] for j in jobs]) for k in range(self.layers)]
         biases = [np.stack([j.params[2 * k + 1] for j in jobs]) for k in range(self.layers)]
         seen = [0] * len(jobs)
+        lr32 = _F32(lr)
         for step in range(max((len(p) for p in plans), default=0)):
             active = [i for i, p in enumerate(plans) if len(p) > step]
-            x, y, mask, count = _pad([(jobs[i].x, jobs[i].y, plans[i][step]) for i in active])
             for i in active:
                 seen[i] += len(plans[i][step])
-            everyone = len(active) == len(jobs)
-            ws = weights if everyone else [w[active] for w in weights]
-            bs = biases if everyone else [b[active] for b in biases]
-            gw, gb = self._gradients(ws, bs, x, y, mask, count)
-            lr32 = _F32(lr)
-            for k in range(self.layers):
-                if everyone:
-                    weights[k] -= lr32 * gw[k]
-                    biases[k] -= lr32 * gb[k]
-                else:
-                    weights[k][active] = ws[k] - lr32 * gw[k]
-                    biases[k][active] = bs[k] - lr32 * gb[k]
-        out = []
+            for group in _width_groups(active, [len(plans[i][step]) for i in active]):
+                x, y, mask, count = _pad([(jobs[i].x, jobs[i].y, plans[i][step]) for i in group])
+                contiguous = group[-1] - group[0] + 1 == len(group)
+                rows: slice | list[int] = slice(group[0], group[-1] + 1) if contiguous else group
+                ws = [w[rows] for w in weights]
+                bs = [b[rows] for b in biases]
+                gw, gb = self._gradients(ws, bs, x, y, mask, count)
+                for k in range(self.layers):
+                    if contiguous:  # views: update in place
+                        ws[k] -= lr32 * gw[k]
+                        bs[k] -= lr32 * gb[k]
+                    else:
+                        weights[k][rows] = ws[k] - lr32 * gw[k]
+                        biases[k][rows] = bs[k] - lr32 * gb[k]
+        if not all(np.isfinite(w).all() for w in weights):
+            raise Diverged("local training produced non-finite parameters: training diverged")
+        out: list[LocalUpdate | None] = [None] * len(jobs)
         for i, job in enumerate(jobs):
             delta: list[Array] = []
             for k in range(self.layers):
                 delta.append(np.subtract(weights[k][i], job.params[2 * k], dtype=_F32))
                 delta.append(np.subtract(biases[k][i], job.params[2 * k + 1], dtype=_F32))
-            out.append(LocalUpdate(delta, min(seen[i], len(job.x)), len(plans[i])))
-        if not all(np.isfinite(w).all() for w in weights):
-            raise Diverged("local training produced non-finite parameters: training diverged")
-        return out
+            out[order[i]] = LocalUpdate(delta, min(seen[i], len(job.x)), len(plans[i]))
+        return [u for u in out if u is not None]
 
     def _gradients(
         self, ws: list[Array], bs: list[Array], x: Array, y: Array, mask: Array, count: Array
@@ -163,7 +171,13 @@ class DenseBatchTrainer:
 
 
 def _batches(n: int, batch_size: int, epochs: int, steps: int, seed: int) -> list[Array]:
-    """The index batches the SDK's trainer would run (reshuffled every epoch)."""
+    """The index batches the SDK's trainer would run (reshuffled every epoch).
+
+    A shard that fits in one batch is trained full-batch at every step whatever the
+    shuffle, so its order (which only changes float32 summation order) is not drawn.
+    """
+    if n <= batch_size:
+        return [_ARANGE[:n] if n <= len(_ARANGE) else np.arange(n)] * min(steps, epochs)
     rng = np.random.default_rng(seed)
     out: list[Array] = []
     for _ in range(epochs):
@@ -173,6 +187,19 @@ def _batches(n: int, batch_size: int, epochs: int, steps: int, seed: int) -> lis
                 return out
             out.append(order[start : start + batch_size])
     return out
+
+
+def _width_groups(rows: list[int], sizes: list[int]) -> list[list[int]]:
+    """``rows`` split into runs whose batch sizes round up to the same power of two."""
+    groups: list[list[int]] = []
+    last = -1
+    for row, size in zip(rows, sizes, strict=True):
+        width = 1 << max(0, size - 1).bit_length()
+        if width != last:
+            groups.append([])
+            last = width
+        groups[-1].append(row)
+    return groups
 
 
 def _pad(parts: list[tuple[Array, Array, Array]]) -> tuple[Array, Array, Array, Array]:

@@ -85,42 +85,46 @@ def _run(args: argparse.Namespace, preset: Any, started: float) -> int:
     bundle = load_bundle(preset.training.model, args.cache_dir, bundle_dir=args.bundle_dir)
     env = build_environment(preset, OnnxTrainer(bundle))
     progress(report.describe(env))
-    png = out / "plot.png"
+    png = None if args.no_plot else out / "plot.png"
     full: dict[str, Any]
     if preset.kind == "compare":
         comp = experiments.compare(env, progress)
-        wall = time.perf_counter() - started
-        text, summary = report.compare_text(env, comp), comp.summary(wall)
+        text = report.compare_text(env, comp)
         full = {"async": comp.async_run.to_dict(), "sync": comp.sync_run.to_dict()}
         reached = comp.async_run.reached and comp.sync_run.reached
-        if not args.no_plot:
+        if png:
             plot.plot_compare(comp, png, preset.name)
+        summary = comp.summary(time.perf_counter() - started)
     elif preset.kind == "sweep":
         rows = experiments.sweep(env, progress)
-        wall = time.perf_counter() - started
-        text, summary = report.sweep_text(env, rows), report.sweep_summary(rows, wall)
+        text = report.sweep_text(env, rows)
         full = {
             str(c): {"async": x.async_run.to_dict(), "sync": x.sync_run.to_dict()} for c, x in rows
         }
         reached = all(x.async_run.reached and x.sync_run.reached for _, x in rows)
-        if not args.no_plot:
+        if png:
             plot.plot_sweep(rows, png, preset.name)
+        summary = report.sweep_summary(rows, time.perf_counter() - started)
     else:
         result = experiments.grid(env, progress)
-        wall = time.perf_counter() - started
-        text, summary = report.grid_text(env, result), report.grid_summary(result, wall)
+        text = report.grid_text(env, result)
         full = {m: [r.to_dict() for r in runs] for m, runs in result.runs.items()}
         reached = result.comparison() is not None
-        if not args.no_plot:
+        if png:
             plot.plot_grid(result, png, preset.name)
+        summary = report.grid_summary(result, time.perf_counter() - started)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.txt").write_text(text + "\n", encoding="utf-8")
     (out / "result.json").write_text(
-        json.dumps({"preset": preset.name, "summary": summary, "runs": full}, indent=1) + "\n",
+        json.dumps(
+            {"preset": preset.name, "engine": env.engine, "summary": summary, "runs": full},
+            indent=1,
+        )
+        + "\n",
         encoding="utf-8",
     )
     print(text)
-    print(f"\nwrote {out / 'result.json'}" + ("" if args.no_plot else f" and {png}"))
+    print(f"\nwrote {out / 'result.json'}" + (f" and {png}" if png else ""))
     if args.json:
         print(json.dumps(summary))
     if not reached:

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from server.aggregation import AggregationConfig
+from server.aggregation import AggregationConfig, OptimizerConfig
 from server.errors import ConfigError
 from simulator.errors import PresetError
 from simulator.fields import Table
@@ -164,6 +164,7 @@ class ModeConfig:
         *,
         concurrency: int | None = None,
         server_lr: float | None = None,
+        server_momentum: float | None = None,
         goal: int | None = None,
         over_selection: float | None = None,
     ) -> ModeConfig:
@@ -171,6 +172,12 @@ class ModeConfig:
         agg = self.aggregation
         if server_lr is not None:
             agg = replace(agg, optimizer=replace(agg.optimizer, lr=server_lr))
+        if server_momentum is not None:  # FedAvgM with momentum 0 is FedAvg
+            name = "fedavgm" if server_momentum > 0 else "fedavg"
+            opt = OptimizerConfig.of(name, lr=agg.optimizer.lr)
+            if server_momentum > 0:
+                opt = replace(opt, momentum=server_momentum)
+            agg = replace(agg, optimizer=opt)
         if over_selection is not None:
             agg = replace(agg, over_selection=over_selection)
         c = self.concurrency if concurrency is None else concurrency
@@ -183,22 +190,33 @@ class ModeConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
+    """When to evaluate and when to stop. The target is reached at the first
+    evaluation from which accuracy stays >= ``target`` for ``hold_s`` (0: the first
+    crossing; noisy curves can cross by luck). ``patience_s`` > 0 stops a run whose
+    best accuracy has not improved for that long (a grid prunes diverged points)."""
+
     target: float = 0.85
     eval_every_s: float = 30.0
     max_virtual_s: float = 86_400.0
     max_trips: int = 2_000_000
     stop_at_target: bool = True
+    hold_s: float = 0.0
+    patience_s: float = 0.0
     progress_every_s: float = 5.0
 
 
 @dataclass(frozen=True)
 class GridConfig:
-    """The hyperparameter grid both modes get (server lr in our mean-of-K convention)."""
+    """The hyperparameter grid both modes get (server lr in our mean-of-K convention).
+
+    ``server_momentum`` 0 means FedAvg, > 0 FedAvgM with that momentum.
+    """
 
     client_lr: tuple[float, ...]
     server_lr: tuple[float, ...]
     aggregation_goal: tuple[int, ...]
     over_selection: tuple[float, ...]
+    server_momentum: tuple[float, ...] = (0.9,)
 
 
 @dataclass(frozen=True)
@@ -375,6 +393,8 @@ def _run(t: Table) -> RunConfig:
         max_virtual_s=t.number("max_virtual_s", 86_400.0, low=0.0, low_open=True),
         max_trips=t.integer("max_trips", 2_000_000, minimum=1),
         stop_at_target=t.boolean("stop_at_target", True),
+        hold_s=t.number("hold_s", 0.0, low=0.0),
+        patience_s=t.number("patience_s", 0.0, low=0.0),
         progress_every_s=t.number("progress_every_s", 5.0, low=0.0, low_open=True),
     )
     t.close()
@@ -395,7 +415,10 @@ def _grid(t: Table) -> GridConfig:
         server_lr=t.numbers("server_lr"),
         aggregation_goal=t.integers("aggregation_goal"),
         over_selection=t.numbers("over_selection"),
+        server_momentum=t.numbers("server_momentum", (0.9,)),
     )
+    if not grid.server_momentum or not all(0 <= m < 1 for m in grid.server_momentum):
+        raise t.fail("server_momentum", "must list momenta in [0, 1)")
     for key in ("client_lr", "server_lr"):
         values = getattr(grid, key)
         if not values or min(values) <= 0:

@@ -75,7 +75,7 @@ class Simulation:
         self.ledger = Ledger(env.fleet.tiers)
         self.now = 0.0
         self.done = False
-        self.status = "limit"  # or "reached" / "diverged"
+        self.status = "limit"  # or "reached" / "diverged" / "stalled"
         self.active = self.max_active = self.trained = 0
         self.curve: list[tuple[float, float]] = []
         self.trace: list[tuple[int, float, float]] | None = [] if trace else None
@@ -89,6 +89,8 @@ class Simulation:
         self._eval_version = -1
         self._accuracy = 0.0
         self._reached: float | None = None
+        self._best = (-1.0, 0.0)  # best accuracy so far and when
+        self._candidate: tuple[float, LedgerView, dict[str, float]] | None = None
         self._until_target: LedgerView | None = None
         self._tier_accuracy: dict[str, float] = {}
         self._wall_start = self._last_progress = 0.0
@@ -194,13 +196,28 @@ class Simulation:
             self._accuracy = env.trainer.accuracy(self.current_params(), *env.test_set)
             self._eval_version = self.agg.version
         self.curve.append((self.now, self._accuracy))
-        if self._reached is None and self._accuracy >= self.run_cfg.target:
-            self._reached = self.now
-            self._until_target = self.ledger.view()
-            self._tier_accuracy = self._tier_accuracies()
-            self.done = self.run_cfg.stop_at_target
+        if self._accuracy > self._best[0]:
+            self._best = (self._accuracy, self.now)
+        patience = self.run_cfg.patience_s
+        if patience and self.now - self._best[1] > patience and self._reached is None:
+            self.status, self.done = "stalled", True
+        if self._reached is None:
+            self._check_target()
         self._report_progress()
         self.push(self.now + self.run_cfg.eval_every_s, EVAL, self._evaluate)
+
+    def _check_target(self) -> None:
+        """The target counts once accuracy stays at or above it for ``hold_s``; the
+        books and tier accuracies are those of the first evaluation of that stretch."""
+        if self._accuracy < self.run_cfg.target:
+            self._candidate = None
+            return
+        if self._candidate is None:
+            self._candidate = (self.now, self.ledger.view(), self._tier_accuracies())
+        since, books, tiers = self._candidate
+        if self.now - since >= self.run_cfg.hold_s:
+            self._reached, self._until_target, self._tier_accuracy = since, books, tiers
+            self.done = self.run_cfg.stop_at_target
 
     def _tier_accuracies(self) -> dict[str, float]:
         env, params = self.env, self.current_params()
@@ -230,6 +247,7 @@ class Simulation:
             "client_lr": self.training.client_lr,
             "server_lr": agg.optimizer.lr,
             "optimizer": agg.optimizer.name,
+            "server_momentum": agg.optimizer.momentum if agg.optimizer.name == "fedavgm" else 0.0,
             "aggregation_goal": agg.aggregation_goal,
         }
         if self.mode == "sync":

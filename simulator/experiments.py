@@ -36,7 +36,14 @@ def run_mode(
     """Simulate one mode on ``env`` (async or sync, from ``mode.aggregation.mode``)."""
     cls = AsyncSimulation if mode.mode == "async" else SyncSimulation
     sim = cls(env, mode, training=training, label=label, progress=progress, trace=trace)
-    return sim.run()
+    result = sim.run()
+    if progress is not None:
+        when = "-" if result.time_to_target is None else f"{result.time_to_target:,.0f} s"
+        progress(
+            f"{result.label}: {result.status}, time to target {when}, "
+            f"trips {result.ledger.trips:,}, {result.trained:,} updates in {result.wall_s:.1f} s"
+        )
+    return result
 
 
 def _ratio(num: float | None, den: float | None) -> float | None:
@@ -90,10 +97,12 @@ def compare(env: Environment, progress: Progress = None) -> Comparison:
 
 
 def sweep(env: Environment, progress: Progress = None) -> list[tuple[int, Comparison]]:
-    """Both modes at every concurrency of ``[sweep]``, other settings as the preset's."""
+    """Both modes at every concurrency of ``[sweep]``, other settings as the preset's
+    (the async buffer K is capped at C; the sync goal follows C and over-selection)."""
     out = []
     for c in env.preset.sweep:
-        a = env.preset.async_mode.with_values(concurrency=c)
+        k = min(c, env.preset.async_mode.aggregation.aggregation_goal)  # a buffer <= C
+        a = env.preset.async_mode.with_values(concurrency=c, goal=k)
         s = env.preset.sync_mode.with_values(concurrency=c)
         out.append(
             (
@@ -124,7 +133,8 @@ class GridResult:
 
 
 def grid(env: Environment, progress: Progress = None) -> GridResult:
-    """Client lr x server lr x (K for async | over-selection for sync), same for both."""
+    """Client lr x server lr x server momentum x (K for async | over-selection for
+    sync): the same points for both modes."""
     p = env.preset
     g = p.grid
     if g is None:
@@ -136,17 +146,18 @@ def grid(env: Environment, progress: Progress = None) -> GridResult:
         "sync": g.over_selection,
     }
     for mode_name, base in (("async", p.async_mode), ("sync", p.sync_mode)):
-        for client_lr, server_lr, third in itertools.product(
-            g.client_lr, g.server_lr, axes[mode_name]
+        for client_lr, server_lr, momentum, third in itertools.product(
+            g.client_lr, g.server_lr, g.server_momentum, axes[mode_name]
         ):
             training = replace(p.training, client_lr=client_lr)
+            values: dict[str, Any] = {"server_lr": server_lr, "server_momentum": momentum}
             if mode_name == "async":
-                mode = base.with_values(server_lr=server_lr, goal=int(third))
+                mode = base.with_values(goal=int(third), **values)
                 tag = f"K={third}"
             else:
-                mode = base.with_values(server_lr=server_lr, over_selection=float(third))
+                mode = base.with_values(over_selection=float(third), **values)
                 tag = f"over={third}"
-            label = f"{mode_name} clr={client_lr} slr={server_lr} {tag}"
+            label = f"{mode_name} clr={client_lr} slr={server_lr} mom={momentum} {tag}"
             result.runs[mode_name].append(
                 run_mode(env, mode, training=training, label=label, progress=progress)
             )

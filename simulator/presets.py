@@ -1,7 +1,9 @@
 """Finding, reading and overriding the TOML presets under ``simulator/presets/``.
 
 A preset is named by its file stem (``papaya-small``) or given as a path to any TOML
-file. Overrides are ``dotted.key=value`` strings applied before validation; the value
+file. ``extends = "NAME"`` starts from another preset (tables merge key by key,
+everything else is replaced), so the grid and the sweep share papaya-small's fleet and
+data. Overrides are ``dotted.key=value`` strings applied before validation; the value
 is read as TOML (``fleet.devices=100000``, ``async.optimizer.lr=2.0``,
 ``fleet.tiers.0.dropout=0.1``) and falls back to a plain string.
 """
@@ -36,18 +38,41 @@ def load_preset(name_or_path: str, overrides: Sequence[str] = ()) -> Preset:
                 f"unknown preset {name_or_path!r}; known: {', '.join(list_presets())} "
                 "(or pass a path to a .toml file)"
             )
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise PresetError(f"preset file {path} does not exist") from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise PresetError(f"preset {path} is not valid TOML: {exc}") from exc
+    data = _read(path)
     for override in overrides:
         apply_override(data, override)
     try:
         return parse_preset(data, path.stem)
     except PresetError as exc:
         raise PresetError(f"preset {path.stem}: {exc.message}") from exc
+
+
+def _read(path: Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise PresetError(f"preset file {path} does not exist") from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise PresetError(f"preset {path} is not valid TOML: {exc}") from exc
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or base in seen or base == path.stem:
+        raise PresetError(f"preset {path.stem}: extends must name another preset, got {base!r}")
+    parent = PRESET_DIR / f"{base}.toml"
+    if not parent.is_file():
+        raise PresetError(f"preset {path.stem} extends unknown preset {base!r}")
+    return _merge(_read(parent, (*seen, path.stem)), data)
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def apply_override(data: dict[str, Any], override: str) -> None:

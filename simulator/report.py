@@ -66,7 +66,7 @@ def describe(env: Environment) -> str:
     return (
         f"{p.name}: {p.fleet.devices:,} devices ({tiers}), {data.dataset} {skew}, "
         f"tier-data correlation {data.tier_correlation:g}, model {p.training.model}, "
-        f"target accuracy {p.run.target:g}"
+        f"target accuracy {p.run.target:g}; local training: {env.engine}"
     )
 
 
@@ -200,6 +200,7 @@ def grid_text(env: Environment, result: GridResult) -> str:
                 "*" if r is best else "",
                 r.hyper["client_lr"],
                 r.hyper["server_lr"],
+                r.hyper["server_momentum"],
                 r.hyper[key],
                 r.time_to_target,
                 r.ledger.trips,
@@ -207,7 +208,8 @@ def grid_text(env: Environment, result: GridResult) -> str:
             ]
             for r in runs
         ]
-        head = ["best", "client lr", "server lr", third, "to target s", "trips", "last acc"]
+        head = ["best", "client lr", "server lr", "momentum", third, "to target s", "trips"]
+        head.append("last acc")
         parts += [f"{mode} grid ({len(runs)} runs):", format_table(head, rows), ""]
     comp = result.comparison()
     if comp is not None:

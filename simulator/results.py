@@ -17,7 +17,8 @@ class RunResult:
     ``until_target`` is the ledger when the target was first measured (None if never);
     ``tier_accuracy`` is measured then (or at the end); ``trained`` counts updates
     really computed with the ONNX graphs. ``status``: ``reached`` the target,
-    ``diverged`` (non-finite training loss) or stopped at a ``limit`` of the run.
+    ``diverged`` (non-finite training loss), ``stalled`` (no progress for
+    ``patience_s``) or stopped at a ``limit`` of the run.
     """
 
     label: str

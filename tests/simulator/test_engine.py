@@ -15,7 +15,7 @@ from simulator.experiments import run_mode
 from simulator.fedbuff import AsyncSimulation
 from simulator.rounds import SyncSimulation
 from simulator.sessions import session_hash, training_seed
-from simulator.training import TrainJob
+from simulator.training import Diverged, TrainJob
 from tests.simulator.support import tiny_env
 
 C = 12
@@ -179,3 +179,46 @@ def test_a_run_stops_at_the_target_and_books_the_ledger_there() -> None:
     assert result.until_target is not None
     assert result.until_target.trips == result.final.trips
     assert set(result.tier_accuracy) == {"fast", "slow"}
+
+
+def test_with_hold_the_target_counts_only_once_accuracy_stays_above_it() -> None:
+    env = tiny_env("run.hold_s=40", "run.target=0.55")
+
+    result = run_mode(env, env.preset.async_mode)
+
+    reached = result.time_to_target
+    assert reached is not None
+    held = [a for t, a in result.curve if reached <= t <= reached + 40]
+    assert len(held) == 5 and min(held) >= 0.55
+    before = [a for t, a in result.curve if t == reached - 10]
+    assert not before or before[0] < 0.55
+    assert result.curve[-1][0] == reached + 40
+
+
+def test_patience_stops_a_run_that_no_longer_improves() -> None:
+    env = tiny_env("run.target=0.99", "run.patience_s=100", "run.max_virtual_s=5000")
+
+    result = run_mode(env, env.preset.async_mode)
+
+    assert result.status == "stalled"
+    best_at = max(result.curve, key=lambda p: p[1])[0]
+    assert 100 < result.virtual_s - best_at <= 110
+
+
+def test_a_diverging_trainer_ends_the_run_as_diverged() -> None:
+    env = tiny_env()
+    real = env.trainer
+
+    class Exploding:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def train_many(self, jobs: Any, **kwargs: Any) -> Any:
+            raise Diverged("loss is nan")
+
+    env.trainer = Exploding()  # type: ignore[assignment]
+
+    result = run_mode(env, env.preset.sync_mode)
+
+    assert result.status == "diverged"
+    assert result.time_to_target is None

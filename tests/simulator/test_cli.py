@@ -1,0 +1,99 @@
+"""``asyncfl simulate`` end to end: tables, JSON line last, plot, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from server.cli import main
+
+TINY = """
+extends = "papaya-small"
+description = "a small, quick comparison for the tests"
+[data]
+eval_devices = 20
+[fleet]
+devices = 400
+[async]
+concurrency = 40
+[sync]
+concurrency = 40
+[run]
+target = 0.5
+max_virtual_s = 3000
+"""
+
+
+@pytest.fixture
+def tiny_preset_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    return path
+
+
+def test_simulate_prints_tables_then_one_json_line_and_writes_a_plot(
+    tiny_preset_file: Path,
+    mlp_bundle_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "out"
+    argv = ["simulate", "--preset", str(tiny_preset_file), "--json", "--out", str(out)]
+
+    code = main([*argv, "--bundle-dir", str(mlp_bundle_dir)])
+
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    summary = json.loads(lines[-1])
+    assert code == 0
+    assert set(summary) == {
+        "target",
+        "async_time_to_target",
+        "sync_time_to_target",
+        "speedup",
+        "async_trips",
+        "sync_trips",
+        "comm_ratio",
+        "tier_accuracy_gap",
+        "updates_per_wall_s",
+        "wall_s",
+    }
+    assert summary["target"] == 0.5
+    assert summary["speedup"] == pytest.approx(
+        summary["sync_time_to_target"] / summary["async_time_to_target"]
+    )
+    assert set(summary["tier_accuracy_gap"]) == {"async", "sync"}
+    assert "wasted work until the target" in captured.out
+    assert "fairness per tier" in captured.out
+    assert "async C=40" in captured.err  # progress goes to stderr
+    assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = json.loads((out / "result.json").read_text())
+    assert saved["summary"] == summary
+    assert saved["runs"]["async"]["curve"][0][0] == 0.0
+
+
+def test_list_names_the_presets(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", "--list"]) == 0
+
+    assert "papaya-small" in capsys.readouterr().out.split()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--preset", "nope"], "unknown preset 'nope'"),
+        (["--preset", "papaya-small", "--set", "fleet.devices=-1"], "fleet.devices must be"),
+        (["--preset", "papaya-small", "--set", "nonsense"], "section.key=value"),
+        ([], "--preset is required"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_clear_message(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["simulate", *argv]) == 2
+
+    captured = capsys.readouterr()
+    assert message in captured.err
+    assert captured.out == ""

@@ -1,0 +1,105 @@
+"""Fleet attributes, availability windows, session timing and dropouts."""
+
+from __future__ import annotations
+
+import math
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from simulator.config import SpeedConfig
+from simulator.distributions import sample_speeds
+from simulator.fleet import Fleet
+from simulator.sessions import SessionPlanner, examples_after, steps_within_budget
+from tests.simulator.support import tiny_preset
+
+
+def test_tier_shares_follow_the_preset() -> None:
+    fleet = Fleet(tiny_preset("fleet.devices=20000").fleet, seed=0)
+
+    counts = fleet.tier_counts()
+
+    assert counts[0] / fleet.size == pytest.approx(0.6, abs=0.02)
+    assert sum(counts) == 20_000
+
+
+def test_lognormal_speeds_are_heavy_tailed_and_halfnormal_bounded_below() -> None:
+    rng = np.random.default_rng(0)
+    heavy = sample_speeds(SpeedConfig("lognormal", median_s=1.0, sigma=1.0), rng, 100_000)
+    half = sample_speeds(SpeedConfig("halfnormal", scale_s=1.0, min_s=0.2), rng, 100_000)
+    trace = sample_speeds(SpeedConfig("trace", values=(0.5, 2.0)), rng, 1000)
+
+    assert np.median(heavy) == pytest.approx(1.0, rel=0.05)
+    assert np.quantile(heavy, 0.99) / np.median(heavy) > 8
+    assert half.min() >= 0.2
+    assert set(np.unique(trace)) == {0.5, 2.0}
+
+
+def test_a_diurnal_fleet_is_about_window_over_24_available_and_windows_close() -> None:
+    preset = tiny_preset(
+        "fleet.devices=5000",
+        "fleet.availability={kind = 'diurnal', window_h = 6, window_spread_h = 0}",
+    )
+    fleet = Fleet(preset.fleet, seed=1)
+
+    assert fleet.available_fraction(0.0, sample=5000) == pytest.approx(0.25, abs=0.03)
+    device = next(d for d in range(100) if fleet.available(d, 0.0))
+    end = fleet.window_end(device, 0.0)
+    assert 0 < end <= 6 * 3600 + 1e-6
+    assert fleet.available(device, end - 1.0)
+    assert not fleet.available(device, end + 1.0)
+
+
+def test_100k_devices_fit_in_a_few_megabytes() -> None:
+    tracemalloc.start()
+    fleet = Fleet(tiny_preset("fleet.devices=100000").fleet, seed=0)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+
+    assert fleet.size == 100_000
+    assert peak < 20_000_000
+
+
+def _sdk_steps(n: int, bs: int, epochs: int, spe: float, budget: float) -> int:
+    """The SDK's loop: check the clock before each step; each step takes its examples."""
+    clock, steps = 0.0, 0
+    for _ in range(epochs):
+        for start in range(0, n, bs):
+            if clock >= budget:
+                return steps
+            clock += min(bs, n - start) * spe
+            steps += 1
+    return steps
+
+
+@pytest.mark.parametrize("n", [1, 5, 16, 33, 64])
+@pytest.mark.parametrize("bs", [1, 8, 32])
+@pytest.mark.parametrize("epochs", [1, 3])
+def test_steps_within_budget_is_what_the_sdk_would_run(n: int, bs: int, epochs: int) -> None:
+    for spe, budget in ((0.01, 100.0), (1.0, 10.0), (2.5, 7.0), (10.0, 1.0)):
+        expected = _sdk_steps(n, bs, epochs, spe, budget)
+        got = steps_within_budget(n, bs, epochs, spe, budget)
+
+        assert got == expected
+        assert examples_after(got, n, bs) <= n * epochs
+
+
+def test_sessions_drop_at_the_tier_rate_and_download_graphs_once() -> None:
+    preset = tiny_preset("fleet.devices=2000")
+    fleet = Fleet(preset.fleet, seed=0)
+    sizes = np.full(fleet.size, 10)
+    planner = SessionPlanner(
+        fleet, sizes, preset.training, params_bytes=1000, graph_bytes=5000, seed=0
+    )
+
+    sessions = [planner.plan(d % fleet.size, 0.0, 0, None) for d in range(8000)]
+
+    for tier, rate in ((0, 0.05), (1, 0.1)):
+        mine = [s for s in sessions if s.tier == tier]
+        dropped = sum(s.drop_cause == "dropout" for s in mine) / len(mine)
+        assert dropped == pytest.approx(rate, abs=0.02)
+    first, again = sessions[0], sessions[fleet.size]
+    assert (first.device, first.trip, again.trip) == (again.device, 0, 1)
+    assert first.bytes_down == 6000 and again.bytes_down == 1000
+    assert all(s.drop_at == math.inf or s.start <= s.drop_at <= s.end for s in sessions)
