@@ -25,6 +25,7 @@ from client_sdk.errors import (
 from client_sdk.version import __version__
 
 if TYPE_CHECKING:
+    from client_sdk.bundle import Bundle, Manifest, TensorSpec, decode_params, encode_params
     from client_sdk.client import Client
     from client_sdk.data import ArrayDataSource, DataSource
     from client_sdk.eligibility import (
@@ -39,11 +40,13 @@ if TYPE_CHECKING:
     from client_sdk.results import Evaluated, NoSlot, NotEligible, Rejected, RoundResult, Trained
     from client_sdk.retry import RetryPolicy
     from client_sdk.sync import SyncClient
+    from client_sdk.trainer import EvalResult, Trainer, TrainPlan, TrainResult
     from client_sdk.transport import AiohttpTransport, Response, Transport
 
 _LAZY = {
     "AiohttpTransport": "client_sdk.transport",
     "ArrayDataSource": "client_sdk.data",
+    "Bundle": "client_sdk.bundle",
     "Client": "client_sdk.client",
     "ClientOptions": "client_sdk.options",
     "Credentials": "client_sdk.options",
@@ -51,10 +54,12 @@ _LAZY = {
     "DeviceState": "client_sdk.eligibility",
     "DeviceStateProvider": "client_sdk.eligibility",
     "EligibilityPolicy": "client_sdk.eligibility",
+    "EvalResult": "client_sdk.trainer",
     "Evaluated": "client_sdk.results",
     "Event": "client_sdk.events",
     "EventKind": "client_sdk.events",
     "ExampleStore": "client_sdk.examples",
+    "Manifest": "client_sdk.bundle",
     "ManualDeviceState": "client_sdk.eligibility",
     "NoSlot": "client_sdk.results",
     "NotEligible": "client_sdk.results",
@@ -63,8 +68,14 @@ _LAZY = {
     "RetryPolicy": "client_sdk.retry",
     "RoundResult": "client_sdk.results",
     "SyncClient": "client_sdk.sync",
+    "TensorSpec": "client_sdk.bundle",
+    "TrainPlan": "client_sdk.trainer",
+    "TrainResult": "client_sdk.trainer",
     "Trained": "client_sdk.results",
+    "Trainer": "client_sdk.trainer",
     "Transport": "client_sdk.transport",
+    "decode_params": "client_sdk.bundle",
+    "encode_params": "client_sdk.bundle",
 }
 
 
@@ -80,6 +91,7 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "AiohttpTransport",
     "ArrayDataSource",
+    "Bundle",
     "BundleError",
     "Client",
     "ClientOptions",
@@ -89,10 +101,12 @@ __all__ = [
     "DeviceState",
     "DeviceStateProvider",
     "EligibilityPolicy",
+    "EvalResult",
     "Evaluated",
     "Event",
     "EventKind",
     "ExampleStore",
+    "Manifest",
     "ManualDeviceState",
     "NoSlot",
     "NotEligible",
@@ -104,10 +118,16 @@ __all__ = [
     "ServerError",
     "StorageError",
     "SyncClient",
+    "TensorSpec",
+    "TrainPlan",
+    "TrainResult",
     "Trained",
+    "Trainer",
     "TrainingError",
     "Transport",
     "TransportError",
     "WireFormatError",
     "__version__",
+    "decode_params",
+    "encode_params",
 ]
