@@ -7,10 +7,15 @@ Record framing (little-endian)::
 The body is the upload's own msgpack bytes, written with ``os.writev`` straight from the
 request buffer (no re-encoding, no concatenation). A record is acknowledged once
 ``write`` returned (it then survives ``kill -9``: the kernel holds it) and, under
-``log_fsync="always"``, once an fsync covered it. Concurrent uploads share fsyncs
-(group commit). ``"interval"`` fsyncs once a second, like Redis' ``appendfsync
-everysec``; ``"never"`` leaves it to the OS. A torn record at the tail (a crash in the
-middle of a write) is cut off when the log is opened.
+``log_fsync="always"``, once an fsync covered it. ``"interval"`` fsyncs once a second,
+like Redis' ``appendfsync everysec``; ``"never"`` leaves it to the OS. A torn record at
+the tail (a crash in the middle of a write) is cut off when the log is opened.
+
+Each task's log has one writer thread: the event loop numbers a record and hands it
+over, the thread writes every record handed over since its last pass with one
+``writev`` and (under ``"always"``) one fsync, then wakes the waiters (group commit).
+The event loop never blocks on the disk: not on a write stalled by writeback, not on a
+segment rollover's fsync.
 
 Segments are named by their first sequence number; :meth:`LocalLogQueue.trim` deletes
 segments whose records are all committed.
@@ -20,11 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 import os
 import struct
+import threading
+import time
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -40,10 +49,21 @@ logger = logging.getLogger(__name__)
 MAGIC = b"AFL1"
 HEADER = struct.Struct("<4sIQI")
 LIVE_QUEUE_MAX = 256  # decoded updates waiting for the aggregator (backpressure beyond)
+INTERVAL_FSYNC_S = 1.0
+IOV_MAX = 1024  # buffers per writev (Linux' limit)
+
+Buffer = bytes | bytearray | memoryview
 
 
 class _TaskLog:
-    """One task's segments, its writer fd and the live hand-off to its consumer."""
+    """One task's segments, its writer thread and the live hand-off to its consumer.
+
+    ``last_seq`` is the last number handed out (event loop side); ``durable_seq`` the
+    last record written and, under ``"always"``, fsynced (the writer publishes it to the
+    loop). A failed write or fsync stops the log: that record and every later one are
+    refused (fail-stop: after a failed fsync the kernel may have dropped the pages, so
+    carrying on could acknowledge what is not on disk); a restart recovers the file.
+    """
 
     def __init__(self, directory: Path, fsync: LogFsync, segment_bytes: int) -> None:
         self.dir = directory
@@ -51,16 +71,32 @@ class _TaskLog:
         self.segment_bytes = segment_bytes
         self.dir.mkdir(parents=True, exist_ok=True)
         self.last_seq = self._recover()
-        self.synced_seq = self.last_seq
+        self.durable_seq = self.last_seq
         self.recovered_seq = self.last_seq
         self._fd = -1
         self._segment_size = 0
-        self._sync_lock = asyncio.Lock()
-        # Live hand-off to the consumer, filled in write order (unbounded queue; the
+        self._open_segment(self.last_seq + 1, reuse_last=True)
+        # Live hand-off to the consumer, filled in numbering order (unbounded queue; the
         # semaphore gives producers backpressure when the aggregator falls behind).
         self.live: asyncio.Queue[QueuedUpdate] = asyncio.Queue()
         self.room = asyncio.Semaphore(LIVE_QUEUE_MAX)
-        self._open_segment(self.last_seq + 1, reuse_last=True)
+        # event loop side: who waits for which record; where the log failed
+        self._loop = asyncio.get_running_loop()
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._tie = itertools.count()
+        self._failed_from: int | None = None
+        self._error: StorageError | None = None
+        # writer side (``_pending`` and ``_closing`` are guarded by ``_cond``)
+        self._cond = threading.Condition()
+        self._pending: list[tuple[int, bytes, Buffer]] = []
+        self._closing = False
+        self._broken: StorageError | None = None
+        self._written_seq = self._synced_seq = self.last_seq
+        self._last_sync = time.monotonic()
+        self._thread = threading.Thread(
+            target=self._run, name=f"afl-log-{directory.name}", daemon=True
+        )
+        self._thread.start()
 
     # -- opening --------------------------------------------------------------------
     def segments(self) -> list[tuple[int, Path]]:
@@ -89,9 +125,11 @@ class _TaskLog:
         return last
 
     def _open_segment(self, first_seq: int, *, reuse_last: bool = False) -> None:
+        """Switch to a new segment (writer thread; in __init__ before it starts)."""
         if self._fd >= 0:
-            os.fsync(self._fd)
+            self._sync()  # records acknowledged under "interval"/"never" become durable
             os.close(self._fd)
+            self._fd = -1
         segments = self.segments()
         reuse = reuse_last and segments
         path = segments[-1][1] if reuse else self.dir / f"{first_seq:020d}.log"
@@ -99,48 +137,137 @@ class _TaskLog:
         self._segment_size = os.fstat(self._fd).st_size
         _fsync_dir(self.dir)
 
-    # -- writing --------------------------------------------------------------------
+    # -- writing: event loop side -------------------------------------------------------
     def write(self, update: QueuedUpdate) -> int:
-        """Append one record (synchronously, in the caller's event-loop step)."""
-        if self._segment_size >= self.segment_bytes:
-            self._open_segment(self.last_seq + 1)
+        """Number a record and hand it to the writer; :meth:`make_durable` waits for it."""
+        if self._error is not None or self._broken is not None:
+            raise self._error or self._broken or StorageError("update log failed")
         seq = self.last_seq + 1
         meta = pack(update.meta() | {"seq": seq})
-        header = HEADER.pack(MAGIC, len(meta), len(update.body), zlib.crc32(meta))
-        total = len(header) + len(meta) + len(update.body)
-        try:
-            written = os.writev(self._fd, [header, meta, update.body])
-            while written < total:  # short write: finish it from a joined copy
-                rest = (header + meta + bytes(update.body))[written:]
-                written += os.write(self._fd, rest)
-        except OSError as exc:
-            raise StorageError(f"cannot append to the update log: {exc}") from exc
-        self._segment_size += total
+        head = HEADER.pack(MAGIC, len(meta), len(update.body), zlib.crc32(meta)) + meta
+        with self._cond:
+            if self._closing:
+                raise StorageError("the update log is closed")
+            self._pending.append((seq, head, update.body))
+            if len(self._pending) == 1:
+                self._cond.notify()
         self.last_seq = seq
         return seq
 
     async def make_durable(self, seq: int) -> None:
-        if self.fsync != "always":
+        """Wait until record ``seq`` is written (and fsynced under ``"always"``); raise
+        :class:`StorageError` if it never will be."""
+        if seq <= self.durable_seq:
             return
-        while self.synced_seq < seq:
-            async with self._sync_lock:  # one fsync at a time; it covers every waiter so far
-                if self.synced_seq >= seq:
-                    return
-                target, fd = self.last_seq, self._fd
-                try:
-                    await asyncio.to_thread(os.fsync, fd)
-                except OSError as exc:
-                    raise StorageError(f"cannot fsync the update log: {exc}") from exc
-                self.synced_seq = max(self.synced_seq, target)
+        if self._error is not None and self._failed_from is not None and seq >= self._failed_from:
+            raise self._error
+        future = self._loop.create_future()
+        heapq.heappush(self._waiters, (seq, next(self._tie), future))
+        await future
 
-    def sync_now(self) -> None:
-        if self._fd >= 0:
-            os.fsync(self._fd)
-            self.synced_seq = self.last_seq
+    def _published(self, durable: int, error: StorageError | None) -> None:
+        """A writer pass ended: advance ``durable_seq`` and wake whom it concerns."""
+        self.durable_seq = max(self.durable_seq, durable)
+        if error is not None and self._error is None:
+            self._error, self._failed_from = error, self.durable_seq + 1
+        waiters = self._waiters
+        while waiters and (waiters[0][0] <= self.durable_seq or self._error is not None):
+            seq, _, future = heapq.heappop(waiters)
+            if future.done():
+                continue
+            if seq <= self.durable_seq:
+                future.set_result(None)
+            else:
+                assert self._error is not None
+                future.set_exception(self._error)
+
+    # -- writing: the writer thread -------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closing:
+                    if not self._interval_sync_pending():
+                        self._cond.wait()
+                        continue
+                    due = self._last_sync + INTERVAL_FSYNC_S - time.monotonic()
+                    if due <= 0:
+                        break
+                    self._cond.wait(due)
+                batch, self._pending = self._pending, []
+                closing = self._closing
+            if batch:
+                self._write_batch(batch)
+            elif self._interval_sync_pending():
+                self._guarded(self._sync)
+            if closing and not batch:
+                return
+
+    def _interval_sync_pending(self) -> bool:
+        return self.fsync == "interval" and self._synced_seq < self._written_seq
+
+    def _write_batch(self, batch: list[tuple[int, bytes, Buffer]]) -> None:
+        if self._broken is None:
+            self._guarded(lambda: self._write_records(batch))
+        durable = self._synced_seq if self.fsync == "always" else self._written_seq
+        with contextlib.suppress(RuntimeError):  # a closed loop: process exit, nobody waits
+            self._loop.call_soon_threadsafe(self._published, durable, self._broken)
+
+    def _write_records(self, batch: list[tuple[int, bytes, Buffer]]) -> None:
+        start = 0
+        while start < len(batch):
+            if self._segment_size >= self.segment_bytes:
+                self._open_segment(batch[start][0])
+            end, buffers, size = self._chunk(batch, start)
+            good = self._segment_size
+            try:
+                _write_all(self._fd, buffers, size)
+            except OSError:
+                with contextlib.suppress(OSError):  # leave no torn record behind
+                    os.ftruncate(self._fd, good)
+                raise
+            self._segment_size += size
+            self._written_seq = batch[end - 1][0]
+            start = end
+        if self.fsync == "always" or (
+            self.fsync == "interval" and time.monotonic() - self._last_sync >= INTERVAL_FSYNC_S
+        ):
+            self._sync()
+
+    def _chunk(
+        self, batch: list[tuple[int, bytes, Buffer]], start: int
+    ) -> tuple[int, list[Buffer], int]:
+        """``batch[start:end]``: what fits this segment and one writev."""
+        room = self.segment_bytes - self._segment_size
+        buffers: list[Buffer] = []
+        end, size = start, 0
+        while end < len(batch) and len(buffers) < IOV_MAX and size < room:
+            _seq, head, body = batch[end]
+            buffers += (head, body)
+            size += len(head) + len(body)
+            end += 1
+        return end, buffers, size
+
+    def _guarded(self, step: Callable[[], None]) -> None:
+        try:
+            step()
+        except OSError as exc:
+            self._broken = StorageError(f"cannot append to the update log: {exc}")
+            logger.error("update log %s failed, refusing appends until restart: %s", self.dir, exc)
+
+    def _sync(self) -> None:
+        os.fsync(self._fd)
+        self._synced_seq = self._written_seq
+        self._last_sync = time.monotonic()
 
     def close(self) -> None:
+        """Write what was handed over, fsync, stop the writer (blocks: run in a thread)."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        self._thread.join()
         if self._fd >= 0:
-            os.fsync(self._fd)
+            with contextlib.suppress(OSError):
+                os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
 
@@ -163,6 +290,23 @@ class _TaskLog:
                 path.unlink(missing_ok=True)
 
 
+def _write_all(fd: int, buffers: list[Buffer], size: int) -> None:
+    """``writev`` every buffer, finishing a short write from where it stopped."""
+    written = os.writev(fd, buffers)
+    while written < size:
+        rest: list[Buffer] = []
+        skip = written
+        for buf in buffers:
+            view = memoryview(buf)
+            if skip >= len(view):
+                skip -= len(view)
+                continue
+            rest.append(view[skip:])
+            skip = 0
+        buffers, size = rest, size - written
+        written = os.writev(fd, buffers)
+
+
 class LocalLogQueue:
     """:class:`~server.coordination.queue.UpdateQueue` over per-task log files."""
 
@@ -171,15 +315,12 @@ class LocalLogQueue:
         self._fsync = fsync
         self._segment_bytes = segment_bytes
         self._logs: dict[str, _TaskLog] = {}
-        self._interval_task: asyncio.Task[None] | None = None
 
     def _log(self, task_id: str) -> _TaskLog:
         log = self._logs.get(task_id)
         if log is None:
             log = _TaskLog(self._root / task_id, self._fsync, self._segment_bytes)
             self._logs[task_id] = log
-            if self._fsync == "interval" and self._interval_task is None:
-                self._interval_task = asyncio.create_task(self._fsync_every_second())
         return log
 
     async def append(self, update: QueuedUpdate) -> str:
@@ -190,7 +331,7 @@ class LocalLogQueue:
         except BaseException:
             log.room.release()
             raise
-        # Hand over in the same step as the write, so consumption order is log order.
+        # Hand over in the same step as the numbering, so consumption order is log order.
         log.live.put_nowait(replace(update, position=str(seq)))
         await log.make_durable(seq)
         return str(seq)
@@ -205,35 +346,29 @@ class LocalLogQueue:
             log.room.release()
             seq = int(update.position)
             if seq > after_seq:
-                await log.make_durable(seq)  # never fold what a crash could still erase
+                try:
+                    await log.make_durable(seq)  # never fold what a crash could still erase
+                except StorageError:
+                    continue  # never written: its upload was refused, not acknowledged
                 yield update
 
     async def trim(self, task_id: str, upto: str) -> None:
         await asyncio.to_thread(self._log(task_id).trim, int(upto))
 
     async def last_position(self, task_id: str) -> str:
-        return str(self._log(task_id).last_seq)
+        return str(self._log(task_id).durable_seq)
 
     def position_key(self, position: str) -> tuple[int, ...]:
         return (int(position),)
 
     async def appended_count(self, task_id: str) -> int:
-        return self._log(task_id).last_seq  # sequence numbers start at 1 and never reset
+        # sequence numbers start at 1 and never reset; a failed write stops the log
+        return self._log(task_id).durable_seq
 
     async def close(self) -> None:
-        if self._interval_task is not None:
-            self._interval_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._interval_task
         for log in self._logs.values():
-            log.close()
+            await asyncio.to_thread(log.close)
         self._logs.clear()
-
-    async def _fsync_every_second(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            for log in list(self._logs.values()):
-                await asyncio.to_thread(log.sync_now)
 
 
 def _read_records(path: Path, first_seq: int) -> Iterator[tuple[int, dict[str, Any], bytes, int]]:
