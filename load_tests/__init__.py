@@ -1,0 +1,1 @@
+"""Load tools: a Locust fleet emulator (``run.py``) and an ingest benchmark."""

@@ -1,0 +1,335 @@
+"""Upload ingest: asyncfl's real upload endpoint against a bare aiohttp handler.
+
+    python load_tests/bench_ingest.py [--json] [--seconds 8] [--connections 64]
+
+For each payload size, in one run, on this machine, with the same load generator (wrk
+when installed, else the built-in aiohttp client), the same bytes and the same number
+of connections:
+
+(a) ``bare``: :mod:`load_tests.bare_server`, whose handler reads the body with
+    ``request.read()`` and ``np.add``s it into an accumulator;
+(b) ``asyncfl``: ``POST /v1/tasks/{task}/updates`` on an embedded ``asyncfl serve``
+    with its whole path: token and session check, msgpack parse, shape/dtype/finite/norm
+    validation, staleness, the durable local log (fsync per ``--log-fsync``, default
+    ``always`` like the server) before the acknowledgement, and the fold (a version is
+    committed every ``--aggregation-goal`` updates).
+
+Every timed upload carries its own session, issued by check-ins before timing starts
+(sessions are single-use; a replay would be acknowledged without work). The task has a
+concurrency of 10M and a one-hour session deadline, the server a per-device rate limit
+high enough for the generator to act as a few devices at high rate, and the task no
+staleness limit (all sessions are for version 0 while versions advance). Afterwards
+the server's count of accepted updates is checked against the 2xx answers.
+
+Output: one JSON line per size, the 4 MB one first and the 400 KB one LAST::
+
+    {"payload_bytes": ..., "bare_rps": ..., "asyncfl_rps": ..., "ratio": ...,
+     "asyncfl_p99_ms": ..., "bare_p99_ms": ..., "connections": ..., ...}
+"""
+
+from __future__ import annotations
+
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from load_tests import loadgen
+from load_tests.bundle import linear_bundle, num_params
+from load_tests.target import AdminApi, enroll_many, issue_sessions, log, start_server
+
+TASK = "bench"
+PAYLOADS = {"4m": "linear_1m", "400k": "linear_100k"}  # printed in this order: 400k last
+REPO = Path(__file__).resolve().parent.parent
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="asyncfl upload ingest vs bare aiohttp")
+    parser.add_argument("--json", action="store_true", help="print only the JSON lines")
+    parser.add_argument("--sizes", default="4m,400k", help="comma list of 4m, 400k, 40k")
+    parser.add_argument("--seconds", type=float, default=8.0, help="timed seconds per side")
+    parser.add_argument("--warmup", type=float, default=2.0, help="untimed seconds before")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=2, help="bare/asyncfl alternations")
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--load-generator", choices=("auto", "wrk", "aiohttp"), default="auto")
+    parser.add_argument("--log-fsync", choices=("always", "interval", "never"), default="always")
+    parser.add_argument("--aggregation-goal", type=int, default=10, help="the task's K")
+    parser.add_argument(
+        "--session-factor",
+        type=float,
+        default=1.5,
+        help="sessions issued = factor x bare rps x (warmup + seconds)",
+    )
+    parser.add_argument("--data-dir", type=Path, help="server data dir (default: a temp dir)")
+    args = parser.parse_args(argv)
+    args.sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
+    for size in args.sizes:
+        if size not in PAYLOADS and size != "40k":
+            parser.error(f"unknown size {size!r}")
+    if args.load_generator == "auto":
+        args.load_generator = "wrk" if loadgen.wrk_available() else "aiohttp"
+    return args
+
+
+def model_for(size: str) -> str:
+    return PAYLOADS.get(size, "linear_10k")
+
+
+# -- one side of the comparison --------------------------------------------------------------
+class Side:
+    """Runs the load generator against one URL with a supply of session tokens."""
+
+    def __init__(self, args: argparse.Namespace, work: Path, head: bytes) -> None:
+        self.pid = 0  # the server process whose CPU time each run reports
+        self.cpu_s = 0.0
+        self.args = args
+        self.work = work
+        self.head = head
+        self.head_file = work / "head.bin"
+        self.head_file.write_bytes(head)
+        self.runs = 0
+
+    def run(self, url: str, tokens: list[str], seconds: float) -> loadgen.LoadResult:
+        """One load-generator run; also notes the server's CPU seconds it cost."""
+        cpu = _cpu_seconds(self.pid)
+        try:
+            return self._run(url, tokens, seconds)
+        finally:
+            self.cpu_s = _cpu_seconds(self.pid) - cpu
+
+    def _run(self, url: str, tokens: list[str], seconds: float) -> loadgen.LoadResult:
+        self.runs += 1
+        if self.args.load_generator == "wrk":
+            tokens_file = self.work / f"tokens.{self.runs}.txt"
+            tokens_file.write_text("\n".join(tokens) + "\n")
+            try:
+                return loadgen.run_wrk(
+                    url,
+                    self.head_file,
+                    tokens_file,
+                    connections=self.args.connections,
+                    seconds=seconds,
+                    threads=self.args.threads,
+                )
+            finally:
+                tokens_file.unlink(missing_ok=True)
+        return asyncio.run(
+            loadgen.run_aiohttp(
+                url, self.head, tokens, connections=self.args.connections, seconds=seconds
+            )
+        )
+
+    def warm_and_time(self, url: str, tokens: list[str]) -> tuple[loadgen.LoadResult, int]:
+        """Warm up, then time; returns the timed result and how many tokens were used."""
+        args = self.args
+        split = int(len(tokens) * args.warmup / (args.warmup + args.seconds)) if args.warmup else 0
+        used = 0
+        if args.warmup > 0:
+            warm = self.run(url, tokens[:split], args.warmup)
+            _check(warm, "warm-up")
+            used = warm.requests
+        timed = self.run(url, tokens[split:], args.seconds)
+        _check(timed, "timed run")
+        return timed, used + timed.requests
+
+
+def _check(result: loadgen.LoadResult, what: str) -> None:
+    if result.socket_errors:
+        raise RuntimeError(f"{what}: {result.socket_errors} socket errors")
+    if result.non_2xx:
+        raise RuntimeError(
+            f"{what}: {result.non_2xx} non-2xx answers (sessions exhausted? raise "
+            "--session-factor) - the run is invalid"
+        )
+
+
+# -- the bare baseline -----------------------------------------------------------------------
+class BareServer:
+    def __init__(self, work: Path) -> None:
+        self.port_file = work / "bare.port"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc is not None else 0
+
+    def __enter__(self) -> BareServer:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "load_tests.bare_server", "--port-file", str(self.port_file)],
+            env=env,
+        )
+        deadline = time.monotonic() + 30
+        while not self.port_file.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("bare server did not start")
+            time.sleep(0.05)
+        self.url = f"http://127.0.0.1:{int(self.port_file.read_text())}/ingest"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# -- one payload size ------------------------------------------------------------------------
+def bench_size(args: argparse.Namespace, size: str, root: Path) -> dict[str, Any]:
+    """Alternate bare and asyncfl ``--rounds`` times; each side's best round counts."""
+    model = model_for(size)
+    work = root / size
+    work.mkdir(parents=True, exist_ok=True)
+    parts = linear_bundle(model)
+    head = loadgen.update_head(parts.param_shapes)
+    env = {
+        "ASYNCFL_LOG_FSYNC": args.log_fsync,
+        "ASYNCFL_DEVICE_RATE_PER_S": "1e9",
+        "ASYNCFL_DEVICE_RATE_BURST": "1000000000",
+    }
+    server = start_server(work / "server", env)
+    bare_runs: list[tuple[loadgen.LoadResult, float]] = []
+    asyncfl_runs: list[tuple[loadgen.LoadResult, float]] = []
+    try:
+        admin = AdminApi(server.url, server.admin_token)
+        config = {
+            "concurrency": 10_000_000,
+            "session_deadline_s": 3600,
+            "eval_every": 0,
+            "aggregation": {"aggregation_goal": args.aggregation_goal, "max_staleness": None},
+        }
+        asyncio.run(admin.create_task(TASK, parts, config))
+        devices = asyncio.run(enroll_many(server.url, server.enrollment_key, args.connections))
+        probe = asyncio.run(issue_sessions(server.url, TASK, devices, 1))
+        payload_bytes = len(loadgen.body(head, probe[0]))
+        fake = ["x" * len(probe[0])] * 10_000_000  # the bare handler ignores the token
+        side = Side(args, work, head)
+        url = f"{server.url}/v1/tasks/{TASK}/updates"
+        sent_ok = 0
+        log(f"[{size}] {payload_bytes} B bodies, {args.connections} connections")
+        with BareServer(work) as bare:
+            for i in range(args.rounds):
+                side.pid = bare.pid
+                result, _ = side.warm_and_time(bare.url, fake)
+                bare_runs.append((result, side.cpu_s))
+                log(f"[{size}] round {i + 1} bare: {_describe(result, side.cpu_s)}")
+
+                best_bare = max(r.rps for r, _ in bare_runs)
+                needed = math.ceil(args.session_factor * best_bare * (args.warmup + args.seconds))
+                started = time.perf_counter()
+                sessions = asyncio.run(
+                    issue_sessions(server.url, TASK, devices, needed + 4 * args.connections)
+                )
+                log(
+                    f"[{size}] issued {len(sessions)} sessions by check-in in "
+                    f"{time.perf_counter() - started:.1f} s (untimed)"
+                )
+                side.pid = server.pid
+                result, sent = side.warm_and_time(url, sessions)
+                sent_ok += sent
+                asyncfl_runs.append((result, side.cpu_s))
+                log(f"[{size}] round {i + 1} asyncfl: {_describe(result, side.cpu_s)}")
+        _verify(admin, sent_ok, 2 * args.connections * 2 * args.rounds)
+    finally:
+        server.stop()
+    bare_best, bare_cpu = max(bare_runs, key=lambda run: run[0].rps)
+    fl_best, fl_cpu = max(asyncfl_runs, key=lambda run: run[0].rps)
+    return {
+        "payload_bytes": payload_bytes,
+        "bare_rps": round(bare_best.rps, 1),
+        "asyncfl_rps": round(fl_best.rps, 1),
+        "ratio": round(fl_best.rps / bare_best.rps, 3) if bare_best.rps else 0.0,
+        "asyncfl_p99_ms": round(fl_best.p99_ms, 2),
+        "bare_p99_ms": round(bare_best.p99_ms, 2),
+        "bare_cpu_us_per_req": _per_request_us(bare_best, bare_cpu),
+        "asyncfl_cpu_us_per_req": _per_request_us(fl_best, fl_cpu),
+        "params": num_params(model),
+        "connections": args.connections,
+        "seconds": args.seconds,
+        "rounds": args.rounds,
+        "load_generator": args.load_generator,
+        "log_fsync": args.log_fsync,
+        "aggregation_goal": args.aggregation_goal,
+    }
+
+
+def _per_request_us(result: loadgen.LoadResult, cpu_s: float) -> float:
+    return round(cpu_s / result.requests * 1e6, 1) if result.requests else 0.0
+
+
+def _describe(result: loadgen.LoadResult, cpu_s: float) -> str:
+    return (
+        f"{result.rps:.0f} req/s, p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, "
+        f"server CPU {_per_request_us(result, cpu_s):.0f} us/req"
+    )
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its threads (psutil)."""
+    if not pid:
+        return 0.0
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def _verify(admin: AdminApi, sent_ok: int, slack: int) -> None:
+    """Every 2xx was a new, accepted update; requests still in flight when a run stopped
+    timing may add up to ``slack`` more."""
+    status = asyncio.run(admin.status(TASK))
+    accepted, rejected = status["updates_accepted"], status["updates_rejected"]
+    if rejected or not sent_ok <= accepted <= sent_ok + slack:
+        raise RuntimeError(
+            f"server accepted {accepted} updates, rejected {rejected}; "
+            f"the load generator saw {sent_ok} 2xx answers"
+        )
+    log(f"verified: {accepted} updates accepted (generator saw {sent_ok} 2xx), none rejected")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    log(f"load generator: {args.load_generator}; log fsync: {args.log_fsync}")
+    results = []
+    root = Path(tempfile.mkdtemp(prefix="afl-bench-", dir=args.data_dir))
+    try:
+        for size in args.sizes:
+            results.append(bench_size(args, size, root))
+    except BaseException:
+        log(f"failed: server data and logs kept in {root}")
+        raise
+    shutil.rmtree(root, ignore_errors=True)
+    if not args.json:
+        for r in results:
+            print(
+                f"{r['payload_bytes']:>9} B  bare {r['bare_rps']:>8.1f}/s  "
+                f"asyncfl {r['asyncfl_rps']:>8.1f}/s  ratio {r['ratio']:.3f}  "
+                f"asyncfl p99 {r['asyncfl_p99_ms']:.1f} ms"
+            )
+    for r in results:
+        print(json.dumps(r), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,160 @@
+"""Closed-loop upload load: wrk (when installed) or a built-in aiohttp client.
+
+Both send the same bytes: an update map whose last entry is ``session``, so each
+request differs from the previous one only by its session token. ``N`` connections each
+keep one request in flight for the duration; the result is throughput and latency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import msgpack
+import numpy as np
+
+from client_sdk.wire import CONTENT_TYPE, encode_tensor
+
+LUA_SCRIPT = Path(__file__).with_name("upload.lua")
+EXHAUSTED_PATH = "/__sessions_exhausted__"
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    requests: int
+    seconds: float
+    non_2xx: int
+    socket_errors: int
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.non_2xx == 0 and self.socket_errors == 0
+
+
+def update_head(
+    shapes: Sequence[tuple[int, ...]], *, base_version: int = 0, seed: int = 0
+) -> bytes:
+    """The msgpack update map minus its final ``session`` entry (see :func:`body`)."""
+    rng = np.random.default_rng(seed)
+    tensors = [
+        encode_tensor((rng.standard_normal(shape) * 1e-3).astype(np.float32)) for shape in shapes
+    ]
+    fields: list[tuple[str, Any]] = [
+        ("base_version", base_version),
+        ("num_examples", 32),
+        ("encoding", "float32"),
+        ("metrics", {"loss": 0.5}),
+        ("tensors", tensors),
+    ]
+    packer = msgpack.Packer(use_bin_type=True)
+    out = bytearray(packer.pack_map_header(len(fields) + 1))
+    for key, value in fields:
+        out += packer.pack(key) + packer.pack(value)
+    return bytes(out)
+
+
+def body(head: bytes, session: str) -> bytes:
+    """A whole update body: ``head`` plus the ``session`` entry (what upload.lua builds)."""
+    return head + msgpack.packb("session") + msgpack.packb(session)
+
+
+def wrk_available() -> bool:
+    return shutil.which("wrk") is not None
+
+
+def run_wrk(
+    url: str,
+    head_file: Path,
+    tokens_file: Path,
+    *,
+    connections: int,
+    seconds: float,
+    threads: int = 1,
+) -> LoadResult:
+    cmd = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "30s",
+        "-s",
+        str(LUA_SCRIPT),
+        url,
+        "--",
+        str(head_file),
+        str(tokens_file),
+        str(threads),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120, check=False)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
+    doc = json.loads(lines[-1])
+    return LoadResult(
+        requests=doc["requests"],
+        seconds=doc["duration_us"] / 1e6,
+        non_2xx=doc["non_2xx"],
+        socket_errors=doc["socket_errors"],
+        p50_ms=doc["p50_us"] / 1e3,
+        p99_ms=doc["p99_us"] / 1e3,
+    )
+
+
+async def run_aiohttp(
+    url: str, head: bytes, tokens: Sequence[str], *, connections: int, seconds: float
+) -> LoadResult:
+    """The built-in fallback: ``connections`` keep-alive workers, one request in flight each."""
+    headers = {"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE}
+    next_token = iter(tokens)
+    latencies: list[float] = []
+    non_2xx = socket_errors = 0
+    stop_at = time.perf_counter() + seconds
+
+    async def worker(http: aiohttp.ClientSession) -> None:
+        nonlocal non_2xx, socket_errors
+        while time.perf_counter() < stop_at:
+            token = next(next_token, None)
+            target = url if token is not None else url.split("/v1/")[0] + EXHAUSTED_PATH
+            payload = body(head, token) if token is not None else b""
+            started = time.perf_counter()
+            try:
+                async with http.post(target, data=payload, headers=headers) as resp:
+                    await resp.read()
+                    status = resp.status
+            except (aiohttp.ClientError, TimeoutError):
+                socket_errors += 1
+                continue
+            latencies.append(time.perf_counter() - started)
+            if not 200 <= status < 300:
+                non_2xx += 1
+
+    started = time.perf_counter()
+    connector = aiohttp.TCPConnector(limit=connections)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+        await asyncio.gather(*(worker(http) for _ in range(connections)))
+    elapsed = time.perf_counter() - started
+    ms = np.asarray(latencies) * 1e3 if latencies else np.zeros(1)
+    return LoadResult(
+        requests=len(latencies),
+        seconds=elapsed,
+        non_2xx=non_2xx,
+        socket_errors=socket_errors,
+        p50_ms=float(np.percentile(ms, 50)),
+        p99_ms=float(np.percentile(ms, 99)),
+    )
