@@ -30,6 +30,7 @@ Array = np.ndarray[Any, Any]
 DENSE_MODELS: frozenset[str] = frozenset({"logreg", "mlp", "synthetic-logreg", "synthetic-mlp"})
 _F32 = np.float32
 _ARANGE = np.arange(4096)
+_MIN_GROUP = 48
 
 
 def supports(trainer: OnnxTrainer) -> str | None:
@@ -106,8 +107,10 @@ class DenseBatchTrainer:
         order = sorted(range(len(jobs)), key=lambda i: len(plans[i][0]) if plans[i] else 0)
         jobs = [jobs[i] for i in order]
         plans = [plans[i] for i in order]
-        weights = [np.stack([j.params[2 * k] for j in jobs]) for k in range(self.layers)]
-        biases = [np.stack([j.params[2 * k + 1] for j in jobs]) for k in range(self.layers)]
+        base_w = [np.stack([j.params[2 * k] for j in jobs]) for k in range(self.layers)]
+        base_b = [np.stack([j.params[2 * k + 1] for j in jobs]) for k in range(self.layers)]
+        weights = [w.copy() for w in base_w]
+        biases = [b.copy() for b in base_b]
         seen = [0] * len(jobs)
         lr32 = _F32(lr)
         for step in range(max((len(p) for p in plans), default=0)):
@@ -130,12 +133,12 @@ class DenseBatchTrainer:
                         biases[k][rows] = bs[k] - lr32 * gb[k]
         if not all(np.isfinite(w).all() for w in weights):
             raise Diverged("local training produced non-finite parameters: training diverged")
+        deltas: list[Array] = []  # new - base, per tensor, for all jobs at once
+        for k in range(self.layers):
+            deltas += [np.subtract(weights[k], base_w[k]), np.subtract(biases[k], base_b[k])]
         out: list[LocalUpdate | None] = [None] * len(jobs)
         for i, job in enumerate(jobs):
-            delta: list[Array] = []
-            for k in range(self.layers):
-                delta.append(np.subtract(weights[k][i], job.params[2 * k], dtype=_F32))
-                delta.append(np.subtract(biases[k][i], job.params[2 * k + 1], dtype=_F32))
+            delta = [d[i] for d in deltas]
             out[order[i]] = LocalUpdate(delta, min(seen[i], len(job.x)), len(plans[i]))
         return [u for u in out if u is not None]
 
@@ -190,14 +193,16 @@ def _batches(n: int, batch_size: int, epochs: int, steps: int, seed: int) -> lis
 
 
 def _width_groups(rows: list[int], sizes: list[int]) -> list[list[int]]:
-    """``rows`` split into runs whose batch sizes round up to the same power of two."""
+    """``rows`` split into runs whose batch sizes round up to the same power of two;
+    a run of fewer than ``_MIN_GROUP`` rows joins the next (wider) one, since a numpy
+    call costs more than the padding it saves."""
     groups: list[list[int]] = []
     last = -1
     for row, size in zip(rows, sizes, strict=True):
         width = 1 << max(0, size - 1).bit_length()
-        if width != last:
+        if width != last and (not groups or len(groups[-1]) >= _MIN_GROUP):
             groups.append([])
-            last = width
+        last = width
         groups[-1].append(row)
     return groups
 

@@ -13,9 +13,12 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from simulator.errors import PresetError, SimulatorError
+
+if TYPE_CHECKING:
+    from simulator.config import Preset
 
 __all__ = ["add_parser", "main"]
 
@@ -72,10 +75,10 @@ def main(args: argparse.Namespace) -> int:
         return 1
 
 
-def _run(args: argparse.Namespace, preset: Any, started: float) -> int:
+def _run(args: argparse.Namespace, preset: Preset, started: float) -> int:
     from simulator import experiments, plot, report
     from simulator.artifacts import load_bundle
-    from simulator.environment import build_environment
+    from simulator.environment import build_environments
     from simulator.training import OnnxTrainer
 
     def progress(line: str) -> None:
@@ -83,28 +86,38 @@ def _run(args: argparse.Namespace, preset: Any, started: float) -> int:
 
     out: Path = args.out or Path(".asyncfl") / "simulate" / preset.name
     bundle = load_bundle(preset.training.model, args.cache_dir, bundle_dir=args.bundle_dir)
-    env = build_environment(preset, OnnxTrainer(bundle))
+    envs = build_environments(preset, OnnxTrainer(bundle))
+    env = envs[0]
     progress(report.describe(env))
     png = None if args.no_plot else out / "plot.png"
     full: dict[str, Any]
     if preset.kind == "compare":
-        comp = experiments.compare(env, progress)
+        comp = experiments.compare(envs, progress)
         text = report.compare_text(env, comp)
-        full = {"async": comp.async_run.to_dict(), "sync": comp.sync_run.to_dict()}
-        reached = comp.async_run.reached and comp.sync_run.reached
+        full = {
+            "async": [r.to_dict() for r in comp.async_runs],
+            "sync": [r.to_dict() for r in comp.sync_runs],
+        }
+        reached = comp.reached
         if png:
             plot.plot_compare(comp, png, preset.name)
         summary = comp.summary(time.perf_counter() - started)
+        trained = comp.trained
     elif preset.kind == "sweep":
-        rows = experiments.sweep(env, progress)
+        rows = experiments.sweep(envs, progress)
         text = report.sweep_text(env, rows)
         full = {
-            str(c): {"async": x.async_run.to_dict(), "sync": x.sync_run.to_dict()} for c, x in rows
+            str(c): {
+                "async": [r.to_dict() for r in x.async_runs],
+                "sync": [r.to_dict() for r in x.sync_runs],
+            }
+            for c, x in rows
         }
-        reached = all(x.async_run.reached and x.sync_run.reached for _, x in rows)
+        reached = all(x.reached for _, x in rows)
         if png:
             plot.plot_sweep(rows, png, preset.name)
         summary = report.sweep_summary(rows, time.perf_counter() - started)
+        trained = sum(x.trained for _, x in rows)
     else:
         result = experiments.grid(env, progress)
         text = report.grid_text(env, result)
@@ -113,11 +126,18 @@ def _run(args: argparse.Namespace, preset: Any, started: float) -> int:
         if png:
             plot.plot_grid(result, png, preset.name)
         summary = report.grid_summary(result, time.perf_counter() - started)
+        trained = sum(r.trained for runs in result.runs.values() for r in runs)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.txt").write_text(text + "\n", encoding="utf-8")
     (out / "result.json").write_text(
         json.dumps(
-            {"preset": preset.name, "engine": env.engine, "summary": summary, "runs": full},
+            {
+                "preset": preset.name,
+                "engine": env.engine,
+                "summary": summary,
+                "updates_per_command_wall_s": trained / summary["wall_s"],
+                "runs": full,
+            },
             indent=1,
         )
         + "\n",

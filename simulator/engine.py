@@ -13,6 +13,7 @@ import heapq
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from server.aggregation import make_aggregator
@@ -57,7 +58,11 @@ class Simulation:
         preset = env.preset
         self.env = env
         self.cfg = mode
-        self.training = training or preset.training
+        if training is None:
+            training = preset.training
+            if mode.client_lr is not None:
+                training = replace(training, client_lr=mode.client_lr)
+        self.training = training
         self.run_cfg = run or preset.run
         self.label = label or f"{self.mode} C={mode.concurrency}"
         self._progress = progress
@@ -138,11 +143,22 @@ class Simulation:
         self.ledger.started(s)
         self.active += 1
         self.max_active = max(self.max_active, self.active)
+        if s.drop_at < self.run_cfg.max_virtual_s:
+            self.push(s.drop_at, DEADLINE, self._dropped, s)
         return s
 
+    def _dropped(self, s: Session) -> None:
+        """Book a dropout's work when it happens (its slot is freed by the mode)."""
+        if not s.booked:
+            s.booked = True
+            self.ledger.finished(s, s.drop_at, uploaded=False, waste=s.drop_cause)
+
     def end(self, s: Session, worked_until: float, *, uploaded: bool, waste: str | None) -> None:
-        """Book ``s`` (work up to ``worked_until``) and free its device and slot now."""
-        self.ledger.finished(s, worked_until, uploaded=uploaded, waste=waste)
+        """Book ``s`` (work up to ``worked_until``) unless done already, and free its
+        device and slot now."""
+        if not s.booked:
+            s.booked = True
+            self.ledger.finished(s, worked_until, uploaded=uploaded, waste=waste)
         self.picker.release(s.device)
         self.active -= 1
         s.params = None

@@ -7,7 +7,7 @@ devices and the same data.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,13 @@ from simulator.shards import LabelSkewShards, ShardSource
 from simulator.synthetic import SyntheticShards
 from simulator.training import LocalTrainer, OnnxTrainer, TrainJob
 
-__all__ = ["Environment", "build_environment", "make_shards", "select_trainer"]
+__all__ = [
+    "Environment",
+    "build_environment",
+    "build_environments",
+    "make_shards",
+    "select_trainer",
+]
 
 Array = np.ndarray[Any, Any]
 XY = tuple[Array, Array]
@@ -101,3 +107,9 @@ def build_environment(preset: Preset, trainer: LocalTrainer) -> Environment:
         picked = rng.choice(members, size=count, replace=False)
         tier_sets.append(shards.tier_test_set(np.sort(picked)))
     return Environment(preset, fleet, shards, trainer, shards.test_set(), tier_sets, engine)
+
+
+def build_environments(preset: Preset, trainer: LocalTrainer) -> list[Environment]:
+    """One environment per seed of ``run.seeds`` (or the preset's seed alone)."""
+    seeds = preset.run.seeds or (preset.seed,)
+    return [build_environment(replace(preset, seed=seed), trainer) for seed in seeds]

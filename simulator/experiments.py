@@ -1,19 +1,21 @@
-"""The three kinds of preset: ``compare`` (async vs sync once), ``sweep`` (over the
+"""The three kinds of preset: ``compare`` (async vs sync), ``sweep`` (over the
 concurrency C) and ``grid`` (the same hyperparameter grid for both modes).
 
-Every run of an experiment shares one :class:`~simulator.environment.Environment`:
-the same fleet, shards, model and test sets.
+An experiment runs on one :class:`~simulator.environment.Environment` per seed
+(``run.seeds``): every mode and configuration sees the same fleets, shards, model and
+test sets; results are medians over the seeds. The grid tunes on the first seed.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from simulator.config import ModeConfig, TrainingConfig
+from simulator.config import ModeConfig, RunConfig, TrainingConfig
 from simulator.environment import Environment
 from simulator.fedbuff import AsyncSimulation
 from simulator.results import RunResult
@@ -29,13 +31,14 @@ def run_mode(
     mode: ModeConfig,
     *,
     training: TrainingConfig | None = None,
+    run: RunConfig | None = None,
     label: str = "",
     progress: Progress = None,
     trace: bool = False,
 ) -> RunResult:
     """Simulate one mode on ``env`` (async or sync, from ``mode.aggregation.mode``)."""
     cls = AsyncSimulation if mode.mode == "async" else SyncSimulation
-    sim = cls(env, mode, training=training, label=label, progress=progress, trace=trace)
+    sim = cls(env, mode, training=training, run=run, label=label, progress=progress, trace=trace)
     result = sim.run()
     if progress is not None:
         when = "-" if result.time_to_target is None else f"{result.time_to_target:,.0f} s"
@@ -47,72 +50,139 @@ def run_mode(
 
 
 def _ratio(num: float | None, den: float | None) -> float | None:
-    if num is None or den is None or den == 0:
+    if num is None or den is None or den <= 0:
         return None
     return num / den
 
 
+def _median(values: list[float | None]) -> float | None:
+    """Median with "never" (None) as infinity; None when most runs never got there."""
+    ordered = sorted(math.inf if v is None else v for v in values)
+    if not ordered:
+        return None
+    mid = len(ordered) // 2
+    value = ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    return None if math.isinf(value) else value
+
+
+def _representative(runs: list[RunResult]) -> RunResult:
+    """The run with the median time to target (the lower middle one for even counts)."""
+    ordered = sorted(runs, key=lambda r: math.inf if r.time_to_target is None else r.time_to_target)
+    return ordered[(len(ordered) - 1) // 2]
+
+
 @dataclass
 class Comparison:
-    """Async and sync on the same fleet; the ratios are sync over async."""
+    """Async and sync on the same fleets, one run per seed and mode.
 
-    async_run: RunResult
-    sync_run: RunResult
+    Times, trips and gaps are medians over the seeds; the ratios are sync over async
+    of those medians. ``async_run`` / ``sync_run`` are each mode's median run (the
+    one the waste, fairness and energy tables describe).
+    """
+
+    async_runs: list[RunResult]
+    sync_runs: list[RunResult]
+
+    @property
+    def async_run(self) -> RunResult:
+        return _representative(self.async_runs)
+
+    @property
+    def sync_run(self) -> RunResult:
+        return _representative(self.sync_runs)
+
+    @property
+    def async_time(self) -> float | None:
+        return _median([r.time_to_target for r in self.async_runs])
+
+    @property
+    def sync_time(self) -> float | None:
+        return _median([r.time_to_target for r in self.sync_runs])
+
+    @property
+    def async_trips(self) -> float | None:
+        return _median([r.ledger.trips for r in self.async_runs])
+
+    @property
+    def sync_trips(self) -> float | None:
+        return _median([r.ledger.trips for r in self.sync_runs])
 
     @property
     def speedup(self) -> float | None:
-        return _ratio(self.sync_run.time_to_target, self.async_run.time_to_target)
+        return _ratio(self.sync_time, self.async_time)
 
     @property
     def comm_ratio(self) -> float | None:
-        return _ratio(self.sync_run.ledger.trips, self.async_run.ledger.trips)
+        return _ratio(self.sync_trips, self.async_trips)
+
+    @property
+    def reached(self) -> bool:
+        return all(r.reached for r in self.async_runs + self.sync_runs)
 
     @property
     def trained(self) -> int:
-        return self.async_run.trained + self.sync_run.trained
+        return sum(r.trained for r in self.async_runs + self.sync_runs)
+
+    @property
+    def simulation_wall_s(self) -> float:
+        return sum(r.wall_s for r in self.async_runs + self.sync_runs)
 
     def summary(self, wall_s: float) -> dict[str, Any]:
-        """The one-line result ``asyncfl simulate --json`` prints last."""
-        a, s = self.async_run, self.sync_run
+        """The one-line result ``asyncfl simulate --json`` prints last (medians over
+        the seeds).
+
+        ``updates_per_wall_s``: client updates trained and uploaded (all runs) per
+        wall second of simulation (the runs: events, local training, aggregation,
+        evaluation); ``wall_s``: the whole command, setup and plotting included.
+        """
+        gaps = {
+            mode: _median([r.tier_accuracy_gap for r in runs])
+            for mode, runs in (("async", self.async_runs), ("sync", self.sync_runs))
+        }
         return {
-            "target": a.target,
-            "async_time_to_target": a.time_to_target,
-            "sync_time_to_target": s.time_to_target,
+            "target": self.async_runs[0].target,
+            "async_time_to_target": self.async_time,
+            "sync_time_to_target": self.sync_time,
             "speedup": self.speedup,
-            "async_trips": a.ledger.trips,
-            "sync_trips": s.ledger.trips,
+            "async_trips": self.async_trips,
+            "sync_trips": self.sync_trips,
             "comm_ratio": self.comm_ratio,
-            "tier_accuracy_gap": {"async": a.tier_accuracy_gap, "sync": s.tier_accuracy_gap},
-            "updates_per_wall_s": self.trained / wall_s if wall_s > 0 else None,
+            "tier_accuracy_gap": gaps,
+            "updates_per_wall_s": _ratio(self.trained, self.simulation_wall_s),
             "wall_s": wall_s,
         }
 
 
-def compare(env: Environment, progress: Progress = None) -> Comparison:
-    p = env.preset
-    return Comparison(
-        run_mode(env, p.async_mode, label=f"async C={p.async_mode.concurrency}", progress=progress),
-        run_mode(env, p.sync_mode, label=f"sync C={p.sync_mode.concurrency}", progress=progress),
-    )
+def _label(mode: ModeConfig, env: Environment, envs: Sequence[Environment]) -> str:
+    seed = f" seed {env.preset.seed}" if len(envs) > 1 else ""
+    return f"{mode.mode} C={mode.concurrency}{seed}"
 
 
-def sweep(env: Environment, progress: Progress = None) -> list[tuple[int, Comparison]]:
+def compare(envs: Sequence[Environment], progress: Progress = None) -> Comparison:
+    """Async and sync with the preset's settings on every environment (seed)."""
+    comp = Comparison([], [])
+    for env in envs:
+        for mode, runs in (
+            (env.preset.async_mode, comp.async_runs),
+            (env.preset.sync_mode, comp.sync_runs),
+        ):
+            runs.append(run_mode(env, mode, label=_label(mode, env, envs), progress=progress))
+    return comp
+
+
+def sweep(envs: Sequence[Environment], progress: Progress = None) -> list[tuple[int, Comparison]]:
     """Both modes at every concurrency of ``[sweep]``, other settings as the preset's
     (the async buffer K is capped at C; the sync goal follows C and over-selection)."""
     out = []
-    for c in env.preset.sweep:
-        k = min(c, env.preset.async_mode.aggregation.aggregation_goal)  # a buffer <= C
-        a = env.preset.async_mode.with_values(concurrency=c, goal=k)
-        s = env.preset.sync_mode.with_values(concurrency=c)
-        out.append(
-            (
-                c,
-                Comparison(
-                    run_mode(env, a, label=f"async C={c}", progress=progress),
-                    run_mode(env, s, label=f"sync C={c}", progress=progress),
-                ),
-            )
-        )
+    for c in envs[0].preset.sweep:
+        comp = Comparison([], [])
+        for env in envs:
+            k = min(c, env.preset.async_mode.aggregation.aggregation_goal)  # a buffer <= C
+            a = env.preset.async_mode.with_values(concurrency=c, goal=k)
+            s = env.preset.sync_mode.with_values(concurrency=c)
+            comp.async_runs.append(run_mode(env, a, label=_label(a, env, envs), progress=progress))
+            comp.sync_runs.append(run_mode(env, s, label=_label(s, env, envs), progress=progress))
+        out.append((c, comp))
     return out
 
 
@@ -129,12 +199,17 @@ class GridResult:
 
     def comparison(self) -> Comparison | None:
         a, s = self.best("async"), self.best("sync")
-        return Comparison(a, s) if a and s else None
+        return Comparison([a], [s]) if a and s else None
 
 
 def grid(env: Environment, progress: Progress = None) -> GridResult:
     """Client lr x server lr x server momentum x (K for async | over-selection for
-    sync): the same points for both modes."""
+    sync): the same points for both modes.
+
+    Runs of a mode stop at the best time to target found so far (plus the hold): a
+    point that has not reached the target by then cannot be the fastest, so the winner
+    is the one an exhaustive search would find, at a fraction of the cost.
+    """
     p = env.preset
     g = p.grid
     if g is None:
@@ -146,6 +221,7 @@ def grid(env: Environment, progress: Progress = None) -> GridResult:
         "sync": g.over_selection,
     }
     for mode_name, base in (("async", p.async_mode), ("sync", p.sync_mode)):
+        best = p.run.max_virtual_s
         for client_lr, server_lr, momentum, third in itertools.product(
             g.client_lr, g.server_lr, g.server_momentum, axes[mode_name]
         ):
@@ -158,8 +234,11 @@ def grid(env: Environment, progress: Progress = None) -> GridResult:
                 mode = base.with_values(over_selection=float(third), **values)
                 tag = f"over={third}"
             label = f"{mode_name} clr={client_lr} slr={server_lr} mom={momentum} {tag}"
-            result.runs[mode_name].append(
-                run_mode(env, mode, training=training, label=label, progress=progress)
-            )
+            # A point still short of the target when the best so far had it cannot win.
+            run = replace(p.run, max_virtual_s=min(p.run.max_virtual_s, best + p.run.hold_s))
+            r = run_mode(env, mode, training=training, run=run, label=label, progress=progress)
+            result.runs[mode_name].append(r)
+            if r.time_to_target is not None:
+                best = min(best, r.time_to_target)
     result.wall_s = time.perf_counter() - started
     return result

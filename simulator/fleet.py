@@ -50,6 +50,14 @@ class Fleet:
         self._length_h: Array = np.clip(
             a.window_h + rng.uniform(-1, 1, n) * a.window_spread_h, 0.25, 24.0
         )
+        # memoryviews: per-device scalar reads at Python speed, without copies
+        self.tier_of = self.tier.data
+        self.seconds_of = self.seconds_per_example.data
+        self.down_of = self.down_bps.data
+        self.up_of = self.up_bps.data
+        self._offset = self._offset_h.data
+        self._start = self._start_h.data
+        self._length = self._length_h.data
 
     def tier_counts(self) -> list[int]:
         return np.bincount(self.tier, minlength=len(self.tiers)).tolist()  # type: ignore[no-any-return]
@@ -58,20 +66,19 @@ class Fleet:
         return np.flatnonzero(self.tier == tier)
 
     def _phase_h(self, device: int, t: float) -> float:
-        local = self._offset_h[device] + t / 3600.0
-        return float((local - self._start_h[device]) % 24.0)
+        return float((self._offset[device] + t / 3600.0 - self._start[device]) % 24.0)
 
     def available(self, device: int, t: float) -> bool:
         """Whether ``device`` may start training at virtual time ``t``."""
         if self.always_available:
             return True
-        return bool(self._phase_h(device, t) < self._length_h[device])
+        return bool(self._phase_h(device, t) < self._length[device])
 
     def window_end(self, device: int, t: float) -> float:
         """When the eligibility window open at ``t`` closes (inf when always available)."""
         if self.always_available:
             return math.inf
-        return t + (float(self._length_h[device]) - self._phase_h(device, t)) * 3600.0
+        return t + (float(self._length[device]) - self._phase_h(device, t)) * 3600.0
 
     def available_fraction(self, t: float, sample: int = 2000) -> float:
         """Share of (a sample of) the fleet eligible at ``t``."""

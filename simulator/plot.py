@@ -48,15 +48,18 @@ def _curve(ax: Any, run: RunResult, **style: Any) -> None:
 
 def plot_compare(comp: Comparison, path: Path, title: str) -> Path:
     fig, (ax, bars) = _figure(2)
-    for run in (comp.async_run, comp.sync_run):
-        label = f"{run.mode} C={run.concurrency}"
-        if run.time_to_target is not None:
-            label += f" ({run.time_to_target / 60:.1f} min)"
-        _curve(ax, run, label=label)
+    for runs, when in ((comp.async_runs, comp.async_time), (comp.sync_runs, comp.sync_time)):
+        for i, run in enumerate(runs):
+            label = None
+            if i == 0:
+                label = f"{run.mode} C={run.concurrency}"
+                if when is not None:
+                    label += f" ({when / 60:.1f} min" + (" median)" if len(runs) > 1 else ")")
+            _curve(ax, run, label=label, linewidth=1.4 if len(runs) == 1 else 1.0)
     ax.axhline(comp.async_run.target, color="grey", linestyle="--", linewidth=1, label="target")
     ax.set_xlabel("virtual time (minutes)")
     ax.set_ylabel("held-out accuracy")
-    ax.set_title(title)
+    ax.set_title(title + (f" ({len(comp.async_runs)} seeds)" if len(comp.async_runs) > 1 else ""))
     ax.legend(loc="lower right")
     tiers = list(comp.async_run.tier_accuracy)
     width = 0.38
@@ -66,7 +69,9 @@ def plot_compare(comp: Comparison, path: Path, title: str) -> Path:
         bars.bar(xs, values, width, color=_COLORS[run.mode], label=run.mode)
     bars.set_xticks(range(len(tiers)), tiers)
     bars.set_ylabel("accuracy on the tier's data at the target")
-    bars.set_title("fairness per device tier")
+    bars.set_title(
+        "fairness per device tier" + (" (median runs)" if len(comp.async_runs) > 1 else "")
+    )
     bars.set_ylim(0, 1)
     bars.legend(loc="lower right")
     return _save(fig, path)
@@ -76,7 +81,7 @@ def plot_sweep(rows: Sequence[tuple[int, Comparison]], path: Path, title: str) -
     fig, (ax, ratio) = _figure(2)
     cs = [c for c, _ in rows]
     for mode in ("async", "sync"):
-        times = [(x.async_run if mode == "async" else x.sync_run).time_to_target for _, x in rows]
+        times = [x.async_time if mode == "async" else x.sync_time for _, x in rows]
         pts = [(c, t / 60) for c, t in zip(cs, times, strict=True) if t is not None]
         if pts:
             ax.plot(*zip(*pts, strict=True), "o-", color=_COLORS[mode], label=mode)

@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from simulator.config import Preset, parse_preset
+from simulator.config import Preset
 from simulator.errors import PresetError
+from simulator.parsing import parse_preset
 
 __all__ = ["PRESET_DIR", "apply_override", "list_presets", "load_preset"]
 

@@ -2,18 +2,19 @@
 every mode and every event order (common random numbers make the async/sync comparison
 less noisy), at about a microsecond a draw and with no generator state to carry.
 
-``key_seed(*key)`` hashes a key to 64 bits; ``uniform(h, tag)`` and ``normal(h, tag)``
-derive independent draws from such a hash, one per tag.
+``key_seed(*key)`` hashes a key to 64 bits; ``uniform(h, tag)``, ``pair(h, tag)`` and
+``normal(h, tag)`` derive independent draws from such a hash, one set per tag.
 """
 
 from __future__ import annotations
 
 import math
 
-__all__ = ["key_seed", "normal", "uniform"]
+__all__ = ["key_seed", "normal", "pair", "uniform"]
 
 _MASK = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
+_INV32 = 1.0 / (1 << 32)
 
 
 def _mix(z: int) -> int:
@@ -37,8 +38,13 @@ def uniform(h: int, tag: int) -> float:
     return (_mix(h ^ ((tag * _GOLDEN) & _MASK)) >> 11) * (1.0 / (1 << 53))
 
 
+def pair(h: int, tag: int) -> tuple[float, float]:
+    """Two floats in [0, 1) (32-bit resolution) from one hash of ``h`` and ``tag``."""
+    z = _mix(h ^ ((tag * _GOLDEN) & _MASK))
+    return (z >> 32) * _INV32, (z & 0xFFFFFFFF) * _INV32
+
+
 def normal(h: int, tag: int) -> float:
     """A standard normal draw determined by ``h`` and ``tag`` (Box-Muller)."""
-    u1 = uniform(h, 2 * tag + 1)
-    u2 = uniform(h, 2 * tag + 2)
+    u1, u2 = pair(h, tag)
     return math.sqrt(-2.0 * math.log1p(-u1)) * math.cos(2.0 * math.pi * u2)

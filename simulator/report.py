@@ -63,56 +63,64 @@ def describe(env: Environment) -> str:
         if data.dataset == "digits"
         else f"Synthetic({data.alpha:g}, {data.beta:g})"
     )
+    seeds = p.run.seeds or (p.seed,)
     return (
         f"{p.name}: {p.fleet.devices:,} devices ({tiers}), {data.dataset} {skew}, "
         f"tier-data correlation {data.tier_correlation:g}, model {p.training.model}, "
-        f"target accuracy {p.run.target:g}; local training: {env.engine}"
+        f"target accuracy {p.run.target:g} (held {p.run.hold_s:g} s); seeds {list(seeds)}; "
+        f"local training: {env.engine}"
     )
 
 
-def _mode_rows(runs: Sequence[RunResult]) -> list[list[Any]]:
-    rows = []
-    for r in runs:
-        led = r.ledger
-        rows.append(
-            [
-                r.mode,
-                r.concurrency,
-                r.hyper["aggregation_goal"],
-                r.time_to_target,
-                led.trips,
-                led.bytes_down / 1e6,
-                led.bytes_up / 1e6,
-                led.applied,
-                r.versions,
-                led.energy_j / 1e3,
-                r.trained,
-                r.wall_s,
-            ]
-        )
-    return rows
+def _run_row(r: RunResult) -> list[Any]:
+    led = r.ledger
+    return [
+        r.mode,
+        r.concurrency,
+        r.hyper["aggregation_goal"],
+        r.time_to_target,
+        led.trips,
+        led.bytes_down / 1e6,
+        led.bytes_up / 1e6,
+        led.applied,
+        r.versions,
+        led.energy_j / 1e3,
+        r.trained,
+        r.wall_s,
+    ]
 
 
 def compare_text(env: Environment, comp: Comparison) -> str:
     runs = [comp.async_run, comp.sync_run]
+    seeds = len(comp.async_runs) > 1
     head = ["mode", "C", "K/goal", "to target s", "trips", "MB down", "MB up", "applied"]
     head += ["versions", "energy kJ", "trained", "wall s"]
+    rows = []
+    for r in comp.async_runs + comp.sync_runs:
+        rows.append([*_run_row(r), r.label.rsplit("seed ", 1)[-1] if seeds else "-"])
+    medians = (
+        f"medians over {len(comp.async_runs)} seeds: async {_t(comp.async_time)}, "
+        f"sync {_t(comp.sync_time)}; "
+        if seeds
+        else ""
+    )
     parts = [
         describe(env),
         "",
         "until the target (or the run's end when it was not reached):",
-        format_table(head, _mode_rows(runs)),
-        f"speedup (sync time / async time): {_x(comp.speedup)}; "
+        format_table([*head, "seed"], rows),
+        f"{medians}speedup (sync time / async time): {_x(comp.speedup)}; "
         f"communication (sync trips / async trips): {_x(comp.comm_ratio)}",
         "",
-        "wasted work until the target: sessions / training hours / energy kJ",
+        "wasted work until the target: sessions / training hours / energy kJ"
+        + (" (median runs)" if seeds else ""),
         format_table(
             ["cause", *(r.mode for r in runs)],
             [[c, *(_waste(r, c) for r in runs)] for c in WASTE_CAUSES],
         ),
         "",
         "fairness per tier: share of fleet, share of applied updates, accuracy on the "
-        "tier's data, energy kJ",
+        "tier's data, energy kJ" + (" (median runs)" if seeds else ""),
         format_table(
             [
                 "tier",
@@ -123,6 +131,10 @@ def compare_text(env: Environment, comp: Comparison) -> str:
         ),
     ]
     return "\n".join(parts)
+
+
+def _t(v: float | None) -> str:
+    return "not reached" if v is None else f"{v:,.0f} s"
 
 
 def _waste(r: RunResult, cause: str) -> str:
@@ -158,11 +170,11 @@ def sweep_text(env: Environment, rows: Sequence[tuple[int, Comparison]]) -> str:
         [
             [
                 c,
-                x.async_run.time_to_target,
-                x.sync_run.time_to_target,
+                x.async_time,
+                x.sync_time,
                 _x(x.speedup),
-                x.async_run.ledger.trips,
-                x.sync_run.ledger.trips,
+                x.async_trips,
+                x.sync_trips,
                 _x(x.comm_ratio),
                 x.async_run.tier_accuracy_gap,
                 x.sync_run.tier_accuracy_gap,
@@ -175,16 +187,17 @@ def sweep_text(env: Environment, rows: Sequence[tuple[int, Comparison]]) -> str:
 
 def sweep_summary(rows: Sequence[tuple[int, Comparison]], wall_s: float) -> dict[str, Any]:
     trained = sum(x.trained for _, x in rows)
+    sim_wall = sum(x.simulation_wall_s for _, x in rows)
     return {
         "target": rows[0][1].async_run.target if rows else None,
         "concurrency": [c for c, _ in rows],
-        "async_time_to_target": [x.async_run.time_to_target for _, x in rows],
-        "sync_time_to_target": [x.sync_run.time_to_target for _, x in rows],
+        "async_time_to_target": [x.async_time for _, x in rows],
+        "sync_time_to_target": [x.sync_time for _, x in rows],
         "speedup": [x.speedup for _, x in rows],
-        "async_trips": [x.async_run.ledger.trips for _, x in rows],
-        "sync_trips": [x.sync_run.ledger.trips for _, x in rows],
+        "async_trips": [x.async_trips for _, x in rows],
+        "sync_trips": [x.sync_trips for _, x in rows],
         "comm_ratio": [x.comm_ratio for _, x in rows],
-        "updates_per_wall_s": trained / wall_s if wall_s > 0 else None,
+        "updates_per_wall_s": trained / sim_wall if sim_wall > 0 else None,
         "wall_s": wall_s,
     }
 
@@ -211,6 +224,10 @@ def grid_text(env: Environment, result: GridResult) -> str:
         head = ["best", "client lr", "server lr", "momentum", third, "to target s", "trips"]
         head.append("last acc")
         parts += [f"{mode} grid ({len(runs)} runs):", format_table(head, rows), ""]
+    parts.append(
+        "'-': not at the target when the mode's best so far was (cut there), stalled "
+        "or diverged; 'last acc' is the accuracy when the run stopped."
+    )
     comp = result.comparison()
     if comp is not None:
         parts.append(
@@ -222,6 +239,7 @@ def grid_text(env: Environment, result: GridResult) -> str:
 def grid_summary(result: GridResult, wall_s: float) -> dict[str, Any]:
     comp = result.comparison()
     trained = sum(r.trained for runs in result.runs.values() for r in runs)
+    sim_wall = sum(r.wall_s for runs in result.runs.values() for r in runs)
     best = {}
     for mode in result.runs:
         b = result.best(mode)
@@ -232,6 +250,6 @@ def grid_summary(result: GridResult, wall_s: float) -> dict[str, Any]:
         "speedup": comp.speedup if comp else None,
         "comm_ratio": comp.comm_ratio if comp else None,
         "runs": sum(len(r) for r in result.runs.values()),
-        "updates_per_wall_s": trained / wall_s if wall_s > 0 else None,
+        "updates_per_wall_s": trained / sim_wall if sim_wall > 0 else None,
         "wall_s": wall_s,
     }

@@ -20,7 +20,7 @@ class DevicePicker:
     def __init__(self, fleet: Fleet, seed: int, *, tries: int = 256) -> None:
         self.fleet = fleet
         self.tries = tries
-        self.busy = np.zeros(fleet.size, dtype=bool)
+        self.busy = bytearray(fleet.size)  # 1 while the device is in a session
         self._rng = np.random.default_rng([seed, 0x91C4])
         self._block: list[int] = []
 
@@ -31,15 +31,15 @@ class DevicePicker:
 
     def pick(self, now: float) -> int | None:
         """An idle device eligible at ``now`` (marked busy), or None if none was found."""
-        busy, fleet = self.busy, self.fleet
+        busy, fleet, always = self.busy, self.fleet, self.fleet.always_available
         for _ in range(self.tries):
             device = self._draw()
-            if not busy[device] and fleet.available(device, now):
-                busy[device] = True
+            if not busy[device] and (always or fleet.available(device, now)):
+                busy[device] = 1
                 return device
         return None
 
     def release(self, device: int) -> None:
         if not self.busy[device]:
             raise RuntimeError(f"device {device} released while idle")
-        self.busy[device] = False
+        self.busy[device] = 0

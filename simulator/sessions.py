@@ -31,7 +31,7 @@ __all__ = [
 Array = np.ndarray[Any, Any]
 
 # rand key tags, so the draws of one session are independent of each other
-_JITTER, _DROP, _DROP_AT, _TRAIN_SEED = 1, 2, 3, 4
+_JITTER, _DROP, _TRAIN_SEED = 1, 2, 4
 
 
 @dataclass(slots=True, eq=False)
@@ -55,6 +55,7 @@ class Session:
     bytes_up: int
     drop_at: float = math.inf
     drop_cause: str = ""
+    booked: bool = False  # its work is in the ledger (at the drop, or when it ended)
 
     @property
     def end(self) -> float:
@@ -122,6 +123,7 @@ class SessionPlanner:
     ) -> None:
         self.fleet = fleet
         self.sizes = shard_sizes
+        self._sizes = np.ascontiguousarray(shard_sizes, dtype=np.int64).data
         self.training = training
         self.params_bytes = params_bytes
         self.graph_bytes = graph_bytes
@@ -134,13 +136,13 @@ class SessionPlanner:
         fleet, tr = self.fleet, self.training
         trip = int(self._trips[device])
         self._trips[device] = trip + 1
-        tier = int(fleet.tier[device])
+        tier = fleet.tier_of[device]
         h = session_hash(self.seed, device, trip)
-        spe = float(fleet.seconds_per_example[device])
+        spe = float(fleet.seconds_of[device])
         jitter = fleet.tiers[tier].speed.jitter
         if jitter:
             spe *= math.exp(jitter * rand.normal(h, _JITTER))
-        n = int(self.sizes[device])
+        n = self._sizes[device]
         steps = steps_within_budget(n, tr.batch_size, tr.epochs, spe, tr.time_budget_s)
         examples = examples_after(steps, n, tr.batch_size)
         bytes_down = self.params_bytes
@@ -159,16 +161,17 @@ class SessionPlanner:
             seed=training_seed(h),
             steps=steps,
             examples=examples,
-            down_s=rtt + bytes_down * 8.0 / float(fleet.down_bps[device]),
+            down_s=rtt + bytes_down * 8.0 / float(fleet.down_of[device]),
             train_s=examples * spe,
-            up_s=rtt + self.params_bytes * 8.0 / float(fleet.up_bps[device]),
+            up_s=rtt + self.params_bytes * 8.0 / float(fleet.up_of[device]),
             bytes_down=bytes_down,
             bytes_up=self.params_bytes,
         )
         self._next_sid += 1
         end = session.end
-        if rand.uniform(h, _DROP) < fleet.tiers[tier].dropout:
-            session.drop_at = now + rand.uniform(h, _DROP_AT) * (end - now)
+        drop, drop_at = rand.pair(h, _DROP)
+        if drop < fleet.tiers[tier].dropout:
+            session.drop_at = now + drop_at * (end - now)
             session.drop_cause = "dropout"
         closes = fleet.window_end(device, now)
         if closes < min(end, session.drop_at):

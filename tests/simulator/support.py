@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from simulator.config import Preset, parse_preset
+from simulator.config import Preset
 from simulator.environment import Environment, build_environment
+from simulator.parsing import parse_preset
 from simulator.presets import apply_override
 from simulator.training import LocalUpdate, TrainJob
 

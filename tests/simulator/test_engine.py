@@ -222,3 +222,12 @@ def test_a_diverging_trainer_ends_the_run_as_diverged() -> None:
 
     assert result.status == "diverged"
     assert result.time_to_target is None
+
+
+def test_a_dropout_is_booked_when_it_happens_not_when_its_lease_ends() -> None:
+    env = tiny_env("run.stop_at_target=false", "run.max_virtual_s=80")
+
+    result = run_mode(env, env.preset.async_mode)
+
+    # leases last 90 s, so every slot a dropout holds is still held at 80 s
+    assert result.final.wasted["dropout"]["sessions"] > 0

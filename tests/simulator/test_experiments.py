@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def test_a_sweep_runs_both_modes_per_concurrency(tmp_path: Path) -> None:
     env = tiny_env("kind='sweep'", "sweep.concurrency=[4, 30]")
 
-    rows = experiments.sweep(env)
+    rows = experiments.sweep([env])
 
     assert [c for c, _ in rows] == [4, 30]
     small = rows[0][1]
@@ -57,14 +58,16 @@ def test_a_grid_gives_both_modes_the_same_points_and_picks_the_fastest(tmp_path:
 def test_a_comparison_reports_ratios_of_sync_over_async(tmp_path: Path) -> None:
     env = tiny_env()
 
-    comp = experiments.compare(env)
+    comp = experiments.compare([env])
     summary = comp.summary(wall_s=4.0)
 
     assert summary["speedup"] == pytest.approx(
         comp.sync_run.time_to_target / comp.async_run.time_to_target  # type: ignore[operator]
     )
     assert summary["comm_ratio"] == comp.sync_run.ledger.trips / comp.async_run.ledger.trips
-    assert summary["updates_per_wall_s"] == comp.trained / 4.0
+    # throughput of the simulation itself; wall_s is the whole command
+    assert summary["updates_per_wall_s"] == pytest.approx(comp.trained / comp.simulation_wall_s)
+    assert summary["wall_s"] == 4.0
     text = report.compare_text(env, comp)
     for cause in ("staleness", "over_selection", "dropout"):
         assert cause in text
@@ -77,3 +80,47 @@ def test_format_table_aligns_numbers_right_and_marks_missing_values() -> None:
     lines = text.splitlines()
     assert lines[0].split() == ["name", "value"]
     assert lines[2].endswith("1.500") and lines[3].endswith("-") and lines[4].endswith("12,345")
+
+
+def test_cutting_grid_runs_at_the_best_time_so_far_keeps_the_winner() -> None:
+    env = tiny_env(
+        "kind='grid'",
+        "grid={client_lr = [0.2, 0.5], server_lr = [0.5, 1.0], aggregation_goal = [5], "
+        "over_selection = [0.3]}",
+    )
+
+    result = experiments.grid(env)
+
+    exhaustive = []
+    for r in result.runs["async"]:
+        mode = env.preset.async_mode.with_values(
+            server_lr=r.hyper["server_lr"], server_momentum=r.hyper["server_momentum"], goal=5
+        )
+        training = replace(env.preset.training, client_lr=r.hyper["client_lr"])
+        exhaustive.append(experiments.run_mode(env, mode, training=training).time_to_target)
+    best = result.best("async")
+    assert best is not None
+    assert best.time_to_target == min(t for t in exhaustive if t is not None)
+
+
+def test_several_seeds_give_medians_and_a_median_run() -> None:
+    envs = [tiny_env(f"seed={seed}") for seed in (1, 2, 3)]
+
+    comp = experiments.compare(envs)
+
+    assert [r.label for r in comp.async_runs] == [f"async C=30 seed {s}" for s in (1, 2, 3)]
+    times = sorted(r.time_to_target or 0.0 for r in comp.async_runs)
+    assert comp.async_time == times[1]
+    assert comp.async_run.time_to_target == times[1]
+    assert comp.summary(1.0)["async_time_to_target"] == times[1]
+    assert comp.speedup == pytest.approx((comp.sync_time or 0) / times[1])
+
+
+def test_a_mode_can_train_with_its_own_client_learning_rate() -> None:
+    env = tiny_env("async.client_lr=0.05")
+
+    result = experiments.run_mode(env, env.preset.async_mode)
+    other = experiments.run_mode(env, env.preset.sync_mode)
+
+    assert result.hyper["client_lr"] == 0.05
+    assert other.hyper["client_lr"] == env.preset.training.client_lr

@@ -33,7 +33,8 @@ def test_papaya_small_uses_points_of_the_grid_both_modes_searched() -> None:
     small, grid = load_preset("papaya-small"), load_preset("papaya-grid").grid
     assert grid is not None
 
-    assert small.training.client_lr in grid.client_lr
+    for mode in (small.async_mode, small.sync_mode):
+        assert (mode.client_lr or small.training.client_lr) in grid.client_lr
     assert small.async_mode.aggregation.optimizer.lr in grid.server_lr
     assert small.sync_mode.aggregation.optimizer.lr in grid.server_lr
     for mode in (small.async_mode, small.sync_mode):
