@@ -93,7 +93,8 @@ class FleetConfig:
 class DataConfig:
     """Device shards. ``digits``: label skew, each device's class mix ~ Dirichlet(alpha),
     examples drawn from the digits pool with that mix (devices may share examples).
-    ``synthetic``: LEAF Synthetic(alpha, beta). Sizes are lognormal (median, sigma)
+    ``synthetic``: LEAF Synthetic(alpha, beta) (``iid``: LEAF's shared-model variant).
+    Sizes are lognormal (median, sigma)
     clipped to [min_size, max_size]. ``tier_correlation`` in [0, 1] ties data to tier
     (RF^2): 0 is independent, 1 gives each tier its own classes / feature shift.
     """
@@ -108,6 +109,7 @@ class DataConfig:
     tier_correlation: float = 0.0
     features: int = 60
     classes: int = 10
+    iid: bool = False
     eval_devices: int = 200
     eval_examples: int = 20
 

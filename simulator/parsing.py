@@ -128,6 +128,7 @@ def _data(t: Table) -> DataConfig:
         tier_correlation=t.number("tier_correlation", 0.0, low=0.0, high=1.0),
         features=t.integer("features", 60, minimum=1),
         classes=t.integer("classes", 10, minimum=2),
+        iid=t.boolean("iid", False),
         eval_devices=t.integer("eval_devices", 200, minimum=1),
         eval_examples=t.integer("eval_examples", 20, minimum=1),
     )

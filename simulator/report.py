@@ -61,6 +61,8 @@ def describe(env: Environment) -> str:
     skew = (
         f"Dirichlet({data.alpha:g}) label skew"
         if data.dataset == "digits"
+        else f"Synthetic-IID(beta {data.beta:g})"
+        if data.iid
         else f"Synthetic({data.alpha:g}, {data.beta:g})"
     )
     seeds = p.run.seeds or (p.seed,)

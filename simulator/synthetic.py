@@ -1,13 +1,17 @@
 """LEAF's Synthetic(alpha, beta) federated data, generated per device on demand.
 
-Following Caldas et al. (LEAF) and Li et al. (FedProx): device k draws
-``u_k ~ N(0, alpha)``, ``B_k ~ N(0, beta)``, a softmax model ``W_k ~ N(u_k, 1)``
-(features x classes), ``b_k ~ N(u_k, 1)``, a feature mean ``v_k ~ N(B_k, 1)``; its
-examples are ``x ~ N(v_k, diag(j^-1.2))`` and ``y = argmax(x W_k + b_k)``. alpha sets
-how much the devices' models differ, beta how much their features do. With
-``tier_correlation`` rho the feature mean and model offset also shift by rho times a
-per-tier offset (RF^2: slow devices see different data). Any fleet size works; nothing
-is stored per device but its shard size.
+Following LEAF's generator (Caldas et al.; Li et al., FedProx; normal draws take
+their *standard deviation* as the code does): device k draws ``u_k ~ N(0, alpha)``,
+``B_k ~ N(0, beta)``, a softmax model ``W_k ~ N(u_k, 1)`` (features x classes),
+``b_k ~ N(u_k, 1)``, a feature mean ``v_k ~ N(B_k, 1)``; its examples are
+``x ~ N(v_k, diag(j^-1.2))`` and ``y = argmax(x W_k + b_k)``. alpha sets how much the
+devices' labelling models differ, beta how much their features do. Every device then
+labels by its own random model, which one global model can only fit for a few dozen
+devices (FedProx used 30); ``iid = true`` is LEAF's Synthetic-IID variant, one shared
+``W, b`` with ``v_k = B_k``, learnable at any fleet size while features (and so label
+mixes) still shift per device. With ``tier_correlation`` rho the feature mean (and
+``u_k``) also shift by rho times a per-tier offset (RF^2: slow devices see different
+data). Nothing is stored per device but its shard size.
 """
 
 from __future__ import annotations
@@ -50,6 +54,10 @@ class SyntheticShards:
         self._std = np.arange(1, d + 1, dtype=np.float64) ** -0.6  # sqrt of j^-1.2
         self._tier_v = rng.normal(0.0, 1.0, (num_tiers, d)) * cfg.tier_correlation
         self._tier_u = np.linspace(-1.0, 1.0, num_tiers) * cfg.tier_correlation
+        self._shared = (
+            rng.normal(0.0, 1.0, (d, cfg.classes)),
+            rng.normal(0.0, 1.0, cfg.classes),
+        )
         self._cache = ShardCache(cache_size)
         devices = rng.choice(len(device_tiers), size=min(cfg.eval_devices, len(device_tiers)))
         self._test = self.tier_test_set(np.sort(devices))
@@ -58,12 +66,16 @@ class SyntheticShards:
         cfg = self.cfg
         rng = np.random.default_rng(rand.key_seed(self.seed, 0x30DE1, device))
         tier = int(self._tiers[device])
-        u = rng.normal(0.0, np.sqrt(cfg.alpha)) + self._tier_u[tier]
-        big_b = rng.normal(0.0, np.sqrt(cfg.beta))
-        w = rng.normal(u, 1.0, (cfg.features, cfg.classes))
-        b = rng.normal(u, 1.0, cfg.classes)
-        v = rng.normal(big_b, 1.0, cfg.features) + self._tier_v[tier]
-        return w, b, v
+        u = rng.normal(0.0, cfg.alpha) + self._tier_u[tier]
+        big_b = rng.normal(0.0, cfg.beta)
+        if cfg.iid:
+            w, b = self._shared
+            v = np.full(cfg.features, big_b)
+        else:
+            w = rng.normal(u, 1.0, (cfg.features, cfg.classes))
+            b = rng.normal(u, 1.0, cfg.classes)
+            v = rng.normal(big_b, 1.0, cfg.features)
+        return w, b, v + self._tier_v[tier]
 
     def _examples(self, device: int, n: int, stream: int) -> XY:
         w, b, v = self._model(device)

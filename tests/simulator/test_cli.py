@@ -71,7 +71,7 @@ def test_simulate_prints_tables_then_one_json_line_and_writes_a_plot(
     assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((out / "result.json").read_text())
     assert saved["summary"] == summary
-    assert saved["runs"]["async"]["curve"][0][0] == 0.0
+    assert saved["runs"]["async"][0]["curve"][0][0] == 0.0
 
 
 def test_list_names_the_presets(capsys: pytest.CaptureFixture[str]) -> None:

@@ -106,3 +106,15 @@ def test_a_100k_device_fleet_needs_no_per_device_data_up_front(dataset: str) -> 
 
     assert len(shards.sizes) == 100_000 and len(x) == shards.sizes[99_999]
     assert peak < 40_000_000
+
+
+def test_synthetic_iid_shares_one_labelling_model_across_devices() -> None:
+    preset = tiny_preset("data.dataset='synthetic'", "data.iid=true", "data.beta=0.5")
+    fleet = Fleet(preset.fleet, preset.seed)
+    shards = SyntheticShards(preset.data, fleet.tier, 2, seed=0)
+
+    w0, b0, v0 = shards._model(0)
+    w1, b1, v1 = shards._model(1)
+
+    assert np.array_equal(w0, w1) and np.array_equal(b0, b1)
+    assert not np.array_equal(v0, v1)
