@@ -29,7 +29,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser(
         "simulate",
         help="virtual-time fleet simulation: async FedBuff vs sync rounds",
-        description=__doc__.splitlines()[0] if __doc__ else None,
+        description=(
+            "Virtual-time simulation of a device fleet training with async FedBuff and "
+            "with sync rounds; presets live in simulator/presets."
+        ),
     )
     configure(p)
     p.set_defaults(func=main)
