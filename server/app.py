@@ -215,7 +215,18 @@ def _services_ctx(
 
 
 async def _forever(loop: Callable[[], Awaitable[None]]) -> None:
-    await loop()
+    """Run a background loop for the life of the app; a crash is logged and the loop
+    restarted (a dead leadership or sync loop would silently stop the task)."""
+    name = getattr(loop, "__qualname__", repr(loop))
+    while True:
+        try:
+            await loop()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("background loop %s crashed; restarting in 1s", name)
+            await asyncio.sleep(1.0)
 
 
 async def _stop_admitting(app: web.Application) -> None:

@@ -275,10 +275,11 @@ class TaskManager:
         runtime = self.runtimes.get(task_id)
         if runtime is None or not runtime.leading:
             return
-        worker_task, *others = runtime.background
-        worker_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await worker_task
+        worker_tasks, others = runtime.background[:1], runtime.background[1:]
+        for worker_task in worker_tasks:
+            worker_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await worker_task
         if runtime.committer is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(runtime.committer.drain(), STOP_DRAIN_S)
@@ -300,8 +301,12 @@ class TaskManager:
         record: TaskRecord,
     ) -> None:
         state = runtime.state
+        # Everything that can fail on I/O first: a failed start leaves the runtime as it was.
+        backlog_end = await self.queue.last_position(record.id)
         if record.eval_blob is not None and state.config.eval_every > 0:
             x, y = artifacts.decode_eval_set(await self.blobs.get(record.eval_blob))
+            last = await self.repo.versions(record.id, limit=1)
+            state.last_eval = last[0].metrics if last and last[0].metrics else None
             runtime.evaluator = Evaluator(
                 state,
                 Trainer(bundle, threads=1),
@@ -311,8 +316,6 @@ class TaskManager:
                 self._executor,
                 every=state.config.eval_every,
             )
-            last = await self.repo.versions(record.id, limit=1)
-            state.last_eval = last[0].metrics if last and last[0].metrics else None
 
         async def on_commit(job: CommitJob, elapsed: float) -> None:
             if runtime.evaluator is not None:
@@ -351,7 +354,6 @@ class TaskManager:
             on_fold=on_fold,
         )
         caught_up = asyncio.Event()
-        backlog_end = await self.queue.last_position(record.id)
         runtime.background = [
             asyncio.create_task(
                 runtime.worker.run(caught_up, backlog_end), name=f"worker:{record.id}"
