@@ -252,7 +252,7 @@ async def _accept(
     runtime: TaskRuntime,
     claims: SessionClaims,
     payload: UpdatePayload,
-    body: bytearray,
+    body: bytes,
 ) -> dict[str, Any]:
     state, metrics, now = runtime.state, services.metrics, time.time()
     claim = await services.sessions.claim_upload(claims, now)
