@@ -9,17 +9,21 @@ of connections:
 (a) ``bare``: :mod:`load_tests.bare_server`, whose handler reads the body with
     ``request.read()`` and ``np.add``s it into an accumulator;
 (b) ``asyncfl``: ``POST /v1/tasks/{task}/updates`` on an embedded ``asyncfl serve``
-    with its whole path: token and session check, msgpack parse, shape/dtype/finite/norm
-    validation, staleness, the durable local log (fsync per ``--log-fsync``, default
-    ``always`` like the server) before the acknowledgement, and the fold (a version is
-    committed every ``--aggregation-goal`` updates).
+    with its whole path: session token and single-use check, msgpack parse,
+    shape/dtype/finite/norm validation, staleness, the durable local log (fsync per
+    ``--log-fsync``, default ``always`` like the server) before the acknowledgement, and
+    the fold (a version is committed every ``--aggregation-goal`` updates).
+
+The sides alternate ``--rounds`` times (bare, asyncfl, bare, asyncfl, ...) and each
+side's best round counts, so a noisy neighbour on a shared machine hurts both alike.
 
 Every timed upload carries its own session, issued by check-ins before timing starts
 (sessions are single-use; a replay would be acknowledged without work). The task has a
-concurrency of 10M and a one-hour session deadline, the server a per-device rate limit
-high enough for the generator to act as a few devices at high rate, and the task no
-staleness limit (all sessions are for version 0 while versions advance). Afterwards
-the server's count of accepted updates is checked against the 2xx answers.
+concurrency of 10M, a one-hour session deadline and no staleness limit (sessions issued
+before a round are for one version while versions advance during it); the server has a
+per-device rate limit high enough for the generator to act as a few devices at high
+rate. Before each round the server drains (every update folded, no version pending);
+after the last, its count of accepted updates is checked against the 2xx answers.
 
 Output: one JSON line per size, the 4 MB one first and the 400 KB one LAST::
 
@@ -56,18 +60,20 @@ from load_tests.bundle import linear_bundle, num_params
 from load_tests.target import AdminApi, enroll_many, issue_sessions, log, start_server
 
 TASK = "bench"
-PAYLOADS = {"4m": "linear_1m", "400k": "linear_100k"}  # printed in this order: 400k last
+PAYLOADS = {"4m": "linear_1m", "400k": "linear_100k", "40k": "linear_10k"}
 REPO = Path(__file__).resolve().parent.parent
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="asyncfl upload ingest vs bare aiohttp")
     parser.add_argument("--json", action="store_true", help="print only the JSON lines")
-    parser.add_argument("--sizes", default="4m,400k", help="comma list of 4m, 400k, 40k")
-    parser.add_argument("--seconds", type=float, default=8.0, help="timed seconds per side")
+    parser.add_argument(
+        "--sizes", default="4m,400k", help="comma list of 4m, 400k, 40k (printed in order)"
+    )
+    parser.add_argument("--seconds", type=float, default=8.0, help="timed seconds per run")
     parser.add_argument("--warmup", type=float, default=2.0, help="untimed seconds before")
-    parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2, help="bare/asyncfl alternations")
+    parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--load-generator", choices=("auto", "wrk", "aiohttp"), default="auto")
     parser.add_argument("--log-fsync", choices=("always", "interval", "never"), default="always")
@@ -76,79 +82,80 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--session-factor",
         type=float,
         default=1.5,
-        help="sessions issued = factor x bare rps x (warmup + seconds)",
+        help="sessions issued per round = factor x best bare rps x (warmup + seconds)",
     )
-    parser.add_argument("--data-dir", type=Path, help="server data dir (default: a temp dir)")
+    parser.add_argument("--data-dir", type=Path, help="where the temporary dirs go")
     args = parser.parse_args(argv)
     args.sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
-    for size in args.sizes:
-        if size not in PAYLOADS and size != "40k":
-            parser.error(f"unknown size {size!r}")
+    unknown = [s for s in args.sizes if s not in PAYLOADS]
+    if unknown or not args.sizes:
+        parser.error(f"sizes must be among {sorted(PAYLOADS)}")
     if args.load_generator == "auto":
         args.load_generator = "wrk" if loadgen.wrk_available() else "aiohttp"
     return args
 
 
-def model_for(size: str) -> str:
-    return PAYLOADS.get(size, "linear_10k")
-
-
-# -- one side of the comparison --------------------------------------------------------------
+# -- one side of the comparison ----------------------------------------------------------
 class Side:
-    """Runs the load generator against one URL with a supply of session tokens."""
+    """Runs the load generator against one URL with a supply of session tokens and
+    notes the CPU time the server under test spent on each run."""
 
-    def __init__(self, args: argparse.Namespace, work: Path, head: bytes) -> None:
-        self.pid = 0  # the server process whose CPU time each run reports
-        self.cpu_s = 0.0
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
         self.args = args
         self.work = work
-        self.head = head
-        self.head_file = work / "head.bin"
-        self.head_file.write_bytes(head)
         self.runs = 0
+        self.cpu_s = 0.0
 
-    def run(self, url: str, tokens: list[str], seconds: float) -> loadgen.LoadResult:
-        """One load-generator run; also notes the server's CPU seconds it cost."""
-        cpu = _cpu_seconds(self.pid)
+    def run(
+        self, url: str, head: bytes, tokens: list[str], seconds: float, pid: int
+    ) -> loadgen.LoadResult:
+        cpu = _cpu_seconds(pid)
         try:
-            return self._run(url, tokens, seconds)
+            return self._run(url, head, tokens, seconds)
         finally:
-            self.cpu_s = _cpu_seconds(self.pid) - cpu
+            self.cpu_s = _cpu_seconds(pid) - cpu
 
-    def _run(self, url: str, tokens: list[str], seconds: float) -> loadgen.LoadResult:
+    def _run(self, url: str, head: bytes, tokens: list[str], seconds: float) -> loadgen.LoadResult:
         self.runs += 1
-        if self.args.load_generator == "wrk":
-            tokens_file = self.work / f"tokens.{self.runs}.txt"
-            tokens_file.write_text("\n".join(tokens) + "\n")
-            try:
-                return loadgen.run_wrk(
-                    url,
-                    self.head_file,
-                    tokens_file,
-                    connections=self.args.connections,
-                    seconds=seconds,
-                    threads=self.args.threads,
+        if self.args.load_generator == "aiohttp":
+            return asyncio.run(
+                loadgen.run_aiohttp(
+                    url, head, tokens, connections=self.args.connections, seconds=seconds
                 )
-            finally:
-                tokens_file.unlink(missing_ok=True)
-        return asyncio.run(
-            loadgen.run_aiohttp(
-                url, self.head, tokens, connections=self.args.connections, seconds=seconds
             )
-        )
+        head_file = self.work / f"head.{self.runs}.bin"
+        tokens_file = self.work / f"tokens.{self.runs}.txt"
+        head_file.write_bytes(head)
+        tokens_file.write_text("\n".join(tokens) + "\n")
+        try:
+            return loadgen.run_wrk(
+                url,
+                head_file,
+                tokens_file,
+                connections=self.args.connections,
+                seconds=seconds,
+                threads=self.args.threads,
+            )
+        finally:
+            head_file.unlink(missing_ok=True)
+            tokens_file.unlink(missing_ok=True)
 
-    def warm_and_time(self, url: str, tokens: list[str]) -> tuple[loadgen.LoadResult, int]:
-        """Warm up, then time; returns the timed result and how many tokens were used."""
+    def warm_and_time(
+        self, url: str, head: bytes, tokens: list[str], pid: int
+    ) -> tuple[loadgen.LoadResult, float, int]:
+        """Warm up, then time. Returns the timed result, the server CPU seconds it took
+        and how many 2xx answers both runs got."""
         args = self.args
-        split = int(len(tokens) * args.warmup / (args.warmup + args.seconds)) if args.warmup else 0
+        share = args.warmup / (args.warmup + args.seconds)
+        split = int(len(tokens) * share) if args.warmup > 0 else 0
         used = 0
         if args.warmup > 0:
-            warm = self.run(url, tokens[:split], args.warmup)
+            warm = self.run(url, head, tokens[:split], args.warmup, pid)
             _check(warm, "warm-up")
             used = warm.requests
-        timed = self.run(url, tokens[split:], args.seconds)
+        timed = self.run(url, head, tokens[split:], args.seconds, pid)
         _check(timed, "timed run")
-        return timed, used + timed.requests
+        return timed, self.cpu_s, used + timed.requests
 
 
 def _check(result: loadgen.LoadResult, what: str) -> None:
@@ -156,13 +163,21 @@ def _check(result: loadgen.LoadResult, what: str) -> None:
         raise RuntimeError(f"{what}: {result.socket_errors} socket errors")
     if result.non_2xx:
         raise RuntimeError(
-            f"{what}: {result.non_2xx} non-2xx answers (sessions exhausted? raise "
-            "--session-factor) - the run is invalid"
+            f"{what}: {result.non_2xx} non-2xx answers (sessions used up? raise "
+            "--session-factor): the run is invalid"
         )
 
 
-# -- the bare baseline -----------------------------------------------------------------------
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, all its threads included."""
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+# -- the bare baseline -------------------------------------------------------------------
 class BareServer:
+    """:mod:`load_tests.bare_server` in a child process, stopped by its PID."""
+
     def __init__(self, work: Path) -> None:
         self.port_file = work / "bare.port"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -181,6 +196,7 @@ class BareServer:
         deadline = time.monotonic() + 30
         while not self.port_file.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.__exit__()
                 raise RuntimeError("bare server did not start")
             time.sleep(0.05)
         self.url = f"http://127.0.0.1:{int(self.port_file.read_text())}/ingest"
@@ -196,14 +212,13 @@ class BareServer:
                 self.proc.wait()
 
 
-# -- one payload size ------------------------------------------------------------------------
+# -- one payload size --------------------------------------------------------------------
 def bench_size(args: argparse.Namespace, size: str, root: Path) -> dict[str, Any]:
     """Alternate bare and asyncfl ``--rounds`` times; each side's best round counts."""
-    model = model_for(size)
+    model = PAYLOADS[size]
     work = root / size
     work.mkdir(parents=True, exist_ok=True)
     parts = linear_bundle(model)
-    head = loadgen.update_head(parts.param_shapes)
     env = {
         "ASYNCFL_LOG_FSYNC": args.log_fsync,
         "ASYNCFL_DEVICE_RATE_PER_S": "1e9",
@@ -211,7 +226,7 @@ def bench_size(args: argparse.Namespace, size: str, root: Path) -> dict[str, Any
     }
     server = start_server(work / "server", env)
     bare_runs: list[tuple[loadgen.LoadResult, float]] = []
-    asyncfl_runs: list[tuple[loadgen.LoadResult, float]] = []
+    fl_runs: list[tuple[loadgen.LoadResult, float]] = []
     try:
         admin = AdminApi(server.url, server.admin_token)
         config = {
@@ -222,40 +237,44 @@ def bench_size(args: argparse.Namespace, size: str, root: Path) -> dict[str, Any
         }
         asyncio.run(admin.create_task(TASK, parts, config))
         devices = asyncio.run(enroll_many(server.url, server.enrollment_key, args.connections))
-        probe = asyncio.run(issue_sessions(server.url, TASK, devices, 1))
-        payload_bytes = len(loadgen.body(head, probe[0]))
-        fake = ["x" * len(probe[0])] * 10_000_000  # the bare handler ignores the token
-        side = Side(args, work, head)
+        probe, version = asyncio.run(issue_sessions(server.url, TASK, devices, 1))[0]
+        head = loadgen.update_head(parts.param_shapes, base_version=version)
+        payload_bytes = len(loadgen.body(head, probe))
+        fake = ["x" * len(probe)] * 10_000_000  # the bare handler ignores the token
+        side = Side(args, work)
         url = f"{server.url}/v1/tasks/{TASK}/updates"
-        sent_ok = 0
+        sent_ok = 1  # the probe session is never uploaded; counted as slack below
         log(f"[{size}] {payload_bytes} B bodies, {args.connections} connections")
         with BareServer(work) as bare:
             for i in range(args.rounds):
-                side.pid = bare.pid
-                result, _ = side.warm_and_time(bare.url, fake)
-                bare_runs.append((result, side.cpu_s))
-                log(f"[{size}] round {i + 1} bare: {_describe(result, side.cpu_s)}")
+                result, cpu_s, _ = side.warm_and_time(bare.url, head, fake, bare.pid)
+                bare_runs.append((result, cpu_s))
+                log(f"[{size}] round {i + 1} bare:    {_describe(result, cpu_s)}")
 
-                best_bare = max(r.rps for r, _ in bare_runs)
-                needed = math.ceil(args.session_factor * best_bare * (args.warmup + args.seconds))
+                best = max(r.rps for r, _ in bare_runs)
+                needed = math.ceil(args.session_factor * best * (args.warmup + args.seconds))
+                needed += 4 * args.connections
+                asyncio.run(admin.quiescent(TASK))
                 started = time.perf_counter()
-                sessions = asyncio.run(
-                    issue_sessions(server.url, TASK, devices, needed + 4 * args.connections)
-                )
+                issued = asyncio.run(issue_sessions(server.url, TASK, devices, needed))
+                versions = {v for _, v in issued}
+                if len(versions) != 1:
+                    raise RuntimeError(f"sessions span versions {sorted(versions)}")
                 log(
-                    f"[{size}] issued {len(sessions)} sessions by check-in in "
-                    f"{time.perf_counter() - started:.1f} s (untimed)"
+                    f"[{size}] issued {len(issued)} sessions for version {min(versions)} "
+                    f"in {time.perf_counter() - started:.1f} s (untimed)"
                 )
-                side.pid = server.pid
-                result, sent = side.warm_and_time(url, sessions)
-                sent_ok += sent
-                asyncfl_runs.append((result, side.cpu_s))
-                log(f"[{size}] round {i + 1} asyncfl: {_describe(result, side.cpu_s)}")
-        _verify(admin, sent_ok, 2 * args.connections * 2 * args.rounds)
+                head = loadgen.update_head(parts.param_shapes, base_version=min(versions))
+                tokens = [s for s, _ in issued]
+                result, cpu_s, ok = side.warm_and_time(url, head, tokens, server.pid)
+                sent_ok += ok
+                fl_runs.append((result, cpu_s))
+                log(f"[{size}] round {i + 1} asyncfl: {_describe(result, cpu_s)}")
+        _verify(admin, sent_ok - 1, 2 * args.connections * 2 * args.rounds)
     finally:
         server.stop()
     bare_best, bare_cpu = max(bare_runs, key=lambda run: run[0].rps)
-    fl_best, fl_cpu = max(asyncfl_runs, key=lambda run: run[0].rps)
+    fl_best, fl_cpu = max(fl_runs, key=lambda run: run[0].rps)
     return {
         "payload_bytes": payload_bytes,
         "bare_rps": round(bare_best.rps, 1),
@@ -272,6 +291,7 @@ def bench_size(args: argparse.Namespace, size: str, root: Path) -> dict[str, Any
         "load_generator": args.load_generator,
         "log_fsync": args.log_fsync,
         "aggregation_goal": args.aggregation_goal,
+        "loadavg_1m": round(os.getloadavg()[0], 2),
     }
 
 
@@ -281,22 +301,14 @@ def _per_request_us(result: loadgen.LoadResult, cpu_s: float) -> float:
 
 def _describe(result: loadgen.LoadResult, cpu_s: float) -> str:
     return (
-        f"{result.rps:.0f} req/s, p50 {result.p50_ms:.1f} ms, p99 {result.p99_ms:.1f} ms, "
-        f"server CPU {_per_request_us(result, cpu_s):.0f} us/req"
+        f"{result.rps:7.0f} req/s, p50 {result.p50_ms:6.1f} ms, p99 {result.p99_ms:6.1f} ms, "
+        f"server CPU {_per_request_us(result, cpu_s):5.0f} us/req"
     )
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its threads (psutil)."""
-    if not pid:
-        return 0.0
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
-
-
 def _verify(admin: AdminApi, sent_ok: int, slack: int) -> None:
-    """Every 2xx was a new, accepted update; requests still in flight when a run stopped
-    timing may add up to ``slack`` more."""
+    """Every 2xx was a new, accepted update; requests in flight when a run stopped
+    timing (answered, but not counted by the generator) may add up to ``slack``."""
     status = asyncio.run(admin.status(TASK))
     accepted, rejected = status["updates_accepted"], status["updates_rejected"]
     if rejected or not sent_ok <= accepted <= sent_ok + slack:
@@ -310,8 +322,8 @@ def _verify(admin: AdminApi, sent_ok: int, slack: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     log(f"load generator: {args.load_generator}; log fsync: {args.log_fsync}")
-    results = []
     root = Path(tempfile.mkdtemp(prefix="afl-bench-", dir=args.data_dir))
+    results = []
     try:
         for size in args.sizes:
             results.append(bench_size(args, size, root))

@@ -34,6 +34,7 @@ run).
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import math
@@ -127,7 +128,16 @@ def _is_socket_alive(self: ConnectionPool, sock: Any) -> bool:
         return False
 
 
+_create_socket = ConnectionPool._create_socket
+
+
+def _counted_create_socket(self: ConnectionPool) -> Any:
+    COUNTERS["connections_opened"] += 1
+    return _create_socket(self)
+
+
 ConnectionPool._is_socket_alive = _is_socket_alive  # type: ignore[method-assign]
+ConnectionPool._create_socket = _counted_create_socket  # type: ignore[method-assign]
 
 
 # -- training time ---------------------------------------------------------------------------
@@ -461,6 +471,48 @@ def _percentile(times: dict[int, int], count: int, q: float) -> float:
 
 
 SUMMARY = Summary()
+
+
+LAG_PROBE_S = 0.05
+
+
+def _watch_lag() -> None:
+    """Count how late this process' gevent loop wakes a sleeper (client-side delay that
+    Locust adds to every response time it records)."""
+    while True:
+        started = time.monotonic()
+        gevent.sleep(LAG_PROBE_S)
+        late_ms = (time.monotonic() - started - LAG_PROBE_S) * 1e3
+        COUNTERS["client_lag_probes"] += 1
+        for bound in (50, 100, 250, 1000):
+            if late_ms > bound:
+                COUNTERS[f"client_lag_over_{bound}ms"] += 1
+
+
+_gc_started = 0.0
+
+
+def _time_gc(phase: str, info: dict[str, Any]) -> None:
+    """Count this process' long garbage collections (they stall every user in it)."""
+    global _gc_started
+    if phase == "start":
+        _gc_started = time.perf_counter()
+        return
+    took_ms = (time.perf_counter() - _gc_started) * 1e3
+    if took_ms > 50:
+        COUNTERS[f"client_gc_gen{info['generation']}_over_50ms"] += 1
+
+
+@events.test_start.add_listener
+def _start_lag_probe(environment: Environment, **_kwargs: Any) -> None:
+    if not isinstance(environment.runner, MasterRunner):
+        # Thousands of users are thousands of long-lived objects: collect the young
+        # generation less often, and keep what exists at start out of full collections.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 20)
+        gc.callbacks.append(_time_gc)
+        gevent.spawn(_watch_lag)
 
 
 @events.report_to_master.add_listener

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,24 @@ class AdminApi:
         status: dict[str, Any] = await self.call("GET", f"/admin/v1/tasks/{task_id}")
         return status
 
+    async def quiescent(self, task_id: str, timeout_s: float = 600.0) -> dict[str, Any]:
+        """Wait until every accepted update is folded and no version is being committed."""
+        deadline = time.monotonic() + timeout_s
+        last: dict[str, Any] | None = None
+        while True:
+            status = await self.status(task_id)
+            buffered = status["updates_buffered"]
+            settled = (
+                status["updates_accepted"] == status["updates_applied"] + buffered
+                and buffered < status["aggregation_goal"]  # so no version is waiting
+            )
+            if settled and last is not None and last["version"] == status["version"]:
+                return status
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"task {task_id} still busy after {timeout_s:.0f} s: {status}")
+            last = status if settled else None
+            await asyncio.sleep(0.5)
+
 
 def _error(data: bytes) -> str:
     try:
@@ -93,13 +112,14 @@ async def enroll(http: aiohttp.ClientSession, base: str, enrollment_key: str) ->
 
 async def issue_sessions(
     base: str, task_id: str, tokens: list[str], count: int, *, concurrency: int = 32
-) -> list[str]:
-    """Check in ``count`` times (round-robin over device ``tokens``); return the sessions.
+) -> list[tuple[str, int]]:
+    """Check in ``count`` times (round-robin over device ``tokens``); return the sessions
+    with the version each is for.
 
     Every upload the benchmark times needs its own session: a replayed session is
     acknowledged as a duplicate without any work, which would flatter the result.
     """
-    sessions: list[str] = []
+    sessions: list[tuple[str, int]] = []
     url = f"{base}/v1/tasks/{task_id}/checkin"
     body = pack({"sdk_version": "load"})
     counter = iter(range(count))
@@ -114,7 +134,7 @@ async def issue_sessions(
                 answer = unpack(data)
             if not answer.get("admitted"):
                 raise RuntimeError(f"checkin turned away ({answer.get('reason')}): raise C")
-            sessions.append(str(answer["session"]))
+            sessions.append((str(answer["session"]), int(answer["version"])))
 
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as http:
