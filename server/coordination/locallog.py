@@ -43,6 +43,7 @@ from client_sdk.wire import pack, unpack
 from server.coordination.queue import QueuedUpdate
 from server.errors import StorageError
 from server.settings import LogFsync
+from server.storage.blobs import fsync_dir
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ class _TaskLog:
         path = segments[-1][1] if reuse else self.dir / f"{first_seq:020d}.log"
         self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         self._segment_size = os.fstat(self._fd).st_size
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
 
     # -- writing: event loop side -------------------------------------------------------
     def write(self, update: QueuedUpdate) -> int:
@@ -392,10 +393,3 @@ def _read_records(path: Path, first_seq: int) -> Iterator[tuple[int, dict[str, A
         yield seq, meta, data[start + meta_len : end], end
         offset = end
 
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -47,7 +47,7 @@ class LocalBlobStore:
                 fh.flush()
                 os.fsync(fh.fileno())
             tmp.replace(final)
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
         except OSError as exc:
             raise StorageError(f"cannot write blob {digest}: {exc}") from exc
         return digest
@@ -70,7 +70,8 @@ class LocalBlobStore:
             return False
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a directory's entries (a created or renamed file) durable."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
