@@ -8,6 +8,7 @@ keep one request in flight for the duration; the result is throughput and latenc
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import shutil
 import subprocess
@@ -84,7 +85,9 @@ def run_wrk(
     connections: int,
     seconds: float,
     threads: int = 1,
+    cycle: bool = False,
 ) -> LoadResult:
+    """Run wrk with upload.lua; ``cycle`` reuses the tokens (for a server ignoring them)."""
     cmd = [
         "wrk",
         f"-t{threads}",
@@ -99,6 +102,7 @@ def run_wrk(
         str(head_file),
         str(tokens_file),
         str(threads),
+        *(["cycle"] if cycle else []),
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -116,11 +120,18 @@ def run_wrk(
 
 
 async def run_aiohttp(
-    url: str, head: bytes, tokens: Sequence[str], *, connections: int, seconds: float
+    url: str,
+    head: bytes,
+    tokens: Sequence[str],
+    *,
+    connections: int,
+    seconds: float,
+    cycle: bool = False,
 ) -> LoadResult:
-    """The built-in fallback: ``connections`` keep-alive workers, one request in flight each."""
+    """The built-in fallback: ``connections`` keep-alive workers, one request in flight each;
+    ``cycle`` reuses the tokens (for a server that ignores them)."""
     headers = {"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE}
-    next_token = iter(tokens)
+    next_token = itertools.cycle(tokens) if cycle else iter(tokens)
     latencies: list[float] = []
     non_2xx = socket_errors = 0
     stop_at = time.perf_counter() + seconds

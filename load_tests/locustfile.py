@@ -37,12 +37,12 @@ from __future__ import annotations
 import gc
 import itertools
 import json
-import math
 import os
 import random
+import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gevent
@@ -54,6 +54,10 @@ from locust import FastHttpUser, LoadTestShape, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 from locust.stats import StatsEntry, calculate_response_time_percentile
+
+if __package__ in (None, ""):  # ``locust -f load_tests/locustfile.py``: import the package
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from load_tests.training import SPECS, TrainTime
 
 MSGPACK = "application/msgpack"
 HEADERS = {"Content-Type": MSGPACK, "Accept": MSGPACK}
@@ -74,8 +78,7 @@ def _options(parser: Any) -> None:
     parser.add_argument(
         "--asyncfl-train-time",
         default="lognormal:30:1",
-        help="training time: lognormal:MEDIAN:SIGMA, pareto:MIN:ALPHA, halfnormal:SCALE, "
-        "exp:MEAN or const:SECONDS",
+        help=f"training time: {SPECS}",
     )
     parser.add_argument(
         "--asyncfl-deadline-margin-s",
@@ -138,38 +141,6 @@ def _counted_create_socket(self: ConnectionPool) -> Any:
 
 ConnectionPool._is_socket_alive = _is_socket_alive  # type: ignore[method-assign]
 ConnectionPool._create_socket = _counted_create_socket  # type: ignore[method-assign]
-
-
-# -- training time ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class TrainTime:
-    """A training-time distribution parsed from ``kind:arg[:arg]``."""
-
-    kind: str
-    a: float
-    b: float = 0.0
-
-    @classmethod
-    def parse(cls, spec: str) -> TrainTime:
-        kind, *args = spec.split(":")
-        needed = {"lognormal": 2, "pareto": 2, "halfnormal": 1, "exp": 1, "const": 1}
-        if kind not in needed or len(args) != needed[kind]:
-            raise ValueError(f"bad training time {spec!r}: see --asyncfl-train-time")
-        values = [float(v) for v in args]
-        if any(v < 0 for v in values):
-            raise ValueError(f"bad training time {spec!r}: negative parameter")
-        return cls(kind, *values)
-
-    def sample(self, rng: random.Random) -> float:
-        if self.kind == "lognormal":
-            return self.a * math.exp(rng.gauss(0.0, self.b))
-        if self.kind == "pareto":
-            return self.a * rng.paretovariate(self.b)
-        if self.kind == "halfnormal":
-            return abs(rng.gauss(0.0, self.a))
-        if self.kind == "exp":
-            return rng.expovariate(1.0 / self.a) if self.a > 0 else 0.0
-        return self.a
 
 
 # -- per-process state -----------------------------------------------------------------------

@@ -51,6 +51,7 @@ from typing import Any
 from load_tests.bundle import SIZES, linear_bundle, num_params
 from load_tests.rss import RssSampler
 from load_tests.target import AdminApi, enroll_fleet, log, start_server
+from load_tests.training import SPECS, TrainTime
 from server.process import ServerProcess
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -66,9 +67,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", choices=sorted(SIZES), default="linear_100k")
     parser.add_argument("--concurrency", type=int, help="task concurrency (default users/5)")
     parser.add_argument("--aggregation-goal", type=int, help="K (default concurrency/10)")
-    parser.add_argument("--train-time", default="lognormal:30:1", help="see locustfile.py")
+    parser.add_argument("--train-time", default="lognormal:30:1", help=SPECS)
     parser.add_argument("--session-deadline-s", type=float, default=240.0)
-    parser.add_argument("--processes", type=int, default=1, help="Locust worker processes")
+    parser.add_argument(
+        "--processes", type=int, help="Locust worker processes (default: 2 above 2000 users)"
+    )
     parser.add_argument("--url", help="use this server instead of starting one")
     parser.add_argument("--server-pid", type=int, help="with --url: PID whose RSS to sample")
     parser.add_argument("--task-id", help="default: load-<time>")
@@ -82,8 +85,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.users < 1 or args.seconds <= 0:
         parser.error("--users and --seconds must be positive")
+    try:
+        TrainTime.parse(args.train_time)
+    except ValueError as exc:
+        parser.error(str(exc))
     args.ramp_s = args.ramp_s if args.ramp_s is not None else max(1.0, args.users / 100)
     args.concurrency = args.concurrency or max(1, args.users // 5)
+    args.processes = args.processes or (2 if args.users > 2000 else 1)
     args.aggregation_goal = args.aggregation_goal or max(1, args.concurrency // 10)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     args.task_id = args.task_id or f"load-{stamp}"

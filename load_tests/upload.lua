@@ -1,9 +1,10 @@
 -- wrk script for bench_ingest.py: POST one msgpack update per request, each with its own
 -- session token (sessions are single-use; a replay would be acknowledged without work).
---   wrk -s upload.lua <url> -- <head file> <tokens file> <threads>
+--   wrk -s upload.lua <url> -- <head file> <tokens file> <threads> [cycle]
 -- The head file holds the update map minus its last entry; the request body is
 -- head .. "session" .. <token>. Thread i sends tokens i, i+threads, ... and, once its
--- share is used up, requests a path that answers 404 so the run is visibly invalid.
+-- share is used up, requests a path that answers 404 so the run is visibly invalid
+-- ("cycle": start over instead, for the bare baseline, which ignores the token).
 
 local thread_index = 0
 
@@ -12,7 +13,7 @@ function setup(thread)
   thread_index = thread_index + 1
 end
 
-local head, tokens, next_token, step, request_line
+local head, tokens, next_token, step, request_line, cycle
 
 function init(args)
   local f = assert(io.open(args[1], "rb"))
@@ -23,6 +24,7 @@ function init(args)
     tokens[#tokens + 1] = line
   end
   step = tonumber(args[3])
+  cycle = args[4] == "cycle"
   next_token = tid + 1
   -- the request head is built here once, so each request costs one concatenation
   request_line = "POST " .. wrk.path .. " HTTP/1.1\r\nHost: " .. wrk.host .. ":" .. wrk.port
@@ -42,6 +44,10 @@ end
 
 function request()
   local token = tokens[next_token]
+  if token == nil and cycle then
+    next_token = tid + 1
+    token = tokens[next_token]
+  end
   if token == nil then
     return wrk.format("GET", "/__sessions_exhausted__")
   end

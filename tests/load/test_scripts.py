@@ -1,0 +1,121 @@
+"""Tiny end-to-end runs of run.py and bench_ingest.py: their last stdout line is the
+JSON contract the README and CI read."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from load_tests.loadgen import wrk_available
+
+REPO = Path(__file__).resolve().parents[2]
+RUN_KEYS = {
+    "users",
+    "seconds",
+    "checkins_per_s",
+    "uploads_per_s",
+    "failures",
+    "checkin_p50_ms",
+    "checkin_p99_ms",
+    "upload_p99_ms",
+    "server_rss_mb_start",
+    "server_rss_mb_end",
+}
+BENCH_KEYS = {"payload_bytes", "bare_rps", "asyncfl_rps", "ratio", "asyncfl_p99_ms"}
+
+pytestmark = pytest.mark.slow
+
+
+def _last_json_line(script: str, *args: str, timeout_s: float = 150) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, str(REPO / "load_tests" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    doc: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return doc
+
+
+def test_run_py_prints_the_fleet_figures_last(tmp_path: Path) -> None:
+    doc = _last_json_line(
+        "run.py",
+        "--users",
+        "20",
+        "--seconds",
+        "5",
+        "--ramp-s",
+        "2",
+        "--train-time",
+        "lognormal:0.5:0.5",
+        "--out",
+        str(tmp_path / "report"),
+        "--json",
+    )
+
+    assert set(doc) >= RUN_KEYS
+    assert doc["users"] == 20 and doc["failures"] == 0
+    assert doc["checkins_per_s"] > 0 and doc["uploads_per_s"] > 0
+    assert 0 < doc["checkin_p50_ms"] <= doc["checkin_p99_ms"]
+    assert doc["server_rss_mb_start"] > 0 and doc["server_rss_mb_end"] > 0
+    assert doc["server_updates_accepted"] > 0 and doc["server_updates_rejected"] == {}
+    assert (tmp_path / "report" / "report.html").exists()
+    assert (tmp_path / "report" / "locust_stats.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "generator",
+    [
+        "aiohttp",
+        pytest.param(
+            "wrk", marks=pytest.mark.skipif(not wrk_available(), reason="wrk not installed")
+        ),
+    ],
+)
+def test_bench_ingest_prints_one_line_per_size_the_last_one_400k(
+    tmp_path: Path, generator: str
+) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "load_tests" / "bench_ingest.py"),
+            "--sizes",
+            "40k,400k",
+            "--seconds",
+            "1",
+            "--warmup",
+            "0",
+            "--rounds",
+            "1",
+            "--connections",
+            "2",
+            "--session-factor",
+            "1.3",
+            "--load-generator",
+            generator,
+            "--data-dir",
+            str(tmp_path),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(line) for line in done.stdout.strip().splitlines()]
+
+    assert len(lines) == 2
+    assert all(set(line) >= BENCH_KEYS for line in lines)
+    assert [line["params"] for line in lines] == [10_100, 100_100]
+    assert lines[-1]["payload_bytes"] > 400_000
+    assert all(line["bare_rps"] > 0 and line["asyncfl_rps"] > 0 for line in lines)
+    assert all(line["load_generator"] == generator for line in lines)
+    assert not list(tmp_path.iterdir())  # the temporary server dirs are gone
