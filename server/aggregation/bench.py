@@ -1,18 +1,25 @@
 """Fold throughput against a bare ``np.add``: ``python -m server.aggregation.bench [--json]``.
 
 For 100k and 1M float32 parameters, times real :meth:`FedBuffAggregator.fold` calls
-(one-tensor updates, staleness 3 so the weight is not 1, a step every K = 10 folds)
-and ``np.add(acc, upd, out=acc)`` on the same update array, in alternating blocks.
+(one-tensor updates, staleness 3 so the weight is not 1) and ``np.add(acc, upd,
+out=acc)`` on the same update array, in alternating blocks. The best block of each is
+kept (the least disturbed by other processes on a shared machine) and ratios are taken
+within the run. Contenders:
 
-``folds_per_s`` is the fold as the server's aggregator runs it: the update was
-validated at ingest (:func:`validate_update`, before the upload is acknowledged) and
-the fold takes that norm, so it is one fused ``saxpy`` pass plus weighting and
-bookkeeping. ``validated_folds_per_s`` is a fold that validates as well (``sdot`` +
-``saxpy``), as a caller without an ingest check runs it; the table also shows those
-two BLAS passes alone. The best block of each is kept (the least disturbed by other
-processes on a shared machine) and ratios are taken within the run. The last line
-printed is JSON: ``{"params", "folds_per_s", "np_add_per_s", "ratio",
-"validated_folds_per_s", "validated_ratio"}``.
+- ``folds_per_s``: a fold as the server's aggregator runs it, the update validated at
+  ingest (:func:`validate_update`, before the upload is acknowledged) and the fold
+  given that norm: the weighted add in one fused ``saxpy`` pass plus the weighting and
+  bookkeeping. The buffer never fills, so no server-optimizer step is timed: a step
+  is a separate operation every K folds (see the next line).
+- ``folds_with_steps_per_s``: the same with K = 10, the optimizer step (FedAvg: a norm
+  pass and a ``saxpy`` over the parameters, plus bookkeeping) amortized over 10 folds.
+- ``validated_folds_per_s``: a fold that validates as well (``sdot`` + ``saxpy``), as a
+  caller without an ingest check runs it; the table also shows those two BLAS passes
+  alone (the ceiling of any validated fold).
+
+The last line printed is JSON: ``{"params", "folds_per_s", "np_add_per_s", "ratio",
+"folds_with_steps_per_s", "ratio_with_steps", "validated_folds_per_s",
+"validated_ratio"}``.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ __all__ = ["Rates", "main", "measure"]
 
 SIZES = (100_000, 1_000_000)
 GOAL = 10
+NEVER = 1 << 40  # a buffer goal no bench reaches
 STALENESS = 3
 
 
@@ -41,10 +49,11 @@ STALENESS = 3
 class Rates:
     """Best operations per second of each contender for one model size."""
 
-    folds: float  # FedBuffAggregator.fold with the ingest norm, steps included
+    folds: float  # FedBuffAggregator.fold with the ingest norm, no step
     adds: float  # np.add(acc, upd, out=acc)
     kernels: float  # sdot + saxpy alone: the ceiling of a validated weighted fold
-    validated: float  # FedBuffAggregator.fold validating itself, steps included
+    validated: float  # FedBuffAggregator.fold validating itself, no step
+    with_steps: float  # folds with the ingest norm and a FedAvg step every K = 10
 
 
 def measure(size: int, *, rounds: int) -> Rates:
@@ -52,8 +61,13 @@ def measure(size: int, *, rounds: int) -> Rates:
     rng = np.random.default_rng(size)
     update = rng.standard_normal(size, dtype=np.float32) * np.float32(1e-3)
     update.flags.writeable = False  # like a wire buffer
-    config = AggregationConfig(aggregation_goal=GOAL)
-    agg = FedBuffAggregator([np.zeros(size, np.float32)], config, version=STALENESS)
+    stepping = FedBuffAggregator(
+        [np.zeros(size, np.float32)], AggregationConfig(aggregation_goal=GOAL), version=STALENESS
+    )
+    # a buffer that never fills: folds only
+    agg = FedBuffAggregator(
+        [np.zeros(size, np.float32)], AggregationConfig(aggregation_goal=NEVER), version=STALENESS
+    )
     acc = np.zeros(size, np.float32)
     kernel_acc = np.zeros(size, np.float32)
     # Blocks are whole buffers (multiples of K) so steps are counted at their real rate.
@@ -67,6 +81,13 @@ def measure(size: int, *, rounds: int) -> Rates:
         start = time.perf_counter()
         for update_id in ids:
             agg.fold(update_id, [update], 32, agg.version - STALENESS, norm=ingest_norm)
+        return per_block / (time.perf_counter() - start)
+
+    def stepping_block() -> float:
+        ids = [f"u{next(counter)}" for _ in range(per_block)]
+        start = time.perf_counter()
+        for update_id in ids:
+            stepping.fold(update_id, [update], 32, stepping.version - STALENESS, norm=ingest_norm)
         return per_block / (time.perf_counter() - start)
 
     def validated_block() -> float:
@@ -89,10 +110,10 @@ def measure(size: int, *, rounds: int) -> Rates:
             blas.add_scaled(kernel_acc, update, 0.05)
         return per_block / (time.perf_counter() - start)
 
-    blocks = (fold_block, add_block, kernel_block, validated_block)
+    blocks = (fold_block, add_block, kernel_block, validated_block, stepping_block)
     for block in blocks:  # warm caches and the BLAS thread setting
         block()
-    best = [0.0, 0.0, 0.0, 0.0]
+    best = [0.0, 0.0, 0.0, 0.0, 0.0]
     for _ in range(rounds):
         for i, block in enumerate(blocks):
             best[i] = max(best[i], block())
@@ -102,15 +123,18 @@ def measure(size: int, *, rounds: int) -> Rates:
 def _table(sizes: Sequence[int], rates: Sequence[Rates]) -> str:
     lines = [
         f"{'params':>10} {'folds/s':>10} {'np.add/s':>10} {'ratio':>6}"
+        f" {'+steps/s':>9} {'ratio':>6}"
         f" {'validated/s':>12} {'ratio':>6} {'sdot+saxpy/s':>13} {'ceiling':>7}"
     ]
     for n, r in zip(sizes, rates, strict=True):
         lines.append(
             f"{n:>10} {r.folds:>10.0f} {r.adds:>10.0f} {r.folds / r.adds:>6.3f}"
+            f" {r.with_steps:>9.0f} {r.with_steps / r.adds:>6.3f}"
             f" {r.validated:>12.0f} {r.validated / r.adds:>6.3f}"
             f" {r.kernels:>13.0f} {r.kernels / r.adds:>7.3f}"
         )
-    lines.append("folds: norm from the ingest check; validated: the fold computes it too")
+    lines.append("folds: norm from the ingest check, no optimizer step; +steps: a FedAvg")
+    lines.append("step every K = 10 folds included; validated: the fold computes the norm too")
     lines.append("ceiling: the two BLAS passes of a validated fold alone, without Python or steps")
     return "\n".join(lines)
 
@@ -134,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "folds_per_s": [round(f, 1) for f in folds],
                 "np_add_per_s": [round(a, 1) for a in adds],
                 "ratio": [round(f / a, 3) for f, a in zip(folds, adds, strict=True)],
+                "folds_with_steps_per_s": [round(r.with_steps, 1) for r in rates],
+                "ratio_with_steps": [round(r.with_steps / r.adds, 3) for r in rates],
                 "validated_folds_per_s": [round(r.validated, 1) for r in rates],
                 "validated_ratio": [round(r.validated / r.adds, 3) for r in rates],
             }

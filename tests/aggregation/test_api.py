@@ -44,6 +44,8 @@ def test_bench_prints_a_json_line_last(capsys: pytest.CaptureFixture[str]) -> No
         "folds_per_s",
         "np_add_per_s",
         "ratio",
+        "folds_with_steps_per_s",
+        "ratio_with_steps",
         "validated_folds_per_s",
         "validated_ratio",
     }
