@@ -39,6 +39,7 @@ import itertools
 import json
 import os
 import random
+import select
 import sys
 import time
 from collections import Counter
@@ -107,7 +108,7 @@ def _options(parser: Any) -> None:
 
 # -- connection reuse past fd 1023 ------------------------------------------------------------
 _POLL = gevent.monkey.get_original("select", "poll")
-_POLL_GONE = 0x001 | 0x008 | 0x010  # POLLIN | POLLERR | POLLHUP
+_POLL_GONE = select.POLLIN | select.POLLERR | select.POLLHUP
 
 
 def _is_socket_alive(self: ConnectionPool, sock: Any) -> bool:
@@ -153,7 +154,7 @@ _NEXT_TOKEN = itertools.count()
 def _pooled_token(env: Environment) -> str | None:
     """The next pre-enrolled device token of this process, or None (enroll instead)."""
     global _TOKENS
-    opts = env.parsed_options
+    opts: Any = env.parsed_options
     if not opts.asyncfl_device_tokens:
         return None
     if _TOKENS is None:
@@ -161,7 +162,7 @@ def _pooled_token(env: Environment) -> str | None:
             tokens = fh.read().split()
         worker = isinstance(env.runner, WorkerRunner)
         share = max(1, opts.asyncfl_workers) if worker else 1
-        index = env.runner.worker_index if worker and env.runner is not None else 0
+        index = int(getattr(env.runner, "worker_index", 0)) if worker else 0
         _TOKENS = tokens[index % share :: share]
     i = next(_NEXT_TOKEN)
     return _TOKENS[i] if i < len(_TOKENS) else None
@@ -363,7 +364,7 @@ class FleetShape(LoadTestShape):
 
     def tick(self) -> tuple[int, float] | None:
         assert self.runner is not None
-        opts = self.runner.environment.parsed_options
+        opts: Any = self.runner.environment.parsed_options
         users, ramp_s = int(opts.asyncfl_users), max(0.001, float(opts.asyncfl_ramp_s))
         rate = max(1.0, users / ramp_s)
         run_time = self.get_run_time()

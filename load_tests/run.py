@@ -150,7 +150,7 @@ def run_locust(
     args: argparse.Namespace, url: str, key: str, tokens: Path | None, rss: RssSampler | None
 ) -> Path:
     """Run Locust to completion (bounded in time); returns the summary file."""
-    summary = args.out / "summary.json"
+    summary: Path = args.out / "summary.json"
     env = {**os.environ, "LOCUST_ASYNCFL_ENROLLMENT_KEY": key, "PYTHONPATH": str(REPO)}
     cmd = locust_command(args, url, summary)
     if tokens is not None:
@@ -222,6 +222,7 @@ def figures(
         "concurrency": args.concurrency,
         "aggregation_goal": args.aggregation_goal,
         "processes": args.processes,
+        "loadavg_1m": round(os.getloadavg()[0], 2),  # the machine is shared: context
         "report": str(args.out / "report.html"),
     }
 
