@@ -30,9 +30,11 @@ from server.admin_client import AdminClient
 from server.process import ServerProcess
 
 TASK = "digits-demo"
-# Stop once this many successive evaluated versions are all at or above the target:
-# the model has got there, not merely touched it once.
-STABLE_EVALS = 3
+# Stop once this many successive evaluated versions are all at least MARGIN above the
+# target: the model has got there, not merely touched it once, and the few updates
+# still in flight when the task is paused leave it there.
+STABLE_EVALS = 5
+MARGIN = 0.02
 # FedBuff as in Nguyen et al.: K = 10, 1/sqrt(1+s) staleness weights, one local epoch
 # of client SGD at lr 0.1; the server averages the buffer (FedAvg, lr 1).
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -216,7 +218,7 @@ async def _watch(
         if acc is not None and status["version"] not in evaluated:
             evaluated[status["version"]] = acc
         recent = list(evaluated.values())[-STABLE_EVALS:]
-        stable = len(recent) == STABLE_EVALS and min(recent) >= args.target
+        stable = len(recent) == STABLE_EVALS and min(recent) >= min(1.0, args.target + MARGIN)
         if stable or elapsed >= args.seconds:
             await admin.request("POST", f"/admin/v1/tasks/{TASK}/pause")  # no new sessions
             if tty:
