@@ -392,4 +392,3 @@ def _read_records(path: Path, first_seq: int) -> Iterator[tuple[int, dict[str, A
         seq = int(meta.get("seq", seq + 1))
         yield seq, meta, data[start + meta_len : end], end
         offset = end
-
