@@ -279,7 +279,8 @@ async def test_training_stops_at_the_session_deadline_and_still_uploads(
         plan={"lr": 0.01, "batch_size": 8, "epochs": 1000},
     )
     options = ClientOptions(retry=QUICK_RETRY, upload_margin_s=1.0, min_train_s=0.2)
-    client = make_client(server.url, "deadline", server.enrollment_key, options=options)
+    data = local_data(4000)  # 500,000 steps in the plan: far more than 1.5 s of training
+    client = make_client(server.url, "deadline", server.enrollment_key, data=data, options=options)
 
     result = await client.run_once()
 
