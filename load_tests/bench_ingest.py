@@ -15,6 +15,11 @@ of connections:
     the fold (a version is committed every ``--aggregation-goal`` updates, default 100:
     at hundreds of updates a second, K = 10 would cut dozens of versions a second).
 
+Then, with nothing else running, the disk alone: the same bytes appended as records
+for ``--seconds`` with the same fsync policy (``disk_rps``). Every acknowledged upload
+is a durable record, so ``disk_rps / bare_rps`` (``disk_ratio``) is the most ``ratio``
+can be on this machine, whatever the HTTP and FL code cost.
+
 The sides alternate ``--rounds`` times (bare, asyncfl, bare, asyncfl, ...) and each
 side's best round counts, so a noisy neighbour on a shared machine hurts both alike.
 
@@ -29,7 +34,8 @@ after the last, its count of accepted updates is checked against the 2xx answers
 Output: one JSON line per size, the 4 MB one first and the 400 KB one LAST::
 
     {"payload_bytes": ..., "bare_rps": ..., "asyncfl_rps": ..., "ratio": ...,
-     "asyncfl_p99_ms": ..., "bare_p99_ms": ..., "connections": ..., ...}
+     "asyncfl_p99_ms": ..., "bare_p99_ms": ..., "disk_rps": ..., "disk_ratio": ...,
+     "connections": ..., ...}
 """
 
 from __future__ import annotations
@@ -285,6 +291,10 @@ def bench_size(args: argparse.Namespace, size: str, root: Path) -> dict[str, Any
         server.stop()
     bare_best, bare_cpu = max(bare_runs, key=lambda run: run[0].rps)
     fl_best, fl_cpu = max(fl_runs, key=lambda run: run[0].rps)
+    disk_rps = disk_ceiling(
+        work / "disk-probe.bin", payload_bytes, args.seconds, args.log_fsync, args.connections
+    )
+    log(f"[{size}] disk alone: {disk_rps:7.0f} records/s ({args.log_fsync} fsync)")
     return {
         "payload_bytes": payload_bytes,
         "bare_rps": round(bare_best.rps, 1),
@@ -294,6 +304,8 @@ def bench_size(args: argparse.Namespace, size: str, root: Path) -> dict[str, Any
         "bare_p99_ms": round(bare_best.p99_ms, 2),
         "bare_cpu_us_per_req": _per_request_us(bare_best, bare_cpu),
         "asyncfl_cpu_us_per_req": _per_request_us(fl_best, fl_cpu),
+        "disk_rps": round(disk_rps, 1),
+        "disk_ratio": round(disk_rps / bare_best.rps, 3) if bare_best.rps else 0.0,
         "params": num_params(model),
         "connections": args.connections,
         "seconds": args.seconds,
@@ -303,6 +315,37 @@ def bench_size(args: argparse.Namespace, size: str, root: Path) -> dict[str, Any
         "aggregation_goal": args.aggregation_goal,
         "loadavg_1m": round(os.getloadavg()[0], 2),
     }
+
+
+def disk_ceiling(path: Path, record_bytes: int, seconds: float, fsync: str, group: int) -> float:
+    """Records per second that the disk under the server's data dir takes with nothing
+    else running: ``record_bytes`` appended at a time for ``seconds``, fdatasync'd per
+    ``group`` records under ``"always"`` (the most a group commit of one record per
+    connection batches), once a second under ``"interval"``, never under ``"never"``.
+
+    No upload path that makes each body durable before answering can beat this; the
+    ratio ``disk_rps / bare_rps`` caps asyncfl's ratio on this machine.
+    """
+    record = os.urandom(record_bytes)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o600)
+    count, started = 0, time.perf_counter()
+    last_sync = started
+    try:
+        while (now := time.perf_counter()) - started < seconds:
+            os.write(fd, record)
+            count += 1
+            if (fsync == "always" and count % group == 0) or (
+                fsync == "interval" and now - last_sync >= 1.0
+            ):
+                os.fdatasync(fd)
+                last_sync = now
+        if fsync != "never":
+            os.fdatasync(fd)
+        elapsed = time.perf_counter() - started
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    return count / elapsed
 
 
 def _per_request_us(result: loadgen.LoadResult, cpu_s: float) -> float:

@@ -117,5 +117,6 @@ def test_bench_ingest_prints_one_line_per_size_the_last_one_400k(
     assert [line["params"] for line in lines] == [10_100, 100_100]
     assert lines[-1]["payload_bytes"] > 400_000
     assert all(line["bare_rps"] > 0 and line["asyncfl_rps"] > 0 for line in lines)
+    assert all(line["disk_rps"] > 0 and line["disk_ratio"] > 0 for line in lines)
     assert all(line["load_generator"] == generator for line in lines)
     assert not list(tmp_path.iterdir())  # the temporary server dirs are gone
