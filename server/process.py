@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -85,21 +85,20 @@ class ServerProcess:
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + timeout_s
-        while not port_file.exists():
-            self._check_alive()
-            if time.monotonic() > deadline:
-                self.kill()
-                raise AsyncflError(f"server did not start in {timeout_s}s; see {self.log_file}")
-            time.sleep(0.05)
+        self._wait_until(port_file.exists, deadline, f"did not start in {timeout_s}s")
         self.port = int(port_file.read_text())
         port_file.unlink(missing_ok=True)
-        while not self.ready():
+        self._wait_until(self.ready, deadline, f"not ready in {timeout_s}s")
+        return self
+
+    def _wait_until(self, condition: Callable[[], bool], deadline: float, what: str) -> None:
+        """Poll ``condition`` until it holds; kill the child if it dies or time runs out."""
+        while not condition():
             self._check_alive()
             if time.monotonic() > deadline:
                 self.kill()
-                raise AsyncflError(f"server not ready in {timeout_s}s; see {self.log_file}")
+                raise AsyncflError(f"server {what}; see {self.log_file}")
             time.sleep(0.05)
-        return self
 
     def ready(self) -> bool:
         try:

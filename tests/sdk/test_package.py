@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import tomllib
@@ -13,30 +14,29 @@ from client_sdk import errors
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_importing_the_sdk_loads_no_torch_nor_server_dependencies() -> None:
+def _loaded_after(imports: str, heavy: set[str]) -> list[str]:
+    """The top-level packages among ``heavy`` that ``import <imports>`` loads, in a
+    fresh interpreter."""
     code = (
-        "import sys, client_sdk; "
-        "heavy = {'torch', 'server', 'sqlalchemy', 'redis', 'sklearn', 'scipy', 'onnx'}; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))"
+        f"import sys, {imports}; "
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {sorted(heavy)!r}))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
+    return list(ast.literal_eval(out.stdout.strip()))
 
-    assert out.stdout.strip() == "[]"
+
+def test_importing_the_sdk_loads_no_torch_nor_server_dependencies() -> None:
+    heavy = {"torch", "server", "sqlalchemy", "redis", "sklearn", "scipy", "onnx"}
+
+    assert _loaded_after("client_sdk", heavy) == []
 
 
 def test_the_wire_format_alone_loads_no_client_machinery() -> None:
-    code = (
-        "import sys, client_sdk.wire, client_sdk.errors; "
-        "heavy = {'aiohttp', 'onnxruntime', 'sqlite3'}; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
-    )
+    heavy = {"aiohttp", "onnxruntime", "sqlite3"}
 
-    assert out.stdout.strip() == "[]"
+    assert _loaded_after("client_sdk.wire, client_sdk.errors", heavy) == []
 
 
 def test_the_base_install_is_exactly_the_sdk_dependencies() -> None:

@@ -66,64 +66,22 @@ async def test_evaluation_reports_are_averaged_per_version(
         sessions = [
             (await _post(http, f"{server.url}/v1/tasks/t1/checkin", {}, token))[1] for _ in range(3)
         ]
+
+        async def report(session: str, version: int, metrics: dict[str, Any]) -> tuple[int, Any]:
+            body = {"session": session, "version": version, "metrics": metrics}
+            return await _post(http, url, body)
+
+        first, second, third = (s["session"] for s in sessions)
         reports = [
-            await _post(
-                http,
-                url,
-                {
-                    "session": sessions[0]["session"],
-                    "version": 0,
-                    "metrics": {"loss": 1.0, "accuracy": 0.5, "num_examples": 10},
-                },
-            ),
-            await _post(
-                http,
-                url,
-                {
-                    "session": sessions[1]["session"],
-                    "version": 0,
-                    "metrics": {"loss": 2.0, "accuracy": 1.0, "num_examples": 30},
-                },
-            ),
-            await _post(
-                http,
-                url,
-                {
-                    "session": sessions[0]["session"],
-                    "version": 0,
-                    "metrics": {"loss": 9.0, "accuracy": 0.0, "num_examples": 99},
-                },
-            ),
+            await report(first, 0, {"loss": 1.0, "accuracy": 0.5, "num_examples": 10}),
+            await report(second, 0, {"loss": 2.0, "accuracy": 1.0, "num_examples": 30}),
+            await report(first, 0, {"loss": 9.0, "accuracy": 0.0, "num_examples": 99}),
         ]
         refused = [
-            await _post(
-                http,
-                url,
-                {
-                    "session": sessions[2]["session"],
-                    "version": 5,
-                    "metrics": {"loss": 1.0, "num_examples": 1},
-                },
-            ),
-            await _post(
-                http,
-                url,
-                {
-                    "session": sessions[2]["session"],
-                    "version": 0,
-                    "metrics": {"loss": float("nan"), "num_examples": 1},
-                },
-            ),
-            await _post(
-                http,
-                url,
-                {
-                    "session": sessions[2]["session"],
-                    "version": 0,
-                    "metrics": {"loss": 1.0, "num_examples": 1, "secret": 3},
-                },
-            ),
-            await _post(http, url, {"session": "forged", "version": 0, "metrics": {"loss": 1.0}}),
+            await report(third, 5, {"loss": 1.0, "num_examples": 1}),
+            await report(third, 0, {"loss": float("nan"), "num_examples": 1}),
+            await report(third, 0, {"loss": 1.0, "num_examples": 1, "secret": 3}),
+            await report("forged", 0, {"loss": 1.0}),
         ]
     after = await status(server)
 
