@@ -27,7 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,26 +76,21 @@ def measure(size: int, *, rounds: int) -> Rates:
 
     ingest_norm = validate_update(agg.spec, [update])
 
-    def fold_block() -> float:
-        ids = [f"u{next(counter)}" for _ in range(per_block)]
-        start = time.perf_counter()
-        for update_id in ids:
-            agg.fold(update_id, [update], 32, agg.version - STALENESS, norm=ingest_norm)
-        return per_block / (time.perf_counter() - start)
+    def folding(target: FedBuffAggregator, norm: float | None) -> Callable[[], float]:
+        """A timed block of ``target.fold`` calls; ``norm=None`` makes the fold validate."""
 
-    def stepping_block() -> float:
-        ids = [f"u{next(counter)}" for _ in range(per_block)]
-        start = time.perf_counter()
-        for update_id in ids:
-            stepping.fold(update_id, [update], 32, stepping.version - STALENESS, norm=ingest_norm)
-        return per_block / (time.perf_counter() - start)
+        def block() -> float:
+            ids = [f"u{next(counter)}" for _ in range(per_block)]
+            start = time.perf_counter()
+            for update_id in ids:
+                target.fold(update_id, [update], 32, target.version - STALENESS, norm=norm)
+            return per_block / (time.perf_counter() - start)
 
-    def validated_block() -> float:
-        ids = [f"u{next(counter)}" for _ in range(per_block)]
-        start = time.perf_counter()
-        for update_id in ids:
-            agg.fold(update_id, [update], 32, agg.version - STALENESS)
-        return per_block / (time.perf_counter() - start)
+        return block
+
+    fold_block = folding(agg, ingest_norm)
+    stepping_block = folding(stepping, ingest_norm)
+    validated_block = folding(agg, None)
 
     def add_block() -> float:
         start = time.perf_counter()
