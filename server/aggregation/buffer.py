@@ -85,7 +85,7 @@ class FedBuffAggregator(AggregatorBase):
         if (
             type(update_id) is not str
             or update_id in buf.id_set
-            or update_id in self._recent_set
+            or update_id in self._recent
             or type(base_version) is not int
             or base_version < 0
             or not 0 <= staleness < self._plain_staleness_limit

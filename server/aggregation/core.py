@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any, ClassVar, Self
 
@@ -25,6 +25,7 @@ from server.aggregation.accumulator import Accumulator
 from server.aggregation.config import AggregationConfig
 from server.aggregation.optimizers import make_optimizer
 from server.aggregation.privacy import GaussianNoise, clip_scale
+from server.aggregation.recent import RecentIds
 from server.aggregation.results import AggregatorStats, StepResult
 from server.aggregation.staleness import make_staleness_fn
 from server.aggregation.validation import (
@@ -84,8 +85,7 @@ class AggregatorBase:
         # accumulator is the pseudo-gradient when the buffer fills (no extra pass).
         self._fold_factor = 1.0 / config.aggregation_goal if config.normalization == "goal" else 1.0
         self._buffer = Accumulator(self._spec)
-        self._recent: deque[str] = deque()
-        self._recent_set: set[str] = set()
+        self._recent = RecentIds(config.dedup_window)
         self._folded = self._steps = self._staleness_sum = self._clipped = 0
         self._rounds_abandoned = self._updates_dropped = 0
         self._rejected: Counter[str] = Counter()
@@ -140,12 +140,12 @@ class AggregatorBase:
 
     def has_folded(self, update_id: str) -> bool:
         """True for updates in the open buffer and the last ``dedup_window`` consumed ones."""
-        return update_id in self._buffer.id_set or update_id in self._recent_set
+        return update_id in self._buffer.id_set or update_id in self._recent
 
     # -- folding -------------------------------------------------------------------------
 
     def _check_duplicate(self, update_id: str) -> None:
-        if update_id in self._buffer.id_set or update_id in self._recent_set:
+        if update_id in self._buffer.id_set or update_id in self._recent:
             raise reject(RejectReason.DUPLICATE_UPDATE, f"update {update_id!r} was already folded")
         if type(update_id) is not str:
             raise TypeError(f"update_id must be a str, got {type(update_id).__name__}")
@@ -211,9 +211,6 @@ class AggregatorBase:
     def _consume(self, ids: Sequence[str]) -> None:
         """Move the buffer's ids into the dedup window and empty the buffer."""
         self._recent.extend(ids)
-        self._recent_set.update(ids)
-        while len(self._recent) > self._config.dedup_window:
-            self._recent_set.discard(self._recent.popleft())
         self._buffer.reset()
 
     # -- snapshot ------------------------------------------------------------------------
@@ -262,7 +259,7 @@ class AggregatorBase:
                 "weight_sum": buf.weight_sum,
                 "ids": list(buf.ids),
             },
-            "recent_ids": list(self._recent),
+            "recent_ids": self._recent.packed(),
             "counts": {name: getattr(self, f"_{name}") for name in _COUNTERS},
             "rejected": dict(sorted(self._rejected.items())),
             "rng": self._noise.state(),
@@ -276,8 +273,7 @@ class AggregatorBase:
         buf = state["buffer"]
         total = snapshot.decode_array(buf["total"], where="buffer.total")
         self._buffer.load(total, float(buf["weight_sum"]), buf["ids"])
-        self._recent = deque(state["recent_ids"])
-        self._recent_set = set(self._recent)
+        self._recent = RecentIds(self._config.dedup_window, state["recent_ids"])
         for name in _COUNTERS:
             setattr(self, f"_{name}", int(state["counts"][name]))
         self._rejected = Counter(state["rejected"])

@@ -3,21 +3,33 @@
 The aggregators build a plain dict of their state; this module turns it into bytes and
 back, so there is one serialisation (``client_sdk.wire``) for updates and snapshots.
 Floats go through msgpack as float64 and arrays byte for byte, so a restored
-aggregator continues bit-identically.
+aggregator continues bit-identically. A top-level value may come already packed
+(:class:`PackedArray`: the dedup window, see :mod:`server.aggregation.recent`); the
+bytes are the same as packing it here.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Final
 
+import msgpack
 import numpy as np
 
 from client_sdk.errors import WireFormatError
-from client_sdk.wire import decode_tensor, encode_tensor, pack, unpack
+from client_sdk.wire import decode_tensor, encode_tensor, unpack
 from server.aggregation.validation import Flat
 from server.errors import AsyncflError
 
-__all__ = ["FORMAT", "SnapshotError", "decode_array", "dump", "encode_array", "load"]
+__all__ = [
+    "FORMAT",
+    "PackedArray",
+    "SnapshotError",
+    "decode_array",
+    "dump",
+    "encode_array",
+    "load",
+]
 
 FORMAT: Final = "asyncfl.aggregator/1"
 
@@ -46,8 +58,27 @@ def decode_array(obj: Any, *, where: str) -> Flat | None:
     return array.copy()
 
 
+@dataclass(frozen=True, slots=True)
+class PackedArray:
+    """A msgpack array encoded ahead of time: ``count`` items whose packed bytes,
+    concatenated, are ``items``."""
+
+    count: int
+    items: bytes
+
+
 def dump(kind: str, state: dict[str, Any]) -> bytes:
-    return pack({"format": FORMAT, "kind": kind, **state})
+    """Pack ``state`` as one map, exactly as ``pack`` would (PackedArray values spliced)."""
+    fields = {"format": FORMAT, "kind": kind, **state}
+    packer = msgpack.Packer(use_bin_type=True)  # the options of client_sdk.wire.pack
+    parts = [packer.pack_map_header(len(fields))]
+    for key, value in fields.items():
+        parts.append(packer.pack(key))
+        if isinstance(value, PackedArray):
+            parts += (packer.pack_array_header(value.count), value.items)
+        else:
+            parts.append(packer.pack(value))
+    return b"".join(parts)
 
 
 def load(data: bytes, *, kind: str | None) -> dict[str, Any]:
