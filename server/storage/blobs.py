@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from server.errors import NotFound, StorageError
@@ -34,11 +35,36 @@ class LocalBlobStore:
     async def put(self, data: bytes | bytearray | memoryview) -> str:
         return await asyncio.to_thread(self.put_sync, data)
 
+    async def put_many(self, blobs: Sequence[bytes | bytearray | memoryview]) -> list[str]:
+        """:meth:`put` each of ``blobs`` in one trip to a worker thread, fsyncing each
+        directory once at the end rather than once per blob."""
+        return await asyncio.to_thread(self._put_many_sync, blobs)
+
+    def _put_many_sync(self, blobs: Sequence[bytes | bytearray | memoryview]) -> list[str]:
+        digests: list[str] = []
+        dirs: set[Path] = set()
+        for data in blobs:
+            digest, written = self._write(data)
+            digests.append(digest)
+            if written is not None:
+                dirs.add(written)
+        for directory in sorted(dirs):
+            self._sync_dir(directory)
+        return digests
+
     def put_sync(self, data: bytes | bytearray | memoryview) -> str:
+        digest, written = self._write(data)
+        if written is not None:
+            self._sync_dir(written)
+        return digest
+
+    def _write(self, data: bytes | bytearray | memoryview) -> tuple[str, Path | None]:
+        """Write a blob's file (fsynced, renamed into place); returns its digest and the
+        directory whose new entry still needs an fsync (None: it was there already)."""
         digest = sha256_hex(data)
         final = self.path(digest)
         if final.exists():
-            return digest
+            return digest, None
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             tmp = final.with_name(f".{digest}.{os.getpid()}.tmp")
@@ -47,10 +73,16 @@ class LocalBlobStore:
                 fh.flush()
                 os.fsync(fh.fileno())
             tmp.replace(final)
-            fsync_dir(final.parent)
         except OSError as exc:
             raise StorageError(f"cannot write blob {digest}: {exc}") from exc
-        return digest
+        return digest, final.parent
+
+    @staticmethod
+    def _sync_dir(directory: Path) -> None:
+        try:
+            fsync_dir(directory)
+        except OSError as exc:
+            raise StorageError(f"cannot make blob directory {directory} durable: {exc}") from exc
 
     async def get(self, digest: str) -> bytes:
         return await asyncio.to_thread(self.get_sync, digest)

@@ -26,7 +26,7 @@ class VersionRecord:
     version: int
     created_at: float
     params_blob: str
-    snapshot_blob: str
+    snapshot_blob: str | None  # None: not kept (an older version of a group commit)
     queue_position: str
     fence: int
     num_updates: int

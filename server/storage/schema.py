@@ -40,7 +40,9 @@ model_versions = sa.Table(
     sa.Column("version", sa.Integer, primary_key=True),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("params_blob", sa.String(64), nullable=False),
-    sa.Column("snapshot_blob", sa.String(64), nullable=False),
+    # The aggregator's state right after this version; kept for the newest version of
+    # each commit only (a group commit writes several): restoring reads the head's.
+    sa.Column("snapshot_blob", sa.String(64), nullable=True),
     # Where the update queue stood when this version was cut: a local log sequence
     # number (embedded) or a Redis stream id (distributed).
     sa.Column("queue_position", sa.String(64), nullable=False),

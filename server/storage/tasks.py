@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Any
 
 import sqlalchemy as sa
@@ -107,28 +107,52 @@ class TaskRepository:
         task's fencing token is not ``record.fence`` (a newer leader claimed the task);
         then nothing is written.
         """
+        await self.commit_versions([(record, applied)])
+
+    async def commit_versions(
+        self, commits: Sequence[tuple[VersionRecord, Sequence[LedgerEntry]]]
+    ) -> None:
+        """Commit consecutive versions of one task in one transaction: all or none.
+
+        The head moves from ``first.version - 1`` to the last version under the same
+        checks as :meth:`commit_version`; each version's updates are marked applied to it.
+        """
+        if not commits:
+            return
+        first, last = commits[0][0], commits[-1][0]
+        for i, (record, _applied) in enumerate(commits):
+            if (record.task_id, record.version, record.fence) != (
+                first.task_id,
+                first.version + i,
+                first.fence,
+            ):
+                raise ValueError("a commit batch must be consecutive versions of one task")
         try:
             async with self._engine.begin() as conn:
                 moved = await conn.execute(
                     tasks.update()
                     .where(
-                        tasks.c.id == record.task_id,
-                        tasks.c.current_version == record.version - 1,
-                        tasks.c.fence == record.fence,
+                        tasks.c.id == first.task_id,
+                        tasks.c.current_version == first.version - 1,
+                        tasks.c.fence == first.fence,
                     )
-                    .values(current_version=record.version, fence=record.fence)
+                    .values(current_version=last.version, fence=first.fence)
                 )
                 if moved.rowcount != 1:
                     raise StaleCommit(
-                        f"task {record.task_id!r}: commit of version {record.version} "
-                        f"with fence {record.fence} refused (head moved or newer leader)"
+                        f"task {first.task_id!r}: commit of version {_span(first, last)} "
+                        f"with fence {first.fence} refused (head moved or newer leader)"
                     )
-                await conn.execute(model_versions.insert().values(**asdict(record)))
-                await _mark_applied(conn, applied, record.version)
+                await conn.execute(model_versions.insert(), [asdict(r) for r, _ in commits])
+                await _mark_applied(
+                    conn,
+                    [(entry, record.version) for record, applied in commits for entry in applied],
+                    _span(first, last),
+                )
         except StaleCommit:
             raise
         except SQLAlchemyError as exc:
-            raise StorageError(f"commit of version {record.version} failed: {exc}") from exc
+            raise StorageError(f"commit of version {_span(first, last)} failed: {exc}") from exc
 
     async def _select(self, query: sa.Select[Any]) -> list[dict[str, Any]]:
         try:
@@ -146,21 +170,34 @@ class TaskRepository:
             raise StorageError(f"database write failed: {exc}") from exc
 
 
+# A ledger row from its entry: a shallow copy (``asdict`` recurses into every field).
+_LEDGER_FIELDS = tuple(f.name for f in fields(LedgerEntry))
+
+
+def _applied_row(entry: LedgerEntry, version: int) -> dict[str, Any]:
+    row = {name: getattr(entry, name) for name in _LEDGER_FIELDS}
+    row["status"], row["applied_version"] = "applied", version
+    return row
+
+
+def _span(first: VersionRecord, last: VersionRecord) -> str:
+    return str(first.version) if first is last else f"{first.version}-{last.version}"
+
+
 async def _mark_applied(
-    conn: AsyncConnection, applied: Sequence[LedgerEntry], version: int
+    conn: AsyncConnection, applied: Sequence[tuple[LedgerEntry, int]], span: str
 ) -> None:
-    """Record ``applied`` as applied to ``version``; an update applied before is a bug."""
+    """Record each entry as applied to its version, in one statement; an update applied
+    before is a bug."""
     if not applied:
         return
-    rows = [asdict(e) | {"status": "applied", "applied_version": version} for e in applied]
+    rows = [_applied_row(entry, version) for entry, version in applied]
     stmt = upsert(conn.dialect.name, updates)
     stmt = stmt.on_conflict_do_update(
         index_elements=[updates.c.id],
-        set_={"status": "applied", "applied_version": version},
+        set_={"status": "applied", "applied_version": stmt.excluded.applied_version},
         where=updates.c.applied_version.is_(None),
     ).returning(updates.c.id)
     written = len((await conn.execute(stmt, rows)).all())
     if written != len(rows):
-        raise StorageError(
-            f"version {version}: {len(rows) - written} update(s) were already applied"
-        )
+        raise StorageError(f"version {span}: {len(rows) - written} update(s) were already applied")

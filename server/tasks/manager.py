@@ -33,7 +33,7 @@ from server.aggregation import (
 from server.coordination.events import EventBus
 from server.coordination.queue import START, UpdateQueue
 from server.coordination.sessions import SessionStore
-from server.errors import BadRequest, Conflict, NotFound
+from server.errors import BadRequest, Conflict, NotFound, StorageError
 from server.storage.blobs import LocalBlobStore
 from server.storage.ledger import LedgerRepository
 from server.storage.records import TaskRecord, VersionRecord
@@ -261,6 +261,8 @@ class TaskManager:
         record = await self.repo.get(task_id)
         await self.refresh(task_id)
         version = await self.repo.version(task_id, record.current_version)
+        if version.snapshot_blob is None:  # a commit always keeps its newest version's
+            raise StorageError(f"task {task_id}: head version {version.version} has no snapshot")
         aggregator = restore_aggregator(await self.blobs.get(version.snapshot_blob))
         state = runtime.state
         state.record = record

@@ -128,6 +128,39 @@ async def test_applying_an_update_twice_fails_the_whole_commit(engine: AsyncEngi
     assert await ledger.counts("t1") == {"applied": 1}
 
 
+async def test_consecutive_versions_commit_together(engine: AsyncEngine) -> None:
+    repo, ledger = TaskRepository(engine), LedgerRepository(engine)
+    await repo.create(*_task())
+
+    await repo.commit_versions(
+        [(_version(1), _applied("a")), (_version(2), _applied("b", "c")), (_version(3), [])]
+    )
+
+    assert (await repo.get("t1")).current_version == 3
+    assert [(await repo.version("t1", v)).params_blob for v in (1, 2, 3)] == ["p1", "p2", "p3"]
+    assert {e.id: e.applied_version for e in await ledger.entries("t1")} == {
+        "a": 1,
+        "b": 2,
+        "c": 2,
+    }
+
+
+async def test_a_version_batch_that_fails_anywhere_writes_nothing(engine: AsyncEngine) -> None:
+    repo, ledger = TaskRepository(engine), LedgerRepository(engine)
+    await repo.create(*_task())
+    await repo.commit_version(_version(1), _applied("a"))
+
+    with pytest.raises(StorageError, match="already applied"):
+        await repo.commit_versions([(_version(2), _applied("b")), (_version(3), _applied("a"))])
+    with pytest.raises(ValueError, match="consecutive"):
+        await repo.commit_versions([(_version(2), _applied("b")), (_version(4), _applied("c"))])
+
+    assert (await repo.get("t1")).current_version == 1
+    assert await ledger.counts("t1") == {"applied": 1}
+    with pytest.raises(NotFound):
+        await repo.version("t1", 2)
+
+
 async def test_the_ledger_keeps_one_row_per_update(engine: AsyncEngine) -> None:
     repo, ledger = TaskRepository(engine), LedgerRepository(engine)
     await repo.create(*_task())
