@@ -29,7 +29,9 @@ Every timed upload carries its own session, issued by check-ins before timing st
 concurrency of 10M, a one-hour session deadline and no staleness limit (sessions issued
 before a round are for one version while versions advance during it); the server has a
 per-device rate limit high enough for the generator to act as a few devices at high
-rate. Before each round the server drains (every update folded, no version pending);
+rate. After each round the log says how many acknowledged updates were not yet in a
+committed version and how long the server took to catch up (the commit lag under
+load); before each round the server drains (every update folded, no version pending);
 after the last, its count of accepted updates is checked against the 2xx answers.
 
 Output: one JSON line per size, the 4 MB one first and the 400 KB one LAST::
@@ -176,6 +178,19 @@ class Side:
         return timed, self.cpu_s, used + timed.requests
 
 
+def _settle(admin: AdminApi) -> str:
+    """How far folding and committing lag behind the acknowledged uploads when the load
+    stops, and how long the server takes to catch up."""
+    started = time.perf_counter()
+    status = asyncio.run(admin.status(TASK))
+    behind = status["updates_accepted"] - status["updates_applied"]
+    asyncio.run(admin.quiescent(TASK))
+    return (
+        f"{behind} acknowledged updates not yet in a committed version; "
+        f"caught up in {time.perf_counter() - started:.1f} s"
+    )
+
+
 def _check(result: loadgen.LoadResult, what: str) -> None:
     if result.socket_errors:
         raise RuntimeError(f"{what}: {result.socket_errors} socket errors")
@@ -288,6 +303,7 @@ def bench_size(args: argparse.Namespace, size: str, root: Path) -> dict[str, Any
                 sent_ok += ok
                 fl_runs.append((result, cpu_s))
                 log(f"[{size}] round {i + 1} asyncfl: {_describe(result, cpu_s)}")
+                log(f"[{size}]   then {_settle(admin)}")
         _verify(admin, sent_ok - 1, 2 * args.connections * 2 * args.rounds)
     finally:
         server.stop()
