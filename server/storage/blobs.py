@@ -49,14 +49,16 @@ class LocalBlobStore:
             if written is not None:
                 dirs.add(written)
         for directory in sorted(dirs):
-            self._sync_dir(directory)
+            try:
+                fsync_dir(directory)
+            except OSError as exc:
+                raise StorageError(
+                    f"cannot make blob directory {directory} durable: {exc}"
+                ) from exc
         return digests
 
     def put_sync(self, data: bytes | bytearray | memoryview) -> str:
-        digest, written = self._write(data)
-        if written is not None:
-            self._sync_dir(written)
-        return digest
+        return self._put_many_sync([data])[0]
 
     def _write(self, data: bytes | bytearray | memoryview) -> tuple[str, Path | None]:
         """Write a blob's file (fsynced, renamed into place); returns its digest and the
@@ -76,13 +78,6 @@ class LocalBlobStore:
         except OSError as exc:
             raise StorageError(f"cannot write blob {digest}: {exc}") from exc
         return digest, final.parent
-
-    @staticmethod
-    def _sync_dir(directory: Path) -> None:
-        try:
-            fsync_dir(directory)
-        except OSError as exc:
-            raise StorageError(f"cannot make blob directory {directory} durable: {exc}") from exc
 
     async def get(self, digest: str) -> bytes:
         return await asyncio.to_thread(self.get_sync, digest)

@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -43,7 +43,6 @@ class CommitJob:
     task_id: str
     version: int
     params: bytes  # msgpack wire tensors, as clients download them
-    snapshot: bytes | None  # aggregator state right after the step (see Committer.submit)
     position: str  # queue position of the last update this version consumed
     applied: list[LedgerEntry]
     mean_staleness: float | None
@@ -90,8 +89,9 @@ class Committer:
         """Updates folded into versions that are stepped but not yet committed."""
         return self._pending_updates
 
-    def submit(self, job: CommitJob) -> None:
-        """Queue ``job`` for the next group commit.
+    def submit(self, job: CommitJob, snapshot: bytes) -> None:
+        """Queue ``job``, with the aggregator's ``snapshot`` right after its step, for the
+        next group commit.
 
         Queued jobs are cut, in order, into batches of up to ``BATCH_ROWS`` ledger rows;
         a batch writes only its last job's snapshot, so a queued job keeps its snapshot
@@ -99,18 +99,16 @@ class Committer:
         it start a new batch. A backlog of versions then holds one snapshot per batch,
         not one (~400 KB) per version, and :meth:`run` ends each batch at the first
         job that still has one."""
-        if job.snapshot is None:
-            raise ValueError("a submitted commit job needs its snapshot")
         rows = max(1, len(job.applied))
         if self._jobs.qsize() and self._open_rows + rows <= BATCH_ROWS:
             self._snapshots.pop(self._newest_version, None)  # superseded in its batch
             self._open_rows += rows
         else:
             self._open_rows = rows
-        self._snapshots[job.version] = job.snapshot
+        self._snapshots[job.version] = snapshot
         self._newest_version = job.version
         self._pending_updates += len(job.applied)
-        self._jobs.put_nowait(replace(job, snapshot=None))
+        self._jobs.put_nowait(job)
 
     async def drain(self) -> None:
         await self._jobs.join()

@@ -141,12 +141,12 @@ class TaskWorker:
                 task_id=self.state.id,
                 version=step.version,
                 params=pack(encode_tensors(params)),
-                snapshot=self.aggregator.snapshot(),
                 position=self.position,
                 applied=applied,
                 mean_staleness=sum(staleness) / len(staleness) if staleness else None,
                 params_arrays=params,
-            )
+            ),
+            self.aggregator.snapshot(),
         )
 
     # -- sync rounds ------------------------------------------------------------------

@@ -50,8 +50,7 @@ def _job(version: int) -> CommitJob:
     params = [np.full(2, version, np.float32)]
     applied = [LedgerEntry(f"u{version}.{i}", "t1", "d", 1.0, "applied") for i in range(3)]
     return CommitJob(
-        "t1", version, pack(encode_tensors(params)), f"snapshot {version}".encode(),
-        str(version * 3), applied, 0.5, params,
+        "t1", version, pack(encode_tensors(params)), str(version * 3), applied, 0.5, params,
     )  # fmt: skip
 
 
@@ -73,7 +72,7 @@ async def _commit_all(committer: Committer, engine: AsyncEngine, jobs: int) -> l
     transactions: list[Any] = []
     event.listen(engine.sync_engine, "commit", transactions.append)
     for version in range(1, jobs + 1):
-        committer.submit(_job(version))
+        committer.submit(_job(version), f"snapshot {version}".encode())
     runner = asyncio.create_task(committer.run())
     await asyncio.wait_for(committer.drain(), 10)
     runner.cancel()
