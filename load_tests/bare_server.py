@@ -40,8 +40,10 @@ def create_app() -> web.Application:
     return app
 
 
-async def serve(port_file: Path) -> None:
-    runner = web.AppRunner(create_app(), access_log=None)
+async def serve(port_file: Path, app: web.Application | None = None) -> None:
+    """Serve ``app`` (default: the bare handler's) on a free loopback port, written to
+    ``port_file``, until SIGINT or SIGTERM."""
+    runner = web.AppRunner(app or create_app(), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
     await site.start()

@@ -2,13 +2,19 @@
 
     python load_tests/bench_ingest.py [--json] [--seconds 8] [--connections 64]
 
-For each payload size, in one run, on this machine, with the same load generator (wrk
-when installed, else the built-in aiohttp client), the same bytes and the same number
-of connections:
+For each payload size, in one run, on this machine, with the same load generator
+(``upgen``, :file:`upgen.c` compiled with the machine's C compiler; else wrk when
+installed; else the built-in aiohttp client), the same bytes (a distinct session token
+in each body, on both sides) and the same number of connections:
 
 (a) ``bare``: :mod:`load_tests.bare_server`, whose handler reads the body with
     ``request.read()`` and ``np.add``s it into an accumulator;
-(b) ``asyncfl``: ``POST /v1/tasks/{task}/updates`` on an embedded ``asyncfl serve``
+(b) ``logic``: :mod:`load_tests.logic_server`, asyncfl's own code for the FL logic of
+    an upload and nothing else (body read, strict parse, session token HMAC, expiry
+    and single use, validation, staleness weight, fold into a real FedBuffAggregator,
+    the step and version cut every K, the acknowledgement): no session store, no log,
+    no database, no metrics. ``logic_ratio`` prices the FL logic alone;
+(c) ``asyncfl``: ``POST /v1/tasks/{task}/updates`` on an embedded ``asyncfl serve``
     with its whole path: session token and single-use check, msgpack parse,
     shape/dtype/finite/norm validation, staleness, the durable local log (fsync per
     ``--log-fsync``, default ``always`` like the server) before the acknowledgement, and
@@ -21,8 +27,8 @@ is a durable record, so ``disk_rps / bare_rps`` (``disk_ratio``) roughly caps ``
 on this machine, whatever the HTTP and FL code cost (roughly: a shared disk's speed
 drifts under minutes of load, and the log has beaten the probe by up to 25%).
 
-The sides alternate ``--rounds`` times (bare, asyncfl, bare, asyncfl, ...) and each
-side's best round counts, so a noisy neighbour on a shared machine hurts both alike.
+The sides alternate ``--rounds`` times (bare, logic, asyncfl, bare, logic, ...) and
+each side's best round counts, so a noisy neighbour on a shared machine hurts all alike.
 
 Every timed upload carries its own session, issued by check-ins before timing starts
 (sessions are single-use; a replay would be acknowledged without work). The task has a
@@ -37,8 +43,10 @@ after the last, its count of accepted updates is checked against the 2xx answers
 Output: one JSON line per size, the 4 MB one first and the 400 KB one LAST::
 
     {"payload_bytes": ..., "bare_rps": ..., "asyncfl_rps": ..., "ratio": ...,
-     "asyncfl_p99_ms": ..., "bare_p99_ms": ..., "disk_rps": ..., "disk_ratio": ...,
-     "connections": ..., ...}
+     "asyncfl_p99_ms": ..., "bare_p99_ms": ..., "logic_rps": ..., "logic_ratio": ...,
+     "disk_rps": ..., "disk_ratio": ..., "connections": ..., ...}
+
+with the server CPU per request of each side (``*_cpu_us_per_req``).
 """
 
 from __future__ import annotations
@@ -54,12 +62,14 @@ import asyncio
 import json
 import math
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +79,11 @@ from load_tests import loadgen
 from load_tests.bundle import linear_bundle, num_params
 from load_tests.target import AdminApi, enroll_many, issue_sessions, log, start_server
 from server.coordination.locallog import INTERVAL_FSYNC_S
+from server.coordination.tokens import SessionClaims, TokenSigner
 
 TASK = "bench"
+PLACEHOLDER_TOKENS = 50_000  # the bare side cycles through them
+LOGIC_TOKEN_FACTOR = 3
 PAYLOADS = {"4m": "linear_1m", "400k": "linear_100k", "40k": "linear_10k"}
 REPO = Path(__file__).resolve().parent.parent
 
@@ -86,7 +99,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=2, help="bare/asyncfl alternations")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
-    parser.add_argument("--load-generator", choices=("auto", "wrk", "aiohttp"), default="auto")
+    parser.add_argument(
+        "--load-generator", choices=("auto", "native", "wrk", "aiohttp"), default="auto"
+    )
     parser.add_argument("--log-fsync", choices=("always", "interval", "never"), default="always")
     parser.add_argument(
         "--aggregation-goal", type=int, default=100, help="the task's K (a version per K updates)"
@@ -104,7 +119,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if unknown or not args.sizes:
         parser.error(f"sizes must be among {sorted(PAYLOADS)}")
     if args.load_generator == "auto":
-        args.load_generator = "wrk" if loadgen.wrk_available() else "aiohttp"
+        if loadgen.native_binary() is not None:
+            args.load_generator = "native"
+        else:
+            args.load_generator = "wrk" if loadgen.wrk_available() else "aiohttp"
     return args
 
 
@@ -120,17 +138,18 @@ class Side:
         self.cpu_s = 0.0
 
     def run(
-        self, url: str, head: bytes, tokens: list[str], seconds: float, pid: int
+        self, url: str, head: bytes, tokens: list[str], seconds: float, pid: int, cycle: bool
     ) -> loadgen.LoadResult:
         cpu = _cpu_seconds(pid)
         try:
-            return self._run(url, head, tokens, seconds)
+            return self._run(url, head, tokens, seconds, cycle)
         finally:
             self.cpu_s = _cpu_seconds(pid) - cpu
 
-    def _run(self, url: str, head: bytes, tokens: list[str], seconds: float) -> loadgen.LoadResult:
+    def _run(
+        self, url: str, head: bytes, tokens: list[str], seconds: float, cycle: bool
+    ) -> loadgen.LoadResult:
         self.runs += 1
-        cycle = len(tokens) == 1  # the bare baseline: one placeholder token, reused
         if self.args.load_generator == "aiohttp":
             return asyncio.run(
                 loadgen.run_aiohttp(
@@ -147,6 +166,15 @@ class Side:
         head_file.write_bytes(head)
         tokens_file.write_text("\n".join(tokens) + "\n")
         try:
+            if self.args.load_generator == "native":
+                return loadgen.run_native(
+                    url,
+                    head_file,
+                    tokens_file,
+                    connections=self.args.connections,
+                    seconds=seconds,
+                    cycle=cycle,
+                )
             return loadgen.run_wrk(
                 url,
                 head_file,
@@ -161,19 +189,20 @@ class Side:
             tokens_file.unlink(missing_ok=True)
 
     def warm_and_time(
-        self, url: str, head: bytes, tokens: list[str], pid: int
+        self, url: str, head: bytes, tokens: list[str], pid: int, *, cycle: bool = False
     ) -> tuple[loadgen.LoadResult, float, int]:
         """Warm up, then time. Returns the timed result, the server CPU seconds it took
-        and how many 2xx answers both runs got."""
+        and how many 2xx answers both runs got. ``cycle`` reuses the tokens (the bare
+        baseline ignores them)."""
         args = self.args
         share = args.warmup / (args.warmup + args.seconds)
         split = int(len(tokens) * share) if args.warmup > 0 and len(tokens) > 1 else 0
         used = 0
         if args.warmup > 0:
-            warm = self.run(url, head, tokens[:split] or tokens, args.warmup, pid)
+            warm = self.run(url, head, tokens[:split] or tokens, args.warmup, pid, cycle)
             _check(warm, "warm-up")
             used = warm.requests
-        timed = self.run(url, head, tokens[split:], args.seconds, pid)
+        timed = self.run(url, head, tokens[split:], args.seconds, pid, cycle)
         _check(timed, "timed run")
         return timed, self.cpu_s, used + timed.requests
 
@@ -189,6 +218,24 @@ def _settle(admin: AdminApi) -> str:
         f"{behind} acknowledged updates not yet in a committed version; "
         f"caught up in {time.perf_counter() - started:.1f} s"
     )
+
+
+def _mint_sessions(secret: str, count: int) -> list[str]:
+    """Session tokens for the logic server, signed as asyncfl signs them, one each."""
+    signer, now = TokenSigner(secret), time.time()
+    return [
+        signer.session_token(
+            SessionClaims(uuid.uuid4().hex, TASK, uuid.uuid4().hex, 0, now, now + 3600)
+        )
+        for _ in range(count)
+    ]
+
+
+def _placeholder_tokens(length: int, count: int = PLACEHOLDER_TOKENS) -> list[str]:
+    """Distinct tokens of a real token's length for the bare baseline, which ignores
+    them: its bodies differ from request to request exactly as asyncfl's do (one body
+    reused would flatter the baseline: wrk then rebuilds no new string per request)."""
+    return [f"{i:0{length}d}" for i in range(count)]
 
 
 def _check(result: loadgen.LoadResult, what: str) -> None:
@@ -207,12 +254,15 @@ def _cpu_seconds(pid: int) -> float:
     return float(times.user + times.system)
 
 
-# -- the bare baseline -------------------------------------------------------------------
-class BareServer:
-    """:mod:`load_tests.bare_server` in a child process, stopped by its PID."""
+# -- the bare baseline and the FL logic alone --------------------------------------------
+class ChildServer:
+    """:mod:`load_tests.bare_server` or :mod:`load_tests.logic_server` in a child
+    process, stopped by its PID."""
 
-    def __init__(self, work: Path) -> None:
-        self.port_file = work / "bare.port"
+    def __init__(self, work: Path, module: str, *extra: str) -> None:
+        self.module = module
+        self.extra = extra
+        self.port_file = work / f"{module}.port"
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
 
@@ -220,17 +270,24 @@ class BareServer:
     def pid(self) -> int:
         return self.proc.pid if self.proc is not None else 0
 
-    def __enter__(self) -> BareServer:
+    def __enter__(self) -> ChildServer:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "load_tests.bare_server", "--port-file", str(self.port_file)],
+            [
+                sys.executable,
+                "-m",
+                f"load_tests.{self.module}",
+                "--port-file",
+                str(self.port_file),
+                *self.extra,
+            ],
             env=env,
         )
         deadline = time.monotonic() + 30
         while not self.port_file.exists():
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.__exit__()
-                raise RuntimeError("bare server did not start")
+                raise RuntimeError(f"{self.module} did not start")
             time.sleep(0.05)
         self.url = f"http://127.0.0.1:{int(self.port_file.read_text())}/ingest"
         return self
@@ -247,7 +304,7 @@ class BareServer:
 
 # -- one payload size --------------------------------------------------------------------
 def bench_size(args: argparse.Namespace, size: str, root: Path) -> dict[str, Any]:
-    """Alternate bare and asyncfl ``--rounds`` times; each side's best round counts."""
+    """Alternate bare, logic and asyncfl ``--rounds`` times; each side's best round counts."""
     model = PAYLOADS[size]
     work = root / size
     work.mkdir(parents=True, exist_ok=True)
@@ -259,7 +316,9 @@ def bench_size(args: argparse.Namespace, size: str, root: Path) -> dict[str, Any
     }
     server = start_server(work / "server", env)
     bare_runs: list[tuple[loadgen.LoadResult, float]] = []
+    logic_runs: list[tuple[loadgen.LoadResult, float]] = []
     fl_runs: list[tuple[loadgen.LoadResult, float]] = []
+    secret = secrets.token_hex(16)
     try:
         admin = AdminApi(server.url, server.admin_token)
         config = {
@@ -273,20 +332,32 @@ def bench_size(args: argparse.Namespace, size: str, root: Path) -> dict[str, Any
         probe, version = asyncio.run(issue_sessions(server.url, TASK, devices, 1))[0]
         head = loadgen.update_head(parts.param_shapes, base_version=version)
         payload_bytes = len(loadgen.body(head, probe))
-        fake = ["x" * len(probe)]  # the bare handler ignores the token: one, reused
+        fake = _placeholder_tokens(len(probe))
         side = Side(args, work)
         url = f"{server.url}/v1/tasks/{TASK}/updates"
         sent_ok = 1  # the probe session is never uploaded; counted as slack below
         log(f"[{size}] {payload_bytes} B bodies, {args.connections} connections")
-        with BareServer(work) as bare:
+        logic_args = ("--secret", secret, "--goal", str(args.aggregation_goal))
+        with (
+            ChildServer(work, "bare_server") as bare,
+            ChildServer(work, "logic_server", *logic_args) as logic,
+        ):
             for i in range(args.rounds):
-                result, cpu_s, _ = side.warm_and_time(bare.url, head, fake, bare.pid)
+                result, cpu_s, _ = side.warm_and_time(bare.url, head, fake, bare.pid, cycle=True)
                 bare_runs.append((result, cpu_s))
                 log(f"[{size}] round {i + 1} bare:    {_describe(result, cpu_s)}")
 
                 best = max(r.rps for r, _ in bare_runs)
                 needed = math.ceil(args.session_factor * best * (args.warmup + args.seconds))
                 needed += 4 * args.connections
+                logic_head = loadgen.update_head(parts.param_shapes, base_version=0)
+                # the logic side reads bodies with a copy fewer than the bare one and
+                # can outrun it: give it tokens to spare
+                minted = _mint_sessions(secret, LOGIC_TOKEN_FACTOR * needed)
+                result, cpu_s, _ = side.warm_and_time(logic.url, logic_head, minted, logic.pid)
+                logic_runs.append((result, cpu_s))
+                log(f"[{size}] round {i + 1} logic:   {_describe(result, cpu_s)}")
+
                 asyncio.run(admin.quiescent(TASK))
                 started = time.perf_counter()
                 issued = asyncio.run(issue_sessions(server.url, TASK, devices, needed))
@@ -308,6 +379,7 @@ def bench_size(args: argparse.Namespace, size: str, root: Path) -> dict[str, Any
     finally:
         server.stop()
     bare_best, bare_cpu = max(bare_runs, key=lambda run: run[0].rps)
+    logic_best, logic_cpu = max(logic_runs, key=lambda run: run[0].rps)
     fl_best, fl_cpu = max(fl_runs, key=lambda run: run[0].rps)
     disk_rps = disk_ceiling(
         work / "disk-probe.bin", payload_bytes, args.seconds, args.log_fsync, args.connections
@@ -322,6 +394,9 @@ def bench_size(args: argparse.Namespace, size: str, root: Path) -> dict[str, Any
         "bare_p99_ms": round(bare_best.p99_ms, 2),
         "bare_cpu_us_per_req": _per_request_us(bare_best, bare_cpu),
         "asyncfl_cpu_us_per_req": _per_request_us(fl_best, fl_cpu),
+        "logic_rps": round(logic_best.rps, 1),
+        "logic_ratio": round(logic_best.rps / bare_best.rps, 3) if bare_best.rps else 0.0,
+        "logic_cpu_us_per_req": _per_request_us(logic_best, logic_cpu),
         "disk_rps": round(disk_rps, 1),
         "disk_ratio": round(disk_rps / bare_best.rps, 3) if bare_best.rps else 0.0,
         "params": num_params(model),

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from load_tests.loadgen import wrk_available
+from load_tests.loadgen import native_binary, wrk_available
 
 REPO = Path(__file__).resolve().parents[2]
 RUN_KEYS = {
@@ -77,6 +77,10 @@ def test_run_py_prints_the_fleet_figures_last(tmp_path: Path) -> None:
         pytest.param(
             "wrk", marks=pytest.mark.skipif(not wrk_available(), reason="wrk not installed")
         ),
+        pytest.param(
+            "native",
+            marks=pytest.mark.skipif(native_binary() is None, reason="no C compiler"),
+        ),
     ],
 )
 def test_bench_ingest_prints_one_line_per_size_the_last_one_400k(
@@ -118,5 +122,6 @@ def test_bench_ingest_prints_one_line_per_size_the_last_one_400k(
     assert lines[-1]["payload_bytes"] > 400_000
     assert all(line["bare_rps"] > 0 and line["asyncfl_rps"] > 0 for line in lines)
     assert all(line["disk_rps"] > 0 and line["disk_ratio"] > 0 for line in lines)
+    assert all(line["logic_rps"] > 0 and line["logic_ratio"] > 0 for line in lines)
     assert all(line["load_generator"] == generator for line in lines)
     assert not list(tmp_path.iterdir())  # the temporary server dirs are gone
