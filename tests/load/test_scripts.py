@@ -125,3 +125,38 @@ def test_bench_ingest_prints_one_line_per_size_the_last_one_400k(
     assert all(line["logic_rps"] > 0 and line["logic_ratio"] > 0 for line in lines)
     assert all(line["load_generator"] == generator for line in lines)
     assert not list(tmp_path.iterdir())  # the temporary server dirs are gone
+
+
+@pytest.mark.skipif(native_binary() is None, reason="no C compiler")
+def test_compare_generators_prints_each_generator_with_one_and_distinct_bodies() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "load_tests" / "compare_generators.py"),
+            *("--seconds", "1", "--rounds", "1", "--connections", "2", "--json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    doc = json.loads(done.stdout.strip().splitlines()[-1])
+
+    generators = ["native"] + (["wrk"] if wrk_available() else [])
+    for name in generators:
+        for bodies in ("one", "distinct"):
+            assert doc[f"{name}_{bodies}_rps"] > 0
+            assert doc[f"{name}_{bodies}_cpu_us_per_req"] > 0
+
+
+def test_compare_generators_refuses_a_bad_duration() -> None:
+    done = subprocess.run(
+        [sys.executable, str(REPO / "load_tests" / "compare_generators.py"), "--seconds", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "must be positive" in done.stderr
