@@ -140,11 +140,11 @@ class Side:
     def run(
         self, url: str, head: bytes, tokens: list[str], seconds: float, pid: int, cycle: bool
     ) -> loadgen.LoadResult:
-        cpu = _cpu_seconds(pid)
+        cpu = cpu_seconds(pid)
         try:
             return self._run(url, head, tokens, seconds, cycle)
         finally:
-            self.cpu_s = _cpu_seconds(pid) - cpu
+            self.cpu_s = cpu_seconds(pid) - cpu
 
     def _run(
         self, url: str, head: bytes, tokens: list[str], seconds: float, cycle: bool
@@ -220,7 +220,7 @@ def _settle(admin: AdminApi) -> str:
     )
 
 
-def _mint_sessions(secret: str, count: int) -> list[str]:
+def mint_sessions(secret: str, count: int) -> list[str]:
     """Session tokens for the logic server, signed as asyncfl signs them, one each."""
     signer, now = TokenSigner(secret), time.time()
     return [
@@ -231,7 +231,7 @@ def _mint_sessions(secret: str, count: int) -> list[str]:
     ]
 
 
-def _placeholder_tokens(length: int, count: int = PLACEHOLDER_TOKENS) -> list[str]:
+def placeholder_tokens(length: int, count: int = PLACEHOLDER_TOKENS) -> list[str]:
     """Distinct tokens of a real token's length for the bare baseline, which ignores
     them: its bodies differ from request to request exactly as asyncfl's do (one body
     reused would flatter the baseline: wrk then rebuilds no new string per request)."""
@@ -248,7 +248,7 @@ def _check(result: loadgen.LoadResult, what: str) -> None:
         )
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process, all its threads included."""
     times = psutil.Process(pid).cpu_times()
     return float(times.user + times.system)
@@ -332,7 +332,8 @@ def bench_size(args: argparse.Namespace, size: str, root: Path) -> dict[str, Any
         probe, version = asyncio.run(issue_sessions(server.url, TASK, devices, 1))[0]
         head = loadgen.update_head(parts.param_shapes, base_version=version)
         payload_bytes = len(loadgen.body(head, probe))
-        fake = _placeholder_tokens(len(probe))
+        fake = placeholder_tokens(len(probe))
+        logic_head = loadgen.update_head(parts.param_shapes, base_version=0)
         side = Side(args, work)
         url = f"{server.url}/v1/tasks/{TASK}/updates"
         sent_ok = 1  # the probe session is never uploaded; counted as slack below
@@ -350,10 +351,9 @@ def bench_size(args: argparse.Namespace, size: str, root: Path) -> dict[str, Any
                 best = max(r.rps for r, _ in bare_runs)
                 needed = math.ceil(args.session_factor * best * (args.warmup + args.seconds))
                 needed += 4 * args.connections
-                logic_head = loadgen.update_head(parts.param_shapes, base_version=0)
                 # the logic side reads bodies with a copy fewer than the bare one and
                 # can outrun it: give it tokens to spare
-                minted = _mint_sessions(secret, LOGIC_TOKEN_FACTOR * needed)
+                minted = mint_sessions(secret, LOGIC_TOKEN_FACTOR * needed)
                 result, cpu_s, _ = side.warm_and_time(logic.url, logic_head, minted, logic.pid)
                 logic_runs.append((result, cpu_s))
                 log(f"[{size}] round {i + 1} logic:   {_describe(result, cpu_s)}")

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from load_tests import loadgen
-from load_tests.bench_ingest import ChildServer, _cpu_seconds, _placeholder_tokens
+from load_tests.bench_ingest import ChildServer, cpu_seconds, placeholder_tokens
 from load_tests.bundle import linear_bundle
 from load_tests.target import log
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         head_file = work / "head.bin"
         head_file.write_bytes(loadgen.update_head(linear_bundle("linear_100k").param_shapes))
-        tokens = _placeholder_tokens(TOKEN_LENGTH, DISTINCT)
+        tokens = placeholder_tokens(TOKEN_LENGTH, DISTINCT)
         token_files = {"one": work / "one.txt", "distinct": work / "distinct.txt"}
         token_files["one"].write_text(tokens[0] + "\n")
         token_files["distinct"].write_text("\n".join(tokens) + "\n")
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             for round_ in range(args.rounds):
                 for name, run in generators.items():
                     for bodies, path in token_files.items():
-                        cpu = _cpu_seconds(bare.pid)
+                        cpu = cpu_seconds(bare.pid)
                         result = run(
                             bare.url,
                             head_file,
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                             seconds=args.seconds,
                             cycle=True,
                         )
-                        cpu_us = (_cpu_seconds(bare.pid) - cpu) / max(result.requests, 1) * 1e6
+                        cpu_us = (cpu_seconds(bare.pid) - cpu) / max(result.requests, 1) * 1e6
                         key = f"{name}_{bodies}"
                         log(
                             f"round {round_ + 1} {key:16} {result.rps:7.1f} req/s, "

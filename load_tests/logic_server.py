@@ -47,7 +47,6 @@ class Logic:
         self.config = AggregationConfig(aggregation_goal=goal, max_staleness=None)
         self.aggregator: FedBuffAggregator | None = None
         self.used: set[str] = set()
-        self.versions = 0
 
     async def ingest(self, request: web.Request) -> web.Response:
         try:
@@ -56,7 +55,9 @@ class Logic:
             claims = self.signer.verify_session(payload.session)
         except AsyncflError as exc:
             return web.json_response({"error": exc.code}, status=exc.status)
-        if claims.expired(time.time()) or claims.sid in self.used:
+        if claims.expired(time.time()):
+            return web.json_response({"error": "session_expired"}, status=410)
+        if claims.sid in self.used:
             return web.json_response({"error": "session_used"}, status=409)
         self.used.add(claims.sid)
         agg = self.aggregator
@@ -75,7 +76,6 @@ class Logic:
             params = [p.copy() for p in agg.params]
             pack(encode_tensors(params))
             agg.snapshot()
-            self.versions += 1
         ack = {
             "status": "accepted",
             "update_id": claims.sid,
