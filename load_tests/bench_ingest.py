@@ -9,23 +9,23 @@ in each body, on both sides) and the same number of connections:
 
 (a) ``bare``: :mod:`load_tests.bare_server`, whose handler reads the body with
     ``request.read()`` and ``np.add``s it into an accumulator;
-(b) ``logic``: :mod:`load_tests.logic_server`, asyncfl's own code for the FL logic of
-    an upload and nothing else (body read, strict parse, session token HMAC, expiry
-    and single use, validation, staleness weight, fold into a real FedBuffAggregator,
-    the step and version cut every K, the acknowledgement): no session store, no log,
-    no database, no metrics. ``logic_ratio`` prices the FL logic alone;
+(b) ``logic``: :mod:`load_tests.logic_server`, the server's own upload use case
+    (:class:`server.ingest.upload.Ingest`: parse, token, single-use claim, checks, the
+    fold, the version cut every K, the group cut, the acknowledgement, the metrics)
+    with durability left out: no database transaction, no blob or checkpoint write.
+    ``logic_ratio`` prices the FL logic alone;
 (c) ``asyncfl``: ``POST /v1/tasks/{task}/updates`` on an embedded ``asyncfl serve``
-    with its whole path: session token and single-use check, msgpack parse,
-    shape/dtype/finite/norm validation, staleness, the durable local log (fsync per
-    ``--log-fsync``, default ``always`` like the server) before the acknowledgement, and
-    the fold (a version is committed every ``--aggregation-goal`` updates, default 100:
-    at hundreds of updates a second, K = 10 would cut dozens of versions a second).
+    with its whole path: the same use case, and before each acknowledgement the group
+    commit that contains it (the versions stepped, with their ledger rows, in one
+    database transaction; one checkpoint of the buffer, fsynced per ``--log-fsync``,
+    default ``always`` like the server), every ``--group-ms`` (the server's
+    ``ASYNCFL_GROUP_COMMIT_MS``). ``cpu_vs_logic`` is its server CPU per upload over the
+    logic side's.
 
 Then, with nothing else running, the disk alone: the same bytes appended as records
-for ``--seconds`` with the same fsync policy (``disk_rps``). Every acknowledged upload
-is a durable record, so ``disk_rps / bare_rps`` (``disk_ratio``) roughly caps ``ratio``
-on this machine, whatever the HTTP and FL code cost (roughly: a shared disk's speed
-drifts under minutes of load, and the log has beaten the probe by up to 25%).
+for ``--seconds`` with the same fsync policy (``disk_rps``): what a design that writes
+every body before acknowledging it could reach at most (the previous upload path
+did; ``--audit-log`` turns that write back on, as an option of the server).
 
 The sides alternate ``--rounds`` times (bare, logic, asyncfl, bare, logic, ...) and
 each side's best round counts, so a noisy neighbour on a shared machine hurts all alike.
@@ -105,6 +105,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--log-fsync", choices=("always", "interval", "never"), default="always")
     parser.add_argument(
         "--aggregation-goal", type=int, default=100, help="the task's K (a version per K updates)"
+    )
+    parser.add_argument("--group-ms", type=float, default=5.0, help="the group commit interval")
+    parser.add_argument(
+        "--audit-log", action="store_true", help="the server also writes every body (audit)"
     )
     parser.add_argument(
         "--session-factor",
@@ -311,6 +315,8 @@ def bench_size(args: argparse.Namespace, size: str, root: Path) -> dict[str, Any
     parts = linear_bundle(model)
     env = {
         "ASYNCFL_LOG_FSYNC": args.log_fsync,
+        "ASYNCFL_GROUP_COMMIT_MS": str(args.group_ms),
+        "ASYNCFL_AUDIT_LOG": "true" if args.audit_log else "false",
         "ASYNCFL_DEVICE_RATE_PER_S": "1e9",
         "ASYNCFL_DEVICE_RATE_BURST": "1000000000",
     }
@@ -338,7 +344,10 @@ def bench_size(args: argparse.Namespace, size: str, root: Path) -> dict[str, Any
         url = f"{server.url}/v1/tasks/{TASK}/updates"
         sent_ok = 1  # the probe session is never uploaded; counted as slack below
         log(f"[{size}] {payload_bytes} B bodies, {args.connections} connections")
-        logic_args = ("--secret", secret, "--goal", str(args.aggregation_goal))
+        logic_args = (
+            *("--secret", secret, "--model", model),
+            *("--goal", str(args.aggregation_goal), "--group-ms", str(args.group_ms)),
+        )
         with (
             ChildServer(work, "bare_server") as bare,
             ChildServer(work, "logic_server", *logic_args) as logic,
@@ -397,6 +406,13 @@ def bench_size(args: argparse.Namespace, size: str, root: Path) -> dict[str, Any
         "logic_rps": round(logic_best.rps, 1),
         "logic_ratio": round(logic_best.rps / bare_best.rps, 3) if bare_best.rps else 0.0,
         "logic_cpu_us_per_req": _per_request_us(logic_best, logic_cpu),
+        "cpu_vs_logic": (
+            round(_per_request_us(fl_best, fl_cpu) / _per_request_us(logic_best, logic_cpu), 3)
+            if _per_request_us(logic_best, logic_cpu)
+            else 0.0
+        ),
+        "group_commit_ms": args.group_ms,
+        "audit_log": args.audit_log,
         "disk_rps": round(disk_rps, 1),
         "disk_ratio": round(disk_rps / bare_best.rps, 3) if bare_best.rps else 0.0,
         "params": num_params(model),

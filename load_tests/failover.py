@@ -11,6 +11,10 @@ namespace, both removed afterwards), drives SDK devices through both replicas, a
    the standby take over, and resumes it: the resumed leader's next commits carry a
    stale fencing token and PostgreSQL refuses them (``stale_commits_refused``).
 
+``--variant replica`` instead kill -9s one of the two API replicas while its devices
+upload and restarts it: what it acknowledged was shipped with the partial that
+accepted it, what it had not shipped it never acknowledged.
+
 It then stops the devices, waits for the last full buffers to be committed, and audits
 every acknowledged update against the ledger (applied) and the stream after the last
 committed position (buffered). Last line printed (JSON)::
@@ -49,7 +53,7 @@ from client_sdk.transport import AiohttpTransport
 from server.admin_client import AdminClient
 from server.cluster import LocalCluster
 from server.coordination.keys import Keys
-from server.coordination.redis_queue import position_key
+from server.coordination.partials import position_key
 from server.modeling.datasets import load_dataset
 from server.process import ServerProcess
 from server.storage.database import create_engine
@@ -157,7 +161,28 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+async def _replica_drill(drill: Drill, args: argparse.Namespace) -> dict[str, Any]:
+    """kill -9 an API replica while its devices upload, restart it, carry on."""
+    fleet = asyncio.create_task(drill.devices())
+    leader, _ = await drill.wait_for_leader(None, 30)
+    await asyncio.sleep(args.phase_s)
+    victim = drill.cluster.replicas[1]
+    log(f"kill -9 the API replica {victim.data_dir.name} after {len(drill.acked)} acknowledged")
+    victim.kill()
+    await asyncio.sleep(1.0)
+    started = time.monotonic()
+    await asyncio.to_thread(victim.restart)
+    restart_s = time.monotonic() - started
+    log(f"replica back after {restart_s:.2f}s")
+    await asyncio.sleep(args.phase_s)
+    drill.stop.set()
+    await fleet
+    return {"failover_s": 0.0, "replica_restart_s": round(restart_s, 3), "leaders": [leader]}
+
+
 async def _drill(drill: Drill, args: argparse.Namespace) -> dict[str, Any]:
+    if args.variant == "replica":
+        return await _replica_drill(drill, args)
     fleet = asyncio.create_task(drill.devices())
     first, _ = await drill.wait_for_leader(None, 30)
     await asyncio.sleep(args.phase_s)
@@ -177,7 +202,7 @@ async def _drill(drill: Drill, args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.sleep(args.phase_s)
     drill.stop.set()
     await fleet
-    return {"failover_s": round(failover_s, 3), "first": first, "second": second, "third": third}
+    return {"failover_s": round(failover_s, 3), "leaders": [first, second, third]}
 
 
 async def _audit(drill: Drill, database_url: str, result: dict[str, Any]) -> dict[str, Any]:
@@ -233,16 +258,16 @@ async def _audit(drill: Drill, database_url: str, result: dict[str, Any]) -> dic
         if a.proc is not None
     )
     return {
+        "variant": drill.args.variant,
         "acked": len(acked),
         "applied": len(acked & applied),
         "buffered": len(buffered),
         "duplicates": (int(in_versions) - len(applied)) + (len(applied_rows) - len(applied)),
         "lost": len(acked - applied - buffered),
-        "failover_s": result["failover_s"],
         "stale_commits_refused": int(stale),
         "lease_ttl_s": drill.cluster.lease_ttl_s,
         "device_errors": drill.errors,
-        "leaders": [result["first"], result["second"], result["third"]],
+        **result,
     }
 
 
@@ -278,15 +303,25 @@ def main() -> int:
     parser.add_argument("--lease-ttl", type=float, default=3.0)
     parser.add_argument("--phase-s", type=float, default=4.0, help="traffic between events")
     parser.add_argument("--exports-dir", type=Path, default=None)
+    parser.add_argument(
+        "--variant",
+        choices=("leader", "replica"),
+        default="leader",
+        help="kill -9 the leading aggregator (then SIGSTOP the next), or an API replica",
+    )
     args = parser.parse_args()
     result = asyncio.run(run(args))
     ok = (
         result["applied"] + result["buffered"] == result["acked"]
         and result["duplicates"] == 0
         and result["lost"] == 0
-        and result["failover_s"] <= args.lease_ttl + 1.0
-        and result["stale_commits_refused"] >= 1
     )
+    if args.variant == "leader":
+        ok = (
+            ok
+            and result["failover_s"] <= args.lease_ttl + 1.0
+            and result["stale_commits_refused"] >= 1
+        )
     if not args.json:
         log("PASS" if ok else "FAIL")
     print(json.dumps(result))

@@ -1,23 +1,23 @@
-"""The middle side of bench_ingest.py: asyncfl's FL logic per upload, and nothing else.
+"""The middle side of bench_ingest.py: asyncfl's upload use case without its durability.
 
 One route, ``POST /ingest``, run like :mod:`load_tests.bare_server` (one process, the
-default asyncio loop, no access log, backlog 4096, loopback only). Its handler runs the
-server's own code for what an upload *means*:
+default asyncio loop, no access log, backlog 4096, loopback only). Its handler is the
+server's own: the body read (:func:`server.api.http.read_body`), then
+:meth:`server.ingest.upload.Ingest.upload`, the very object ``asyncfl serve`` calls:
+the strict parse, the session token's HMAC and task, the single-use claim in the
+embedded session store, the deadline, base-version and staleness checks, the fold into
+the task's :class:`~server.tasks.local.LocalAggregation` (validation, weights,
+``saxpy``), the step and version cut every ``--goal`` updates (params packed, the
+state of the version taken), the group cut (the buffer's state copied, every
+``--group-ms``), the acknowledgement and the metrics.
 
-- the body read (:func:`server.api.http.read_body`) and the strict parse
-  (:func:`server.updates.parse_update`: msgpack, fields, tensors);
-- the session token's HMAC check (:class:`~server.coordination.tokens.TokenSigner`),
-  its expiry and a single-use check (an in-memory set);
-- the fold into a real :class:`~server.aggregation.FedBuffAggregator` (validation,
-  staleness weight, ``saxpy``) and, every ``--goal`` updates, the server-optimizer step
-  and what the worker does to cut a version (params packed, aggregator snapshot);
-- the msgpack acknowledgement.
+What it leaves out is durability: the version's database transaction and blob writes,
+and the checkpoint write are skipped (their inputs are built all the same). Against
+the bare handler it prices the FL logic; against the real endpoint, the disk and the
+database.
 
-What it leaves out is what asyncfl's upload adds beyond the FL logic: the session
-store, the durable log, the version commits, the ledger and the metrics. Against the
-bare handler it prices the FL logic; against the real endpoint, the rest.
-
-    python -m load_tests.logic_server --port-file PATH --secret S [--goal K]
+    python -m load_tests.logic_server --port-file PATH --secret S --model linear_100k
+        [--goal K] [--group-ms MS]
 """
 
 from __future__ import annotations
@@ -25,79 +25,138 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
-from client_sdk.wire import CONTENT_TYPE, encode_tensors, pack
+from client_sdk.bundle import Manifest, decode_params
+from client_sdk.wire import CONTENT_TYPE, pack
 from load_tests.bare_server import serve
-from server.aggregation import AggregationConfig, make_aggregator
-from server.aggregation.buffer import FedBuffAggregator
+from load_tests.bundle import linear_bundle
+from server.aggregation import AggregationConfig, ModelSpec, make_aggregator
 from server.api.http import read_body
+from server.coordination.sessions import InProcessSessionStore
 from server.coordination.tokens import TokenSigner
 from server.errors import AsyncflError
-from server.updates import parse_update
+from server.ingest.upload import Ingest
+from server.metrics import Metrics
+from server.storage.records import LedgerEntry, TaskRecord
+from server.tasks.commits import CommitJob
+from server.tasks.config import TaskConfig
+from server.tasks.local import LocalAggregation
+from server.tasks.manager import TaskRuntime
+from server.tasks.state import PublishedVersion, TaskState
 
 MAX_BODY = 64 * 1024 * 1024
+TASK = "bench"
 
 
-class Logic:
-    def __init__(self, secret: str, goal: int) -> None:
-        self.signer = TokenSigner(secret)
-        self.config = AggregationConfig(aggregation_goal=goal, max_staleness=None)
-        self.aggregator: FedBuffAggregator | None = None
-        self.used: set[str] = set()
+class NoDatabase:
+    """Stands in for the committer and the checkpoint log: accepts and writes nothing."""
 
-    async def ingest(self, request: web.Request) -> web.Response:
+    async def commit(self, batch: list[CommitJob], snapshot: bytes) -> None:
+        return None
+
+    async def write(self, meta: dict[str, Any], total: Any) -> int:
+        return 0
+
+    def read_latest(self) -> None:
+        return None
+
+
+class NoLedger:
+    def __init__(self) -> None:
+        self.refused: Counter[str] = Counter()
+
+    def add(self, entries: list[LedgerEntry]) -> None:
+        self.refused.update(e.reason or "" for e in entries)
+
+    async def contains(self, update_id: str) -> bool:
+        return False
+
+
+class Catalog:
+    def __init__(self, runtime: TaskRuntime, ledger: NoLedger) -> None:
+        self._runtime = runtime
+        self.ledger = ledger
+
+    def get(self, task_id: str) -> TaskRuntime:
+        if task_id != TASK:
+            raise AsyncflError(f"unknown task {task_id!r}", code="unknown_task")
+        return self._runtime
+
+
+async def build(secret: str, model: str, goal: int, group_ms: float) -> Ingest:
+    parts = linear_bundle(model)
+    manifest = Manifest.from_json(parts.manifest)
+    params = decode_params(parts.params, manifest.params)
+    config = TaskConfig.from_dict(
+        {
+            "concurrency": 10_000_000,
+            "session_deadline_s": 3600,
+            "aggregation": {"aggregation_goal": goal, "max_staleness": None},
+        }
+    )
+    record = TaskRecord(TASK, time.time(), "active", "async", {}, model, {}, None, 0, 0)
+    state = TaskState(
+        record=record,
+        config=config,
+        manifest=manifest,
+        spec=ModelSpec.from_arrays(params),
+        published=PublishedVersion(0, "", b"", time.time()),
+    )
+    ledger = NoLedger()
+    no_db = NoDatabase()
+    aggregator = make_aggregator(params, AggregationConfig(aggregation_goal=goal))
+    local = LocalAggregation(
+        state,
+        aggregator,
+        no_db,
+        no_db,
+        record_drops=ledger.add,
+        group_interval_s=group_ms / 1000,
+    )
+    runtime = TaskRuntime(state, local=local)
+    runtime.background.append(asyncio.create_task(local.run()))
+    return Ingest(
+        signer=TokenSigner(secret),
+        sessions=InProcessSessionStore(),
+        manager=Catalog(runtime, ledger),
+        metrics=Metrics(),
+        ledger_writer=ledger,  # type: ignore[arg-type]
+    )
+
+
+def create_app(ingest: Ingest) -> web.Application:
+    async def handle(request: web.Request) -> web.Response:
         try:
             body = await read_body(request, MAX_BODY)
-            payload = parse_update(body)
-            claims = self.signer.verify_session(payload.session)
+            ack = await ingest.upload(TASK, body)
         except AsyncflError as exc:
-            return web.json_response({"error": exc.code}, status=exc.status)
-        if claims.expired(time.time()):
-            return web.json_response({"error": "session_expired"}, status=410)
-        if claims.sid in self.used:
-            return web.json_response({"error": "session_used"}, status=409)
-        self.used.add(claims.sid)
-        agg = self.aggregator
-        if agg is None:
-            zeros = [t * 0 for t in payload.tensors]
-            built = make_aggregator(zeros, self.config)
-            assert isinstance(built, FedBuffAggregator)
-            agg = self.aggregator = built
-        try:
-            result = agg.fold(
-                claims.sid, payload.tensors, payload.num_examples, payload.base_version
-            )
-        except AsyncflError as exc:
-            return web.json_response({"error": exc.code}, status=exc.status)
-        if result.step is not None:  # what the worker does to cut a version
-            params = [p.copy() for p in agg.params]
-            pack(encode_tensors(params))
-            agg.snapshot()
-        ack = {
-            "status": "accepted",
-            "update_id": claims.sid,
-            "position": str(len(self.used)),
-            "staleness": result.staleness,
-        }
+            return web.json_response(exc.to_body(), status=exc.status)
         return web.Response(body=pack(ack), content_type=CONTENT_TYPE)
 
-
-def create_app(secret: str, goal: int) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
-    app.add_routes([web.post("/ingest", Logic(secret, goal).ingest)])
+    app.add_routes([web.post("/ingest", handle)])
     return app
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    ingest = await build(args.secret, args.model, args.goal, args.group_ms)
+    await serve(args.port_file, create_app(ingest))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port-file", type=Path, required=True)
     parser.add_argument("--secret", required=True, help="the secret the session tokens use")
+    parser.add_argument("--model", default="linear_100k", help="a load_tests.bundle model")
     parser.add_argument("--goal", type=int, default=100, help="K: a version per K updates")
+    parser.add_argument("--group-ms", type=float, default=5.0, help="the group interval")
     args = parser.parse_args()
-    asyncio.run(serve(args.port_file, create_app(args.secret, args.goal)))
+    asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":

@@ -10,15 +10,19 @@ and measures, in one run:
    check-in is a real admission: signature check, rate limit, the admission script
    over the million-entry set, a signed session token);
 3. uploads per second through one replica, then through two (same client, same
-   concurrency; each upload uses its own session, and is validated and appended to the
-   Redis stream before it is acknowledged).
+   concurrency; each upload uses its own session and is validated, folded into the
+   replica's partial and shipped to the Redis stream before it is acknowledged), and in
+   each phase the bytes Redis received per accepted update (``INFO stats``
+   ``total_net_input_bytes``: sessions, claims and partials together) and the CPU the
+   leading aggregator spent per update until it had merged them (from ``/proc``).
 
 The load generator shares the machine's two cores with the replicas, Redis and
 PostgreSQL, so the figures are a floor for the software, not a ceiling. Last line
 printed (JSON)::
 
     {"sessions", "redis_bytes_per_session", "checkins_per_s", "uploads_per_s_1_replica",
-     "uploads_per_s_2_replicas", "update_bytes", ...}
+     "uploads_per_s_2_replicas", "update_bytes", "redis_input_bytes_per_update",
+     "leader_cpu_us_per_update", ...}
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import aiohttp
 import asyncpg
 import msgpack
 import numpy as np
+import psutil
 from redis.asyncio import Redis
 
 from client_sdk.wire import encode_tensor, pack
@@ -131,6 +136,28 @@ async def uploads(
     return len(bodies) / elapsed
 
 
+async def redis_input_bytes(redis: Redis) -> int:
+    info: Any = await redis.info("stats")
+    return int(info["total_net_input_bytes"])
+
+
+def cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+async def caught_up(http: aiohttp.ClientSession, server: ServerProcess, token: str) -> None:
+    """Wait until the leader merged all but a buffer short of K of what was accepted."""
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+    for _ in range(600):
+        async with http.get(f"{server.url}/admin/v1/tasks/{TASK}", headers=headers) as resp:
+            status = await resp.json()
+        if status["updates_accepted"] - status["updates_applied"] < status["aggregation_goal"]:
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError("the aggregator did not catch up in 60 s")
+
+
 def update_bodies(sessions: list[str], shapes: list[list[int]]) -> list[bytes]:
     rng = np.random.default_rng(0)
     tensors = [encode_tensor(rng.standard_normal(s).astype(np.float32) * 1e-3) for s in shapes]
@@ -162,8 +189,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "ASYNCFL_SESSION_DEADLINE_S": "3600",
             },
         ) as cluster:
-            await asyncio.to_thread(cluster.start, 2, 0)
+            await asyncio.to_thread(cluster.start, 2, 1)
             first, second = cluster.replicas
+            (leader,) = cluster.aggregators
             async with AdminClient(first.url, cluster.admin_token) as client:
                 await client.create_task(TASK, model=args.model, config={"concurrency": 10_000_000})
             log(f"holding {args.sessions:,} sessions in Redis")
@@ -179,12 +207,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     headers={"Authorization": f"Bearer {tokens[0]}"},
                 ) as resp:
                     shapes = [t["shape"] for t in msgpack.unpackb(await resp.read())]
-                results = {}
+                results, redis_bytes, leader_cpu = {}, {}, {}
                 for label, urls in (("1", [first.url]), ("2", [first.url, second.url])):
                     _, sessions = await checkins(http, urls, tokens, 2.0, args.conns)
                     bodies = update_bodies(sessions[: args.uploads], shapes)
+                    await caught_up(http, first, cluster.admin_token)
                     log(f"{len(bodies)} uploads through {label} replica(s)")
+                    before_bytes, before_cpu = (
+                        await redis_input_bytes(redis),
+                        cpu_seconds(leader.pid),
+                    )
                     results[label] = await uploads(http, urls, bodies, args.conns)
+                    redis_bytes[label] = (await redis_input_bytes(redis) - before_bytes) / len(
+                        bodies
+                    )
+                    await caught_up(http, first, cluster.admin_token)
+                    leader_cpu[label] = (cpu_seconds(leader.pid) - before_cpu) / len(bodies)
             return {
                 "sessions": args.sessions,
                 "redis_bytes_per_session": round(added / args.sessions, 1),
@@ -192,6 +230,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "uploads_per_s_1_replica": round(results["1"], 1),
                 "uploads_per_s_2_replicas": round(results["2"], 1),
                 "update_bytes": len(bodies[0]) if bodies else 0,
+                "redis_input_bytes_per_update": round(redis_bytes["2"], 1),
+                "redis_input_bytes_per_update_1_replica": round(redis_bytes["1"], 1),
+                "leader_cpu_us_per_update": round(leader_cpu["2"] * 1e6, 1),
+                "leader_cpu_us_per_update_1_replica": round(leader_cpu["1"] * 1e6, 1),
                 "model": args.model,
                 "connections": args.conns,
             }

@@ -3,15 +3,17 @@
 Roles (``ASYNCFL_ROLE``; ``auto`` picks ``all`` embedded and ``api`` with Redis):
 
 - ``all``: device and admin API plus aggregation, in one process (the embedded default:
-  SQLite, a local update log, in-process sessions);
-- ``api``: a stateless replica (Redis sessions, rate limits and update streams);
+  SQLite, checkpoints of each task's folded buffer, in-process sessions);
+- ``api``: a stateless replica (Redis sessions and rate limits; it pre-aggregates what
+  it accepts and ships partial sums through a Redis stream per task);
 - ``aggregator``: leads tasks under Redis leases; serves only ``/healthz``, ``/readyz``
   and ``/metrics``.
 
 Every resource is created in one ``cleanup_ctx`` generator and torn down in reverse.
 Shutdown drains: aiohttp stops accepting connections, ``on_shutdown`` makes new requests
-answer 503, in-flight requests finish, pending version commits finish, the ledger is
-flushed, then background tasks are cancelled.
+answer 503, in-flight requests finish (their group commits or partials included), open
+partials are shipped, pending version commits finish, the ledger is flushed, then
+background tasks are cancelled.
 """
 
 from __future__ import annotations
@@ -30,15 +32,17 @@ from server.api.middleware import error_middleware, metrics_middleware
 from server.coordination.events import EventBus, LocalEvents, RedisEvents
 from server.coordination.keys import Keys
 from server.coordination.leases import InProcessLeases, Leases, RedisLeases
-from server.coordination.locallog import LocalLogQueue
-from server.coordination.queue import UpdateQueue
+from server.coordination.locallog import AuditLog
+from server.coordination.partials import RedisPartialQueue
 from server.coordination.ratelimit import LocalRateLimiter, RateLimiter
-from server.coordination.redis_queue import RedisStreamQueue
 from server.coordination.redis_ratelimit import RedisRateLimiter
 from server.coordination.redis_sessions import RedisSessionStore
 from server.coordination.redisconn import connect
+from server.coordination.rounds import RedisRounds
 from server.coordination.sessions import InProcessSessionStore, SessionStore
 from server.coordination.tokens import TokenSigner
+from server.ingest.partials import ReplicaPartials
+from server.ingest.upload import Ingest
 from server.metrics import Metrics
 from server.services import METRICS, SERVICES, Services
 from server.settings import Settings
@@ -78,7 +82,8 @@ def create_app(settings: Settings) -> web.Application:
 class Coordination:
     sessions: SessionStore
     rate_limiter: RateLimiter
-    queue: UpdateQueue
+    partials: RedisPartialQueue | None
+    rounds: RedisRounds | None
     events: EventBus
     leases: Leases
     registry: AggregatorRegistry | None
@@ -86,17 +91,14 @@ class Coordination:
 
 
 def coordination(settings: Settings) -> Coordination:
-    """Embedded: in-process sessions and a local log. Distributed: all of it in Redis."""
+    """Embedded: in-process sessions, checkpoints. Distributed: all of it in Redis."""
     node = settings.effective_node_id
     if not settings.distributed:
         return Coordination(
             sessions=InProcessSessionStore(),
             rate_limiter=LocalRateLimiter(settings.device_rate_per_s, settings.device_rate_burst),
-            queue=LocalLogQueue(
-                settings.log_dir,
-                fsync=settings.log_fsync,
-                segment_bytes=settings.log_segment_bytes,
-            ),
+            partials=None,
+            rounds=None,
             events=LocalEvents(),
             leases=InProcessLeases(node, EMBEDDED_LEASE_S),
             registry=None,
@@ -109,7 +111,8 @@ def coordination(settings: Settings) -> Coordination:
         rate_limiter=RedisRateLimiter(
             redis, keys, settings.device_rate_per_s, settings.device_rate_burst
         ),
-        queue=RedisStreamQueue(redis, keys),
+        partials=RedisPartialQueue(redis, keys),
+        rounds=RedisRounds(redis, keys),
         events=RedisEvents(redis, keys),
         leases=RedisLeases(redis, keys, node, settings.lease_ttl_s),
         registry=AggregatorRegistry(redis, keys, node, settings.lease_ttl_s),
@@ -124,6 +127,8 @@ def _services_ctx(
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = create_engine(settings.effective_database_url)
         coord: Coordination | None = None
+        audit: AuditLog | None = None
+        partials: ReplicaPartials | None = None
         try:
             await ensure_schema(
                 engine, settings.migrations_dir, auto_migrate=settings.should_auto_migrate
@@ -135,16 +140,35 @@ def _services_ctx(
                 repo=TaskRepository(engine),
                 ledger=ledger,
                 blobs=LocalBlobStore(settings.effective_blob_dir),
-                queue=coord.queue,
+                partials=coord.partials,
+                rounds=coord.rounds,
+                checkpoints_dir=settings.checkpoints_dir,
+                checkpoint_fsync=settings.log_fsync,
                 sessions=coord.sessions,
                 events=coord.events,
                 ledger_writer=ledger_writer,
                 exports_dir=settings.effective_exports_dir,
                 eval_threads=settings.eval_threads,
+                group_interval_s=settings.group_commit_ms / 1000,
                 on_fold=lambda task, result, s: metrics.fold_seconds.labels(task).observe(s),
                 on_commit=lambda task, job, s: metrics.commit_seconds.labels(task).observe(s),
                 on_stale_commit=lambda task: metrics.stale_commits.labels(task).inc(),
+                on_group=lambda task, n, s: metrics.group_commit(task, n, s),
+                on_quarantine=lambda task, n: metrics.quarantined.labels(task).inc(n),
             )
+            if settings.audit_log:
+                audit = AuditLog(
+                    settings.log_dir,
+                    fsync=settings.log_fsync,
+                    segment_bytes=settings.log_segment_bytes,
+                )
+            if coord.partials is not None and settings.effective_role != "aggregator":
+                partials = ReplicaPartials(
+                    coord.partials,
+                    settings.effective_node_id,
+                    interval_s=settings.group_commit_ms / 1000,
+                    on_ship=lambda task, n, b, s: metrics.partial_shipped(task, n, b, s),
+                )
             aggregates = settings.effective_role in ("all", "aggregator")
             leadership = None
             if aggregates:
@@ -155,21 +179,33 @@ def _services_ctx(
                     interval_s=min(1.0, settings.lease_ttl_s / 5),
                 )
             devices = DeviceRepository(engine)
+            signer = TokenSigner(settings.secret_key)
+            await coord.sessions.load_revoked(await devices.revoked_ids())
             services = Services(
                 settings=settings,
                 engine=engine,
-                signer=TokenSigner(settings.secret_key),
+                signer=signer,
                 sessions=coord.sessions,
                 rate_limiter=coord.rate_limiter,
-                queue=coord.queue,
+                partials=coord.partials,
+                rounds=coord.rounds,
                 blobs=manager.blobs,
                 devices=devices,
                 manager=manager,
                 ledger_writer=ledger_writer,
                 metrics=metrics,
+                ingest=Ingest(
+                    signer=signer,
+                    sessions=coord.sessions,
+                    manager=manager,
+                    metrics=metrics,
+                    ledger_writer=ledger_writer,
+                    partials=partials,
+                    rounds=coord.rounds,
+                    audit=audit,
+                ),
                 leadership=leadership,
                 redis=coord.redis,
-                revoked=await devices.revoked_ids(),
             )
             app[SERVICES] = services
             await manager.load_all()
@@ -197,6 +233,8 @@ def _services_ctx(
                 for task in background:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+                if partials is not None:
+                    await partials.close()
                 await manager.drain()
                 if leadership is not None:
                     with contextlib.suppress(Exception):
@@ -205,10 +243,10 @@ def _services_ctx(
                 with contextlib.suppress(Exception):
                     await ledger_writer.flush()
         finally:
-            if coord is not None:
-                await coord.queue.close()
-                if coord.redis is not None:
-                    await coord.redis.aclose()
+            if audit is not None:
+                await audit.close()
+            if coord is not None and coord.redis is not None:
+                await coord.redis.aclose()
             await engine.dispose()
 
     return ctx
@@ -233,4 +271,4 @@ async def _stop_admitting(app: web.Application) -> None:
     services = app.get(SERVICES)
     if services is not None:
         services.draining = True
-        logger.info("draining: %d upload(s) in flight", services.inflight_uploads)
+        logger.info("draining: %d upload(s) in flight", services.ingest.inflight)

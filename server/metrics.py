@@ -76,9 +76,43 @@ class Metrics:
             ["task"],
             registry=r,
         )
+        self.group_updates = Histogram(
+            "asyncfl_ingest_group_updates",
+            "Updates made durable together by one group commit or shipped partial",
+            ["task"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=r,
+        )
+        self.group_seconds = Histogram(
+            "asyncfl_ingest_group_seconds",
+            "Time to make one group durable (versions, checkpoint) or ship one partial",
+            ["task"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.partial_bytes = Counter(
+            "asyncfl_partial_bytes",
+            "Bytes of partial sums shipped to Redis by this replica",
+            ["task"],
+            registry=r,
+        )
+        self.quarantined = Counter(
+            "asyncfl_quarantined_updates",
+            "Stream entries or updates quarantined as undecodable (poison records)",
+            ["task"],
+            registry=r,
+        )
         self.buffered = Gauge(
             "asyncfl_updates_buffered",
             "Accepted updates not yet in a version",
             ["task"],
             registry=r,
         )
+
+    def group_commit(self, task: str, updates: int, seconds: float) -> None:
+        self.group_updates.labels(task).observe(updates)
+        self.group_seconds.labels(task).observe(seconds)
+
+    def partial_shipped(self, task: str, updates: int, size: int, seconds: float) -> None:
+        self.group_commit(task, updates, seconds)
+        self.partial_bytes.labels(task).inc(size)

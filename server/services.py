@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aiohttp import web
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.coordination.queue import UpdateQueue
+from server.coordination.partials import RedisPartialQueue
 from server.coordination.ratelimit import RateLimiter
+from server.coordination.rounds import RedisRounds
 from server.coordination.sessions import SessionStore
 from server.coordination.tokens import TokenSigner
+from server.ingest.upload import Ingest
 from server.metrics import Metrics
 from server.settings import Settings
 from server.storage.blobs import LocalBlobStore
@@ -28,18 +30,18 @@ class Services:
     signer: TokenSigner
     sessions: SessionStore
     rate_limiter: RateLimiter
-    queue: UpdateQueue
+    partials: RedisPartialQueue | None  # distributed mode: the partial streams
+    rounds: RedisRounds | None  # distributed mode: the shared sync rounds
     blobs: LocalBlobStore
     devices: DeviceRepository
     manager: TaskManager
     ledger_writer: LedgerWriter
     metrics: Metrics
+    ingest: Ingest
     leadership: Leadership | None = None  # set where this process aggregates
     redis: Redis | None = None  # set in distributed mode
-    revoked: set[str] = field(default_factory=set)
     ready: bool = False
     draining: bool = False
-    inflight_uploads: int = 0
 
 
 SERVICES = web.AppKey("services", Services)

@@ -50,7 +50,9 @@ class Settings:
     max_body_bytes: int = 64 * 1024 * 1024
     device_rate_per_s: float = 5.0
     device_rate_burst: int = 20
-    log_fsync: LogFsync = "always"
+    log_fsync: LogFsync = "always"  # checkpoints (and the audit log): when is a write durable
+    group_commit_ms: float = 5.0  # how long an ingest group gathers before it is written
+    audit_log: bool = False  # also append every accepted body to a local log
     log_segment_bytes: int = 64 * 1024 * 1024
     eval_threads: int = 1
     shutdown_timeout_s: float = 30.0
@@ -96,6 +98,10 @@ class Settings:
     @property
     def log_dir(self) -> Path:
         return self.data_dir / "log"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.data_dir / "checkpoints"
 
     @property
     def effective_exports_dir(self) -> Path:
@@ -172,6 +178,8 @@ class Settings:
             raise ConfigError("lease_ttl_s must be > 0")
         if self.role == "aggregator" and not self.redis_url:
             raise ConfigError("the aggregator role needs ASYNCFL_REDIS_URL (distributed mode)")
+        if not 0 <= self.group_commit_ms <= 1000:
+            raise ConfigError("group_commit_ms must be in 0..1000")
         if self.device_rate_per_s <= 0 or self.device_rate_burst < 1:
             raise ConfigError("device_rate_per_s must be > 0 and device_rate_burst >= 1")
         for name, kind in (("log_fsync", LogFsync), ("role", Role), ("log_format", LogFormat)):

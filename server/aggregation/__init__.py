@@ -1,10 +1,12 @@
 """The aggregation core: pure numpy, no I/O, no asyncio.
 
 FedBuff buffered async aggregation (:class:`FedBuffAggregator`), synchronous rounds
-(:class:`SyncRoundAggregator`), staleness and example weights, the server optimizers
-of Reddi et al. (2021), clipping, central Gaussian noise, update validation with stable
-reject codes, and snapshot/restore. The server, the simulator and the load tests all
-aggregate through this package; nothing else reimplements the math.
+(:class:`SyncRoundAggregator`), pre-aggregation on API replicas (:class:`PartialBuilder`,
+merged by the leader with ``merge``), staleness and example weights, the server
+optimizers of Reddi et al. (2021), clipping, central Gaussian noise, update validation
+with stable reject codes, and state/restore as plain values. The server, the simulator
+and the load tests all aggregate through this package; nothing else reimplements the
+math. It imports numpy and scipy's BLAS, nothing of the wire format or of HTTP.
 
 Numerics: parameters, updates and the buffer sum are float32 (the sum's error bound is
 in :mod:`.accumulator`); a fold is one ``sdot`` (norm + NaN/Inf check) and one ``saxpy``
@@ -12,7 +14,8 @@ pass per tensor, on single-threaded OpenBLAS (see :mod:`.blas`).
 
 Errors: refusals raise :class:`server.errors.UpdateRejected` (``code`` is a
 :class:`RejectReason`), bad configs :class:`server.errors.ConfigError`, unusable
-snapshots :class:`SnapshotError` (an :class:`server.errors.AsyncflError`).
+states :class:`SnapshotError` (an :class:`server.errors.AsyncflError`). What a code
+means to a client is the server's error table's business.
 """
 
 from __future__ import annotations
@@ -26,10 +29,17 @@ from server.aggregation.config import (
 )
 from server.aggregation.factory import make_aggregator, restore_aggregator
 from server.aggregation.optimizers import ServerOptimizer, make_optimizer
+from server.aggregation.partial import Partial, PartialBuilder, PartialGroup
 from server.aggregation.privacy import clip_by_norm
-from server.aggregation.results import AggregatorStats, FoldResult, RoundState, StepResult
-from server.aggregation.snapshot import SnapshotError
+from server.aggregation.results import (
+    AggregatorStats,
+    FoldResult,
+    MergeResult,
+    RoundState,
+    StepResult,
+)
 from server.aggregation.staleness import make_staleness_fn
+from server.aggregation.state import SnapshotError
 from server.aggregation.sync import SyncRoundAggregator
 from server.aggregation.validation import ModelSpec, RejectReason, validate_update
 from server.aggregation.weights import example_weight
@@ -40,8 +50,12 @@ __all__ = [
     "ExampleWeightingConfig",
     "FedBuffAggregator",
     "FoldResult",
+    "MergeResult",
     "ModelSpec",
     "OptimizerConfig",
+    "Partial",
+    "PartialBuilder",
+    "PartialGroup",
     "RejectReason",
     "RoundState",
     "ServerOptimizer",

@@ -60,6 +60,17 @@ class Accumulator:
         self.ids.append(update_id)
         self.id_set.add(update_id)
 
+    def add_total(self, ids: Sequence[str], total: Flat, alpha: float, weight_sum: float) -> None:
+        """Add ``alpha * total``, a sum of several updates over the whole flat vector (a
+        replica's partial), in one pass."""
+        if self.ids:
+            add_scaled(self.total, total, alpha)
+        else:
+            np.multiply(total, np.float32(alpha), out=self.total)
+        self.weight_sum += weight_sum
+        self.ids.extend(ids)
+        self.id_set.update(ids)
+
     def reset(self) -> None:
         """Empty the buffer; ``total`` keeps stale values until the next first add."""
         self.weight_sum = 0.0

@@ -6,20 +6,21 @@ out=acc)`` on the same update array, in alternating blocks. The best block of ea
 kept (the least disturbed by other processes on a shared machine) and ratios are taken
 within the run. Contenders:
 
-- ``folds_per_s``: a fold as the server's aggregator runs it, the update validated at
-  ingest (:func:`validate_update`, before the upload is acknowledged) and the fold
-  given that norm: the weighted add in one fused ``saxpy`` pass plus the weighting and
-  bookkeeping. The buffer never fills, so no server-optimizer step is timed: a step
-  is a separate operation every K folds (see the next line).
+- ``folds_per_s``: a fold as the server runs it at ingest: validation (one ``sdot``
+  pass: norm and NaN/Inf check), the weighted add in one fused ``saxpy`` pass, the
+  weighting and bookkeeping. The buffer never fills, so no server-optimizer step is
+  timed: a step is a separate operation every K folds (see the next line).
 - ``folds_with_steps_per_s``: the same with K = 10, the optimizer step (FedAvg: a norm
   pass and a ``saxpy`` over the parameters, plus bookkeeping) amortized over 10 folds.
-- ``validated_folds_per_s``: a fold that validates as well (``sdot`` + ``saxpy``), as a
-  caller without an ingest check runs it; the table also shows those two BLAS passes
-  alone (the ceiling of any validated fold).
+- ``kernel_ratio``: the two BLAS passes of a fold alone (the ceiling of any validated
+  fold), against ``np.add``.
+- ``merged_updates_per_s``: what the leader of a distributed task does per update when
+  replicas pre-aggregate: :meth:`FedBuffAggregator.merge` of partials of 10 updates
+  each (one ``saxpy`` of the group sum), counted per update.
 
 The last line printed is JSON: ``{"params", "folds_per_s", "np_add_per_s", "ratio",
-"folds_with_steps_per_s", "ratio_with_steps", "validated_folds_per_s",
-"validated_ratio"}``.
+"folds_with_steps_per_s", "ratio_with_steps", "kernel_ratio", "merged_updates_per_s",
+"merge_ratio"}``.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import numpy as np
 from server.aggregation import blas
 from server.aggregation.buffer import FedBuffAggregator
 from server.aggregation.config import AggregationConfig
-from server.aggregation.validation import validate_update
+from server.aggregation.partial import Partial, PartialGroup
 
 __all__ = ["Rates", "main", "measure"]
 
@@ -43,17 +44,18 @@ SIZES = (100_000, 1_000_000)
 GOAL = 10
 NEVER = 1 << 40  # a buffer goal no bench reaches
 STALENESS = 3
+PARTIAL = 10  # updates per merged partial
 
 
 @dataclass(frozen=True)
 class Rates:
     """Best operations per second of each contender for one model size."""
 
-    folds: float  # FedBuffAggregator.fold with the ingest norm, no step
+    folds: float  # FedBuffAggregator.fold (validating), no step
     adds: float  # np.add(acc, upd, out=acc)
     kernels: float  # sdot + saxpy alone: the ceiling of a validated weighted fold
-    validated: float  # FedBuffAggregator.fold validating itself, no step
-    with_steps: float  # folds with the ingest norm and a FedAvg step every K = 10
+    with_steps: float  # folds and a FedAvg step every K = 10
+    merged: float  # updates per second merged as partials of PARTIAL updates each
 
 
 def measure(size: int, *, rounds: int) -> Rates:
@@ -74,23 +76,43 @@ def measure(size: int, *, rounds: int) -> Rates:
     per_block = GOAL * max(1, 500_000 // size)  # short blocks: fewer preemptions inside
     counter = iter(range(1 << 62))
 
-    ingest_norm = validate_update(agg.spec, [update])
-
-    def folding(target: FedBuffAggregator, norm: float | None) -> Callable[[], float]:
-        """A timed block of ``target.fold`` calls; ``norm=None`` makes the fold validate."""
-
+    def folding(target: FedBuffAggregator) -> Callable[[], float]:
         def block() -> float:
             ids = [f"u{next(counter)}" for _ in range(per_block)]
             start = time.perf_counter()
             for update_id in ids:
-                target.fold(update_id, [update], 32, target.version - STALENESS, norm=norm)
+                target.fold(update_id, [update], 32, target.version - STALENESS)
             return per_block / (time.perf_counter() - start)
 
         return block
 
-    fold_block = folding(agg, ingest_norm)
-    stepping_block = folding(stepping, ingest_norm)
-    validated_block = folding(agg, None)
+    fold_block = folding(agg)
+    stepping_block = folding(stepping)
+    merger = FedBuffAggregator(
+        [np.zeros(size, np.float32)], AggregationConfig(aggregation_goal=NEVER), version=STALENESS
+    )
+    weights = (1.0,) * PARTIAL
+
+    def merge_block() -> float:
+        partials = [
+            Partial(
+                (
+                    PartialGroup(
+                        0,
+                        0,
+                        update,
+                        float(PARTIAL),
+                        tuple(f"m{next(counter)}" for _ in range(PARTIAL)),
+                        weights,
+                    ),
+                )
+            )
+            for _ in range(per_block // PARTIAL)
+        ]
+        start = time.perf_counter()
+        for partial in partials:
+            merger.merge(partial)
+        return len(partials) * PARTIAL / (time.perf_counter() - start)
 
     def add_block() -> float:
         start = time.perf_counter()
@@ -105,7 +127,7 @@ def measure(size: int, *, rounds: int) -> Rates:
             blas.add_scaled(kernel_acc, update, 0.05)
         return per_block / (time.perf_counter() - start)
 
-    blocks = (fold_block, add_block, kernel_block, validated_block, stepping_block)
+    blocks = (fold_block, add_block, kernel_block, stepping_block, merge_block)
     for block in blocks:  # warm caches and the BLAS thread setting
         block()
     best = [0.0, 0.0, 0.0, 0.0, 0.0]
@@ -119,18 +141,18 @@ def _table(sizes: Sequence[int], rates: Sequence[Rates]) -> str:
     lines = [
         f"{'params':>10} {'folds/s':>10} {'np.add/s':>10} {'ratio':>6}"
         f" {'+steps/s':>9} {'ratio':>6}"
-        f" {'validated/s':>12} {'ratio':>6} {'sdot+saxpy/s':>13} {'ceiling':>7}"
+        f" {'sdot+saxpy/s':>13} {'ceiling':>7} {'merged/s':>10} {'ratio':>6}"
     ]
     for n, r in zip(sizes, rates, strict=True):
         lines.append(
             f"{n:>10} {r.folds:>10.0f} {r.adds:>10.0f} {r.folds / r.adds:>6.3f}"
             f" {r.with_steps:>9.0f} {r.with_steps / r.adds:>6.3f}"
-            f" {r.validated:>12.0f} {r.validated / r.adds:>6.3f}"
             f" {r.kernels:>13.0f} {r.kernels / r.adds:>7.3f}"
+            f" {r.merged:>10.0f} {r.merged / r.adds:>6.3f}"
         )
-    lines.append("folds: norm from the ingest check, no optimizer step; +steps: a FedAvg")
-    lines.append("step every K = 10 folds included; validated: the fold computes the norm too")
-    lines.append("ceiling: the two BLAS passes of a validated fold alone, without Python or steps")
+    lines.append("folds: validated (norm + NaN/Inf) and weighted, no optimizer step; +steps: a")
+    lines.append("FedAvg step every K = 10 folds included; ceiling: the two BLAS passes alone;")
+    lines.append(f"merged: updates per second a leader merges as partials of {PARTIAL}")
     return "\n".join(lines)
 
 
@@ -155,8 +177,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "ratio": [round(f / a, 3) for f, a in zip(folds, adds, strict=True)],
                 "folds_with_steps_per_s": [round(r.with_steps, 1) for r in rates],
                 "ratio_with_steps": [round(r.with_steps / r.adds, 3) for r in rates],
-                "validated_folds_per_s": [round(r.validated, 1) for r in rates],
-                "validated_ratio": [round(r.validated / r.adds, 3) for r in rates],
+                "kernel_ratio": [round(r.kernels / r.adds, 3) for r in rates],
+                "merged_updates_per_s": [round(r.merged, 1) for r in rates],
+                "merge_ratio": [round(r.merged / r.adds, 3) for r in rates],
             }
         )
     )

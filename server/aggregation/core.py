@@ -1,4 +1,4 @@
-"""What the async and sync aggregators share: model, optimizer, fold, step and snapshot.
+"""What the async and sync aggregators share: model, optimizer, fold, merge, step, state.
 
 State lives in one flat float32 parameter vector and one flat accumulator. A fold
 validates the update (one ``sdot`` pass per tensor: norm and NaN/Inf check), then adds
@@ -8,6 +8,12 @@ so the accumulator already *is* the pseudo-gradient when the buffer fills. A ste
 it to the server optimizer, which updates the parameters in place. Parameter arrays
 returned by :attr:`params` stay valid: a step after they were handed out writes into
 a fresh copy (copy-on-write), so nothing is copied while nobody looks.
+
+Both aggregators fold with one signature, ``fold(update_id, tensors, num_examples,
+base_version, now=None)`` (``now`` matters to sync rounds only), and merge sums
+pre-aggregated elsewhere (:class:`~server.aggregation.partial.Partial`) with
+``merge(partial)``. State goes out as plain values and arrays (:meth:`state`) and comes
+back with :meth:`from_state`; turning it into bytes is the storage layer's job.
 """
 
 from __future__ import annotations
@@ -20,23 +26,18 @@ from typing import Any, ClassVar, Self
 
 import numpy as np
 
-from server.aggregation import blas, snapshot
+from server.aggregation import blas
 from server.aggregation.accumulator import Accumulator
 from server.aggregation.config import AggregationConfig
+from server.aggregation.contribution import Weigher
 from server.aggregation.optimizers import make_optimizer
-from server.aggregation.privacy import GaussianNoise, clip_scale
+from server.aggregation.partial import Partial, PartialGroup
+from server.aggregation.privacy import GaussianNoise
 from server.aggregation.recent import RecentIds
-from server.aggregation.results import AggregatorStats, StepResult
+from server.aggregation.results import AggregatorStats, MergeResult, StepResult
 from server.aggregation.staleness import make_staleness_fn
-from server.aggregation.validation import (
-    MAX_NUM_EXAMPLES,
-    Flat,
-    ModelSpec,
-    RejectReason,
-    flatten_update,
-    reject,
-)
-from server.aggregation.weights import make_example_weight
+from server.aggregation.state import SnapshotError, checked_array
+from server.aggregation.validation import Flat, ModelSpec, RejectReason, reject
 from server.errors import ConfigError, UpdateRejected
 
 __all__ = ["AggregatorBase"]
@@ -72,13 +73,12 @@ class AggregatorBase:
         table_size = min(_STALENESS_TABLE, self._max_staleness + 1)
         self._staleness_weights = [self._staleness_fn(s) for s in range(table_size)]
         self._goal = config.aggregation_goal
-        self._example_weight = make_example_weight(
-            config.example_weighting.kind, config.example_weighting.cap
-        )
-        self._weigh_examples = config.example_weighting.kind != "equal"
+        self._weigher = Weigher(self._spec, config)
         # No clipping, no norm bound, equal example weights: the fold's straight-line path.
         self._plain = (
-            not self._weigh_examples and config.clip_norm is None and config.max_update_norm is None
+            config.example_weighting.kind == "equal"
+            and config.clip_norm is None
+            and config.max_update_norm is None
         )
         self._plain_staleness_limit = len(self._staleness_weights)
         # With "goal" normalisation the 1/K rides on every fold's saxpy factor, so the
@@ -142,6 +142,10 @@ class AggregatorBase:
         """True for updates in the open buffer and the last ``dedup_window`` consumed ones."""
         return update_id in self._buffer.id_set or update_id in self._recent
 
+    def staleness_weight(self, staleness: int) -> float:
+        table = self._staleness_weights
+        return table[staleness] if staleness < len(table) else self._staleness_fn(staleness)
+
     # -- folding -------------------------------------------------------------------------
 
     def _check_duplicate(self, update_id: str) -> None:
@@ -156,32 +160,45 @@ class AggregatorBase:
         tensors: Sequence[np.ndarray[Any, Any]],
         num_examples: int,
         staleness: int,
-        trusted_norm: float | None = None,
     ) -> tuple[float, float, bool]:
-        """Validate and fold an update whose id and version were accepted (the hot path).
+        """Validate and fold an update whose id and version were accepted.
 
         Returns ``(weight, norm, clipped)``; raises UpdateRejected having changed nothing.
         """
-        if type(num_examples) is not int or not 1 <= num_examples <= MAX_NUM_EXAMPLES:
-            num_examples = _checked_num_examples(num_examples)
-        cfg = self._config
-        flats, norm = flatten_update(
-            self._spec, tensors, max_norm=cfg.max_update_norm, trusted_norm=trusted_norm
-        )
-        table = self._staleness_weights
-        weight = table[staleness] if staleness < len(table) else self._staleness_fn(staleness)
-        if self._weigh_examples:
-            weight *= self._example_weight(num_examples)
-        clip = cfg.clip_norm
-        scale, clipped = (1.0, False) if clip is None else clip_scale(norm, clip)
-        self._buffer.add(update_id, flats, weight * scale * self._fold_factor, weight)
+        c = self._weigher.weigh(tensors, num_examples)
+        weight = self.staleness_weight(staleness) * c.example_weight
+        self._buffer.add(update_id, c.flats, weight * c.scale * self._fold_factor, weight)
         self._folded += 1
         self._staleness_sum += staleness
-        self._clipped += clipped
-        return weight, norm, clipped
+        self._clipped += c.clipped
+        return weight, c.norm, c.clipped
 
     def _count_rejection(self, exc: UpdateRejected) -> None:
         self._rejected[exc.code] += 1
+
+    # -- merging pre-aggregated partials ---------------------------------------------------
+
+    def _merge_group(self, group: PartialGroup, staleness: int) -> list[tuple[str, int, float]]:
+        """Add a replica's group sum, weighted by its staleness here and now; returns each
+        update's ``(id, staleness, weight)``. Ids already here are a bug upstream."""
+        for uid in group.ids:
+            self._check_duplicate(uid)
+        s_weight = self.staleness_weight(staleness)
+        self._buffer.add_total(
+            group.ids, group.total, s_weight * self._fold_factor, s_weight * group.weight_sum
+        )
+        self._folded += len(group.ids)
+        self._staleness_sum += staleness * len(group.ids)
+        return [
+            (uid, staleness, s_weight * w)
+            for uid, w in zip(group.ids, group.example_weights, strict=True)
+        ]
+
+    def merge(self, partial: Partial, now: float | None = None) -> MergeResult:
+        """Merge a replica's partial whole; step once afterwards if the buffer holds at
+        least K updates (a partial that crosses K makes a version of more than K updates,
+        averaged over all of them). Subclasses decide which groups they take."""
+        raise NotImplementedError
 
     # -- stepping ------------------------------------------------------------------------
 
@@ -193,7 +210,7 @@ class AggregatorBase:
         if cfg.normalization == "weights":
             # weights are > 0 unless a staleness rule underflowed; then the step is a no-op
             pseudo_grad *= np.float32(1.0 / buf.weight_sum if buf.weight_sum > 0 else 0.0)
-        elif n != cfg.aggregation_goal:  # a sync round closing short: divide by n, not K
+        elif n != cfg.aggregation_goal:  # a round closing short or a buffer past K: divide by n
             pseudo_grad *= np.float32(cfg.aggregation_goal / n)
         if cfg.noise_multiplier > 0 and cfg.clip_norm is not None:
             self._noise.add(pseudo_grad, cfg.noise_multiplier * cfg.clip_norm / n)
@@ -213,70 +230,84 @@ class AggregatorBase:
         self._recent.extend(ids)
         self._buffer.reset()
 
-    # -- snapshot ------------------------------------------------------------------------
+    # -- state ---------------------------------------------------------------------------
 
-    def snapshot(self) -> bytes:
-        """The complete state as bytes; :meth:`restore` continues bit-identically."""
-        return snapshot.dump(self.kind, self._state())
-
-    @classmethod
-    def restore(cls, data: bytes) -> Self:
-        """Rebuild an aggregator from :meth:`snapshot` bytes (SnapshotError if unusable)."""
-        return cls.from_state(snapshot.load(data, kind=cls.kind))
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any]) -> Self:
-        """Rebuild an aggregator from a decoded snapshot (see :func:`snapshot.load`)."""
-        try:
-            config = AggregationConfig.from_dict(state["config"])
-            spec = ModelSpec.of(state["shapes"])
-            flat = snapshot.decode_array(state["params"], where="params")
-            if flat is None or flat.size != spec.total_size:
-                raise snapshot.SnapshotError("snapshot params do not match its shapes")
-            params = [flat[o : o + n] for o, n in zip(spec.offsets, spec.sizes, strict=True)]
-            agg = cls(
-                [p.reshape(s) for p, s in zip(params, spec.shapes, strict=True)],
-                config,
-                version=state["version"],
-            )
-            agg._load_state(state)
-        except (AttributeError, KeyError, TypeError, ValueError, ConfigError) as exc:
-            raise snapshot.SnapshotError(
-                f"snapshot is incomplete or inconsistent: {exc!r}"
-            ) from exc
-        return agg
-
-    def _state(self) -> dict[str, Any]:
-        buf = self._buffer
+    def state(self, *, buffer: bool = True) -> dict[str, Any]:
+        """The complete state as plain values and float32 arrays (copies: later folds do
+        not change it). ``buffer=False`` leaves the open buffer out (an empty one is
+        restored), for a state stored with a version whose buffer a checkpoint holds."""
         return {
+            "kind": self.kind,
             "config": self._config.to_dict(),
-            "version": self._version,
             "shapes": [list(s) for s in self._spec.shapes],
-            "params": snapshot.encode_array(self._flat),
-            "optimizer": _encode_optimizer_state(self._optimizer.state_dict()),
+            "params": self._flat.copy(),
+            "optimizer": _copy_arrays(self._optimizer.state_dict()),
+            **self._buffer_state(buffer),
+        }
+
+    def buffer_state(self) -> dict[str, Any]:
+        """What changes between steps (no params, no optimizer): a checkpoint of the open
+        buffer, loaded with :meth:`load_buffer_state` onto the state of its version."""
+        return self._buffer_state(True)
+
+    def _buffer_state(self, with_buffer: bool) -> dict[str, Any]:
+        buf = self._buffer
+        held = with_buffer and len(buf) > 0
+        return {
+            "version": self._version,
             "buffer": {
-                "total": snapshot.encode_array(buf.total) if len(buf) else None,
-                "weight_sum": buf.weight_sum,
-                "ids": list(buf.ids),
+                "total": buf.total.copy() if held else None,
+                "weight_sum": buf.weight_sum if held else 0.0,
+                "ids": list(buf.ids) if held else [],
             },
-            "recent_ids": self._recent.packed(),
             "counts": {name: getattr(self, f"_{name}") for name in _COUNTERS},
             "rejected": dict(sorted(self._rejected.items())),
             "rng": self._noise.state(),
         }
 
+    def load_buffer_state(self, state: dict[str, Any]) -> None:
+        """Put back a :meth:`buffer_state` taken at this aggregator's version."""
+        try:
+            if int(state["version"]) != self._version:
+                raise SnapshotError(
+                    f"buffer state is for version {state['version']}, not {self._version}"
+                )
+            self._load_state(state)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SnapshotError(f"buffer state is incomplete: {exc!r}") from exc
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Self:
+        """Rebuild an aggregator from :meth:`state` (SnapshotError if unusable)."""
+        try:
+            if state.get("kind") != cls.kind:
+                raise SnapshotError(f"state of a {state.get('kind')!r} aggregator, not {cls.kind}")
+            config = AggregationConfig.from_dict(state["config"])
+            spec = ModelSpec.of(state["shapes"])
+            flat = checked_array(state["params"], where="params", size=spec.total_size)
+            assert flat is not None
+            params = [
+                flat[o : o + n].reshape(s)
+                for o, n, s in zip(spec.offsets, spec.sizes, spec.shapes, strict=True)
+            ]
+            agg = cls(params, config, version=state["version"])
+            opt = _checked_optimizer(state["optimizer"])
+            if opt["name"] != config.optimizer.name:
+                raise SnapshotError("state optimizer does not match its config")
+            agg._optimizer.load_state_dict(opt)
+            agg._load_state(state)
+        except (AttributeError, KeyError, TypeError, ValueError, ConfigError) as exc:
+            raise SnapshotError(f"state is incomplete or inconsistent: {exc!r}") from exc
+        return agg
+
     def _load_state(self, state: dict[str, Any]) -> None:
-        opt = _decode_optimizer_state(state["optimizer"])
-        if opt["name"] != self._config.optimizer.name:
-            raise snapshot.SnapshotError("snapshot optimizer state does not match its config")
-        self._optimizer.load_state_dict(opt)
         buf = state["buffer"]
-        total = snapshot.decode_array(buf["total"], where="buffer.total")
-        self._buffer.load(total, float(buf["weight_sum"]), buf["ids"])
-        self._recent = RecentIds(self._config.dedup_window, state["recent_ids"])
+        total = checked_array(buf["total"], where="buffer.total", size=self._spec.total_size)
+        ids = [str(i) for i in buf["ids"]]
+        self._buffer.load(total, float(buf["weight_sum"]), ids)
         for name in _COUNTERS:
             setattr(self, f"_{name}", int(state["counts"][name]))
-        self._rejected = Counter(state["rejected"])
+        self._rejected = Counter({str(k): int(v) for k, v in state["rejected"].items()})
         self._noise.load_state(state["rng"])
 
 
@@ -289,30 +320,17 @@ _COUNTERS = ("folded", "steps", "staleness_sum", "clipped", "rounds_abandoned", 
 _SCALARS = ("name", "steps")
 
 
-def _encode_optimizer_state(state: dict[str, Any]) -> dict[str, Any]:
+def _copy_arrays(state: dict[str, Any]) -> dict[str, Any]:
     return {
-        k: v if k in _SCALARS or v is None else [snapshot.encode_array(a) for a in v]
+        k: v if k in _SCALARS or v is None else [np.array(a, dtype=np.float32) for a in v]
         for k, v in state.items()
     }
 
 
-def _decode_optimizer_state(state: dict[str, Any]) -> dict[str, Any]:
+def _checked_optimizer(state: dict[str, Any]) -> dict[str, Any]:
     return {
         k: v
         if k in _SCALARS or v is None
-        else [snapshot.decode_array(a, where=f"optimizer.{k}") for a in v]
+        else [checked_array(a, where=f"optimizer.{k}") for a in v]
         for k, v in state.items()
     }
-
-
-def _checked_num_examples(num_examples: object) -> int:
-    if (
-        isinstance(num_examples, int | np.integer)
-        and not isinstance(num_examples, bool)
-        and 1 <= num_examples <= MAX_NUM_EXAMPLES
-    ):
-        return int(num_examples)
-    raise reject(
-        RejectReason.BAD_NUM_EXAMPLES,
-        f"num_examples must be an integer in [1, {MAX_NUM_EXAMPLES}], got {num_examples!r}",
-    )

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from server.aggregation import snapshot
 from server.aggregation.buffer import FedBuffAggregator
 from server.aggregation.config import AggregationConfig
+from server.aggregation.state import SnapshotError
 from server.aggregation.sync import SyncRoundAggregator
 
 __all__ = ["make_aggregator", "restore_aggregator"]
@@ -26,14 +26,13 @@ def make_aggregator(
     return FedBuffAggregator(params, config, version=version)
 
 
-def restore_aggregator(data: bytes) -> Aggregator:
-    """Restore a snapshot of either kind (SnapshotError if it is neither)."""
-    state = snapshot.load(data, kind=None)
+def restore_aggregator(state: dict[str, Any]) -> Aggregator:
+    """Restore a :meth:`~AggregatorBase.state` of either kind (SnapshotError if neither)."""
     kinds: dict[str, type[Aggregator]] = {
         FedBuffAggregator.kind: FedBuffAggregator,
         SyncRoundAggregator.kind: SyncRoundAggregator,
     }
     cls = kinds.get(state.get("kind", ""))
     if cls is None:
-        raise snapshot.SnapshotError(f"unknown aggregator kind {state.get('kind')!r}")
+        raise SnapshotError(f"unknown aggregator kind {state.get('kind')!r}")
     return cls.from_state(state)

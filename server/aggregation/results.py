@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-__all__ = ["AggregatorStats", "FoldResult", "RoundState", "StepResult"]
+__all__ = ["AggregatorStats", "FoldResult", "MergeResult", "RoundState", "StepResult"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,18 @@ class FoldResult(NamedTuple):
     weight: float
     norm: float
     clipped: bool
+    step: StepResult | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MergeResult:
+    """A merged partial: ``(update_id, staleness, weight)`` of each update taken, the ids
+    it refused (a sync round that closed under them) with the reason, and the step when
+    the merge filled the buffer."""
+
+    applied: list[tuple[str, int, float]]
+    dropped: list[str] = field(default_factory=list)
+    drop_reason: str = ""
     step: StepResult | None = None
 
 

@@ -18,7 +18,8 @@ import numpy as np
 
 from server.aggregation.config import AggregationConfig
 from server.aggregation.core import AggregatorBase
-from server.aggregation.results import FoldResult, RoundState, StepResult
+from server.aggregation.partial import Partial
+from server.aggregation.results import FoldResult, MergeResult, RoundState, StepResult
 from server.aggregation.validation import RejectReason, reject
 from server.errors import Conflict, UpdateRejected
 
@@ -85,33 +86,61 @@ class SyncRoundAggregator(AggregatorBase):
         self._selected.add(device_id)
         return True
 
+    @property
+    def round_id(self) -> int:
+        """The id of the open round, or of the last one when none is open."""
+        return self._round_id
+
     def fold(
         self,
         update_id: str,
         tensors: Sequence[np.ndarray[Any, Any]],
         num_examples: int,
         base_version: int,
-        now: float,
-        *,
-        norm: float | None = None,
+        now: float | None = None,
     ) -> FoldResult:
         """Fold an update into the open round; steps (and closes it) at ``goal`` updates.
 
-        Raises UpdateRejected (code: a RejectReason) and changes nothing but the
-        rejection counter. ``norm``: as for :meth:`FedBuffAggregator.fold`.
+        ``now`` (the update's arrival) is required. Raises UpdateRejected (code: a
+        RejectReason) and changes nothing but the rejection counter.
         """
+        if now is None:
+            raise TypeError("a sync round needs the update's arrival time (now)")
         try:
             self._check_duplicate(update_id)
             self._check_round(base_version, now)
-            weight, norm, clipped = self._fold_checked(update_id, tensors, num_examples, 0, norm)
+            weight, norm, clipped = self._fold_checked(update_id, tensors, num_examples, 0)
         except UpdateRejected as exc:
             self._count_rejection(exc)
             raise
-        step = None
-        if len(self._buffer) >= self.goal:
-            step = self._step()
-            self._open = False
-        return FoldResult(0, weight, norm, clipped, step)
+        return FoldResult(0, weight, norm, clipped, self._step_if_full())
+
+    def merge(self, partial: Partial, now: float | None = None) -> MergeResult:
+        """Merge a replica's partial: groups of the open round are taken (a partial past
+        ``goal`` makes a round of more than ``goal`` updates); groups of another round,
+        or arriving after the round closed, are refused and reported as dropped."""
+        applied: list[tuple[str, int, float]] = []
+        dropped: list[str] = []
+        for group in partial.groups:
+            current = (
+                self._open
+                and group.round_id == self._round_id
+                and group.base_version == self._version
+                and (now is None or now <= self._deadline)
+            )
+            if current:
+                applied += self._merge_group(group, 0)
+            else:
+                dropped += group.ids
+        step = self._step_if_full() if applied else None
+        return MergeResult(applied, dropped, RejectReason.ROUND_CLOSED.value, step)
+
+    def _step_if_full(self) -> StepResult | None:
+        if len(self._buffer) < self.goal:
+            return None
+        step = self._step()
+        self._open = False
+        return step
 
     def close_if_expired(self, now: float) -> StepResult | None:
         """At/after the deadline, step (enough updates) or abandon the round; it closes.
@@ -129,6 +158,20 @@ class SyncRoundAggregator(AggregatorBase):
         self._consume(self._buffer.ids)  # dropped ids stay refused as duplicates
         return None
 
+    def renumber_after(self, round_id: int) -> list[str]:
+        """Continue round ids after ``round_id`` (one replicas may have handed out): an
+        older open round is abandoned. Returns the ids it held (dropped, never applied)."""
+        if round_id <= self._round_id:
+            return []
+        dropped = list(self._buffer.ids) if self._open else []
+        if self._open:
+            self._rounds_abandoned += 1
+            self._updates_dropped += len(dropped)
+            self._consume(dropped)
+        self._open = False
+        self._round_id = round_id
+        return dropped
+
     def _check_round(self, base_version: int, now: float) -> None:
         if not self._open or len(self._buffer) >= self.goal:
             raise reject(RejectReason.ROUND_CLOSED, "no round is open for updates")
@@ -143,9 +186,9 @@ class SyncRoundAggregator(AggregatorBase):
                 f"update trained on version {base_version}, the round is on {self._version}",
             )
 
-    def _state(self) -> dict[str, Any]:
+    def _buffer_state(self, with_buffer: bool) -> dict[str, Any]:
         return {
-            **super()._state(),
+            **super()._buffer_state(with_buffer),
             "round": {
                 "id": self._round_id,
                 "open": self._open,

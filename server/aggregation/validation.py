@@ -1,9 +1,9 @@
 """Checking an update against the model before anything is folded.
 
 Every refusal raises :class:`~server.errors.UpdateRejected` whose ``code`` is a
-:class:`RejectReason` value (stable strings: clients and metrics branch on them) and
-whose ``status`` is 422 for a bad payload or 409 for a conflict with the server's
-state (duplicate, stale, wrong round).
+:class:`RejectReason` value (stable strings: clients and metrics branch on them). What a
+code means to a client (its HTTP status) is the server's error table's business, not
+the core's.
 """
 
 from __future__ import annotations
@@ -54,22 +54,9 @@ class RejectReason(StrEnum):
     LATE = "late"
 
 
-_CONFLICTS: Final = frozenset(
-    {
-        RejectReason.DUPLICATE_UPDATE,
-        RejectReason.TOO_STALE,
-        RejectReason.FUTURE_VERSION,
-        RejectReason.NOT_CURRENT_ROUND,
-        RejectReason.ROUND_CLOSED,
-        RejectReason.LATE,
-    }
-)
-
-
 def reject(reason: RejectReason, message: str, **details: Any) -> UpdateRejected:
     """The error for ``reason`` (raise it)."""
-    status = 409 if reason in _CONFLICTS else 422
-    return UpdateRejected(message, code=reason.value, status=status, details=details or None)
+    return UpdateRejected(message, code=reason.value, details=details or None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,18 +101,14 @@ def flatten_update(
     tensors: Sequence[np.ndarray[Any, Any]],
     *,
     max_norm: float | None,
-    trusted_norm: float | None = None,
 ) -> tuple[list[Flat], float]:
     """Check ``tensors`` against ``spec``; return 1-D float32 views of them and their norm.
 
     Views, not copies, for C-contiguous input (read-only wire buffers included);
     anything else is copied once. The norm pass (``sdot``) doubles as the NaN/Inf check.
-    This is the hot path: keep it to attribute checks and one BLAS call per tensor.
-
-    ``trusted_norm`` is the norm :func:`validate_update` already returned for these very
-    tensors (the server validates at ingest, before it acknowledges): the norm pass, and
-    the NaN/Inf check it made, are skipped; shapes and dtypes are still checked and the
-    norm bound applies to the given norm.
+    This is the hot path: keep it to attribute checks and one BLAS call per tensor. The
+    norm is always computed here, never taken from a caller: clipping and the norm bound
+    rest on it.
     """
     given: object = tensors  # a bare ndarray is a sequence of rows: refuse it explicitly
     if isinstance(given, np.ndarray) or len(tensors) != len(spec.shapes):
@@ -142,13 +125,9 @@ def flatten_update(
         if not isinstance(t, np.ndarray) or t.shape != shape or t.dtype != F32:
             raise _mismatch(i, t, shape)
         flat: Flat = t.ravel()  # a view when C-contiguous, else one copy
-        if flat.size and trusted_norm is None:
+        if flat.size:
             sq += sdot(flat, flat)  # f2py copies unaligned input itself: correct, rare
         flats.append(flat)
-    if trusted_norm is not None:
-        if not math.isfinite(trusted_norm) or trusted_norm < 0:
-            raise reject(RejectReason.NON_FINITE, "the given norm is not finite")
-        sq = trusted_norm * trusted_norm
     if not math.isfinite(sq):
         if not all(np.isfinite(f).all() for f in flats):
             raise reject(RejectReason.NON_FINITE, "update holds NaN or Inf")

@@ -70,6 +70,7 @@ async def create_task(request: web.Request) -> web.Response:
     runtime = await services.manager.create(CreateTask(task_id, config, bundle, eval_set))
     if services.leadership is not None:  # aggregate it here right away if we can
         await services.leadership.try_lead(task_id)
+        await services.manager.settled(task_id)  # a start the leadership loop began
     return respond(request, await status_of(services, runtime), status=201)
 
 
@@ -149,7 +150,7 @@ async def revoke_device(request: web.Request) -> web.Response:
     services = _admin(request)
     device_id = request.match_info["device"]
     await services.devices.revoke(device_id)
-    services.revoked.add(device_id)
+    await services.sessions.revoke_device(device_id)  # every replica refuses it from now
     return respond(request, {"device_id": device_id, "revoked": True})
 
 
@@ -157,10 +158,14 @@ async def status_of(services: Services, runtime: TaskRuntime) -> dict[str, Any]:
     """The task status document (see the README's admin API reference)."""
     state = runtime.state
     agg = state.config.aggregation
-    accepted = await services.queue.appended_count(state.id)
+    leader = runtime.leader
+    if services.partials is not None:
+        accepted = await services.partials.appended_count(state.id)
+    else:  # embedded: what is applied, dropped, or durable in the buffer
+        accepted = state.applied + state.dropped + runtime.buffered()
     mean_staleness = None
-    if runtime.worker is not None:
-        mean_staleness = runtime.worker.aggregator.stats.staleness_mean
+    if leader is not None:
+        mean_staleness = leader.aggregator.stats.staleness_mean
     return {
         "id": state.id,
         "status": "paused" if state.paused else "active",

@@ -13,27 +13,19 @@ from typing import Any
 
 from aiohttp import web
 
-from server.aggregation import validate_update
 from server.api.http import parse_body, read_body, respond
-from server.coordination.queue import QueuedUpdate
-from server.coordination.sessions import Verdict
+from server.coordination.sessions import DeviceRevoked
 from server.coordination.tokens import SessionClaims
 from server.errors import (
-    AsyncflError,
     BadRequest,
-    Conflict,
-    Forbidden,
     NotFound,
     RateLimited,
-    SessionError,
     Unauthorized,
     Unavailable,
-    UpdateRejected,
 )
 from server.services import SERVICES, Services
-from server.storage.records import DeviceRecord, LedgerEntry
+from server.storage.records import DeviceRecord
 from server.tasks.manager import TaskRuntime
-from server.updates import UpdatePayload, parse_update
 
 SMALL_BODY = 64 * 1024
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -68,8 +60,8 @@ def _bearer(request: web.Request) -> str:
 
 async def _device(request: web.Request, services: Services) -> str:
     device_id = services.signer.verify_device(_bearer(request))
-    if device_id in services.revoked:
-        raise Forbidden("device is revoked", code="device_revoked")
+    if await services.sessions.is_revoked(device_id):
+        raise DeviceRevoked("device is revoked")
     wait = await services.rate_limiter.acquire(device_id)
     if wait > 0:
         raise RateLimited("too many requests from this device", retry_after=wait)
@@ -125,14 +117,16 @@ async def checkin(request: web.Request) -> web.Response:
     now = time.time()
     deadline_s = state.config.session_deadline_s or services.settings.session_deadline_s
     expires_at = now + deadline_s
-    version = state.version
+    version, round_id = state.version, 0
     if state.config.mode == "sync":
-        admitted_round = _admit_to_round(runtime, device_id, now)
+        admitted_round = await _admit_to_round(services, runtime, device_id, now)
         if admitted_round is None:
             metrics.checkins.labels(state.id, "no_slot").inc()
             return respond(request, _turned_away("no_slot", state.retry_after(random.random())))
-        version, expires_at = admitted_round
-    claims = SessionClaims(uuid.uuid4().hex, state.id, device_id, version, now, expires_at)
+        version, expires_at, round_id = admitted_round
+    claims = SessionClaims(
+        uuid.uuid4().hex, state.id, device_id, version, now, expires_at, round=round_id
+    )
     if state.config.mode != "sync" and not await services.sessions.admit(
         claims, state.config.concurrency, now
     ):
@@ -163,13 +157,18 @@ async def checkin(request: web.Request) -> web.Response:
     )
 
 
-def _admit_to_round(runtime: TaskRuntime, device_id: str, now: float) -> tuple[int, float] | None:
-    if runtime.worker is None:
-        raise Unavailable("this replica does not run sync rounds", code="sync_unavailable")
-    current = runtime.worker.admit_to_round(device_id, now)
-    if current is None:
-        return None
-    return current.version, current.deadline
+async def _admit_to_round(
+    services: Services, runtime: TaskRuntime, device_id: str, now: float
+) -> tuple[int, float, int] | None:
+    """Select the device into the open sync round: the embedded leader's, or the one the
+    distributed leader shares in Redis. ``(version, deadline, round id)`` or None."""
+    if runtime.local is not None:
+        current = runtime.local.admit_to_round(device_id, now)
+        return None if current is None else (current.version, current.deadline, current.round_id)
+    if services.rounds is None:
+        raise Unavailable("no sync round is run here", code="sync_unavailable")
+    shared = await services.rounds.select(runtime.state.id, device_id, now, runtime.state.version)
+    return None if shared is None else (shared.version, shared.deadline, shared.round_id)
 
 
 def _turned_away(reason: str, retry_after: float) -> dict[str, Any]:
@@ -226,139 +225,6 @@ async def params(request: web.Request) -> web.Response:
 # -- upload -------------------------------------------------------------------------------
 async def upload(request: web.Request) -> web.Response:
     services = _services(request)
-    runtime = services.manager.get(request.match_info["task"])
-    state = runtime.state
-    try:
-        body = await read_body(request, services.settings.max_body_bytes)
-        payload = parse_update(body)
-        claims = services.signer.verify_session(payload.session)
-        if claims.task != state.id:
-            raise Forbidden("session belongs to another task", code="session_task_mismatch")
-    except AsyncflError as exc:  # refused before any session was touched
-        state.rejected[exc.code] += 1
-        services.metrics.updates.labels(state.id, "rejected").inc()
-        services.metrics.rejections.labels(state.id, exc.code).inc()
-        raise
-    services.inflight_uploads += 1
-    try:
-        ack = await _accept(services, runtime, claims, payload, body)
-    finally:
-        services.inflight_uploads -= 1
+    body = await read_body(request, services.settings.max_body_bytes)
+    ack = await services.ingest.upload(request.match_info["task"], body)
     return respond(request, ack, msgpack_default=True)
-
-
-async def _accept(
-    services: Services,
-    runtime: TaskRuntime,
-    claims: SessionClaims,
-    payload: UpdatePayload,
-    body: bytes,
-) -> dict[str, Any]:
-    state, metrics, now = runtime.state, services.metrics, time.time()
-    claim = await services.sessions.claim_upload(claims, now)
-    if claim.verdict is Verdict.ACCEPTED:
-        metrics.updates.labels(state.id, "duplicate").inc()
-        return dict(claim.ack or {}) | {"duplicate": True}
-    if (
-        claim.verdict is Verdict.GRANTED
-        and claim.recreated
-        and await _seen(services, runtime, claims.sid)
-    ):
-        await services.sessions.complete_upload(claims, {"status": "accepted"})
-        metrics.updates.labels(state.id, "duplicate").inc()
-        return {"status": "accepted", "update_id": claims.sid, "duplicate": True}
-    if claim.verdict is Verdict.REJECTED:
-        raise Conflict(
-            f"this session's upload was refused ({claim.reason}); check in again",
-            code="session_used",
-        )
-    if claim.verdict is Verdict.IN_PROGRESS:
-        raise Conflict("an upload for this session is in progress", code="upload_in_progress")
-    try:
-        norm = _check(state, claims, payload, now)
-        position = await services.queue.append(
-            QueuedUpdate(
-                update_id=claims.sid,
-                task_id=state.id,
-                device_id=claims.device,
-                base_version=payload.base_version,
-                num_examples=payload.num_examples,
-                created_at=now,
-                body=body,
-                metrics=payload.metrics,
-                tensors=payload.tensors,
-                norm=norm,
-            )
-        )
-    except (UpdateRejected, SessionError) as exc:
-        await _refuse(services, state.id, claims, payload, exc.code)
-        raise
-    except AsyncflError as exc:
-        await services.sessions.release_upload(claims)  # nothing durable: the device may retry
-        if exc.status >= 500:
-            raise Unavailable(
-                f"cannot store the update now: {exc.message}", code="queue_unavailable"
-            ) from exc
-        raise
-    staleness = state.version - payload.base_version
-    ack = {
-        "status": "accepted",
-        "update_id": claims.sid,
-        "position": position,
-        "staleness": staleness,
-    }
-    await services.sessions.complete_upload(claims, ack)
-    state.observe_session(claims.issued_at, now)
-    metrics.updates.labels(state.id, "accepted").inc()
-    metrics.staleness.labels(state.id).observe(staleness)
-    return ack
-
-
-def _check(state: Any, claims: SessionClaims, payload: UpdatePayload, now: float) -> float:
-    """Everything that can refuse an update before it is acknowledged; returns its norm."""
-    if claims.expired(now):
-        raise SessionError("the session's deadline has passed", code="session_expired", status=410)
-    if payload.base_version != claims.version:
-        raise UpdateRejected(
-            f"session was for version {claims.version}, update says {payload.base_version}",
-            code="base_version_mismatch",
-        )
-    config = state.config.aggregation
-    staleness = state.version - payload.base_version
-    if config.max_staleness is not None and staleness > config.max_staleness:
-        raise UpdateRejected(
-            f"staleness {staleness} is above the task's limit {config.max_staleness}",
-            code="too_stale",
-            status=409,
-        )
-    return validate_update(state.spec, payload.tensors, max_norm=config.max_update_norm)
-
-
-async def _seen(services: Services, runtime: TaskRuntime, update_id: str) -> bool:
-    """Was this update accepted before this process knew its session (a restart)?"""
-    if runtime.knows_update(update_id):
-        return True
-    return await services.manager.ledger.contains(update_id)
-
-
-async def _refuse(
-    services: Services, task_id: str, claims: SessionClaims, payload: UpdatePayload, reason: str
-) -> None:
-    await services.sessions.reject_upload(claims, reason)
-    services.metrics.updates.labels(task_id, "rejected").inc()
-    services.metrics.rejections.labels(task_id, reason).inc()
-    services.manager.get(task_id).state.rejected[reason] += 1
-    services.ledger_writer.add(
-        [
-            LedgerEntry(
-                id=claims.sid,
-                task_id=task_id,
-                device_id=claims.device,
-                created_at=time.time(),
-                status="rejected",
-                reason=reason,
-                base_version=payload.base_version,
-                num_examples=payload.num_examples,
-            )
-        ]
-    )

@@ -71,7 +71,6 @@ async def parse_body(request: web.Request, limit: int, *, allow_json: bool = Tru
         raise BadRequest(
             f"content type must be {MSGPACK}" + (f" or {JSON}" if allow_json else ""),
             code="unsupported_media_type",
-            status=415,
         )
     try:
         return unpack(body)

@@ -18,9 +18,10 @@ from aiohttp import web
 
 from server.api.device import SMALL_BODY, _services
 from server.api.http import parse_body, respond
-from server.coordination.sessions import Verdict
+from server.coordination.sessions import DeviceRevoked, Verdict
 from server.coordination.tokens import SessionClaims
-from server.errors import BadRequest, Conflict, Forbidden, SessionError
+from server.errors import BadRequest, Conflict
+from server.ingest.upload import check_deadline, session_claims
 from server.services import Services
 from server.tasks.state import TaskState
 
@@ -34,12 +35,12 @@ def routes() -> list[web.RouteDef]:
     ]
 
 
-def _claims(services: Services, state: TaskState, body: Any) -> SessionClaims:
+async def _claims(services: Services, state: TaskState, body: Any) -> SessionClaims:
     if not isinstance(body, dict):
         raise BadRequest("body must be a map", code="malformed_body")
-    claims = services.signer.verify_session(body.get("session"))
-    if claims.task != state.id:
-        raise Forbidden("session belongs to another task", code="session_task_mismatch")
+    claims = session_claims(services.signer, state.id, body.get("session"))
+    if await services.sessions.is_revoked(claims.device):
+        raise DeviceRevoked("device is revoked")
     return claims
 
 
@@ -47,9 +48,8 @@ async def report_evaluation(request: web.Request) -> web.Response:
     services = _services(request)
     state = services.manager.get(request.match_info["task"]).state
     body = await parse_body(request, SMALL_BODY)
-    claims = _claims(services, state, body)
-    if claims.expired(time.time()):
-        raise SessionError("the session's deadline has passed", code="session_expired", status=410)
+    claims = await _claims(services, state, body)
+    check_deadline(claims, time.time())
     if body.get("version") != claims.version:
         raise Conflict(
             f"session was for version {claims.version}, report says {body.get('version')}",
@@ -82,7 +82,7 @@ def _metrics(value: Any) -> dict[str, float]:
 async def release_session(request: web.Request) -> web.Response:
     services = _services(request)
     state = services.manager.get(request.match_info["task"]).state
-    claims = _claims(services, state, await parse_body(request, SMALL_BODY))
+    claims = await _claims(services, state, await parse_body(request, SMALL_BODY))
     claim = await services.sessions.claim_upload(claims, time.time())
     if claim.verdict is Verdict.GRANTED:
         await services.sessions.reject_upload(claims, "released")

@@ -21,12 +21,30 @@ class Keys:
         return f"{self.namespace}:{{{task_id}}}:active"
 
     def session(self, task_id: str, sid: str) -> str:
-        """HASH: an upload's state (``state``, ``ack``, ``reason``), made at first upload."""
+        """HASH: an upload's state (``state``, ``ack``, ``reason``; while uploading the
+        claim's ``owner`` token and ``claimed_at``), made at first upload."""
         return f"{self.namespace}:{{{task_id}}}:session:{sid}"
 
-    def updates(self, task_id: str) -> str:
-        """STREAM: the task's durable update queue (fields ``m`` meta, ``b`` body)."""
-        return f"{self.namespace}:{{{task_id}}}:updates"
+    def partials(self, task_id: str) -> str:
+        """STREAM: replicas' partial sums of accepted updates (fields ``m`` meta, ``b`` sums)."""
+        return f"{self.namespace}:{{{task_id}}}:partials"
+
+    def accepted(self, task_id: str) -> str:
+        """COUNTER: updates ever accepted into the task's partial stream (every replica)."""
+        return f"{self.namespace}:{{{task_id}}}:accepted"
+
+    def round(self, task_id: str) -> str:
+        """HASH: the open sync round (``id``, ``version``, ``deadline``, ``open``, ``goal``,
+        ``cohort``, ``selected``, ``received``), written by the leader."""
+        return f"{self.namespace}:{{{task_id}}}:round"
+
+    def round_members(self, task_id: str, round_id: int) -> str:
+        """SET: devices selected into a sync round (expires with the round)."""
+        return f"{self.namespace}:{{{task_id}}}:round:{round_id}:members"
+
+    def revoked(self) -> str:
+        """SET: revoked device ids; admission and upload claims refuse them."""
+        return f"{self.namespace}:revoked"
 
     def leader(self, task_id: str) -> str:
         """STRING with TTL: the id of the aggregator leading the task (its lease)."""

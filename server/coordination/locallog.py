@@ -1,4 +1,11 @@
-"""The embedded update queue: an append-only log file per task.
+"""The raw-upload audit log (optional): an append-only log file per task, local.
+
+Off by default (``ASYNCFL_AUDIT_LOG``): updates are made durable by checkpoints of the
+folded buffer, not by writing each body. An operator who wants an audit trail of the
+raw updates turns it on; each accepted upload's body is then appended here, with its
+id, device, base version and example count, before it is acknowledged (each API
+process writes its own log under its data dir). Nothing reads it back but operators'
+tools (:meth:`AuditLog.records`).
 
 Record framing (little-endian)::
 
@@ -17,8 +24,8 @@ over, the thread writes every record handed over since its last pass with one
 The event loop never blocks on the disk: not on a write stalled by writeback, not on a
 segment rollover's fsync.
 
-Segments are named by their first sequence number; :meth:`LocalLogQueue.trim` deletes
-segments whose records are all committed.
+Segments are named by their first sequence number; rotating them away (archiving,
+deleting) is the operator's business.
 """
 
 from __future__ import annotations
@@ -33,14 +40,13 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from client_sdk.errors import WireFormatError
 from client_sdk.wire import pack, unpack
-from server.coordination.queue import QueuedUpdate
 from server.errors import StorageError
 from server.settings import LogFsync
 from server.storage.blobs import fsync_dir
@@ -49,15 +55,51 @@ logger = logging.getLogger(__name__)
 
 MAGIC = b"AFL1"
 HEADER = struct.Struct("<4sIQI")
-LIVE_QUEUE_MAX = 256  # decoded updates waiting for the aggregator (backpressure beyond)
 INTERVAL_FSYNC_S = 1.0
 IOV_MAX = 1024  # buffers per writev (Linux' limit)
 
 Buffer = bytes | bytearray | memoryview
 
 
+@dataclass(frozen=True)
+class AuditRecord:
+    """One accepted upload as it came: its body and what the server knew of it."""
+
+    update_id: str
+    task_id: str
+    device_id: str
+    base_version: int
+    num_examples: int
+    created_at: float
+    body: Buffer = field(repr=False)
+    seq: int = 0
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "id": self.update_id,
+            "task": self.task_id,
+            "device": self.device_id,
+            "base": self.base_version,
+            "n": self.num_examples,
+            "at": self.created_at,
+        }
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any], body: Buffer, seq: int) -> AuditRecord:
+        return cls(
+            update_id=str(meta["id"]),
+            task_id=str(meta["task"]),
+            device_id=str(meta["device"]),
+            base_version=int(meta["base"]),
+            num_examples=int(meta["n"]),
+            created_at=float(meta["at"]),
+            body=body,
+            seq=seq,
+        )
+
+
 class _TaskLog:
-    """One task's segments, its writer thread and the live hand-off to its consumer.
+    """One task's segments and its writer thread.
 
     ``last_seq`` is the last number handed out (event loop side); ``durable_seq`` the
     last record written and, under ``"always"``, fsynced (the writer publishes it to the
@@ -77,10 +119,6 @@ class _TaskLog:
         self._fd = -1
         self._segment_size = 0
         self._open_segment(self.last_seq + 1, reuse_last=True)
-        # Live hand-off to the consumer, filled in numbering order (unbounded queue; the
-        # semaphore gives producers backpressure when the aggregator falls behind).
-        self.live: asyncio.Queue[QueuedUpdate] = asyncio.Queue()
-        self.room = asyncio.Semaphore(LIVE_QUEUE_MAX)
         # event loop side: who waits for which record; where the log failed
         self._loop = asyncio.get_running_loop()
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
@@ -139,7 +177,7 @@ class _TaskLog:
         fsync_dir(self.dir)
 
     # -- writing: event loop side -------------------------------------------------------
-    def write(self, update: QueuedUpdate) -> int:
+    def write(self, update: AuditRecord) -> int:
         """Number a record and hand it to the writer; :meth:`make_durable` waits for it."""
         if self._error is not None or self._broken is not None:
             raise self._error or self._broken or StorageError("update log failed")
@@ -273,22 +311,10 @@ class _TaskLog:
             self._fd = -1
 
     # -- reading --------------------------------------------------------------------
-    def backlog(self, after: int, upto: int) -> Iterator[QueuedUpdate]:
-        segments = self.segments()
-        for i, (first, path) in enumerate(segments):
-            nxt = segments[i + 1][0] if i + 1 < len(segments) else None
-            if nxt is not None and nxt <= after + 1:
-                continue  # every record of this segment is at or before `after`
+    def records(self) -> Iterator[AuditRecord]:
+        for first, path in self.segments():
             for seq, meta, body, _end in _read_records(path, first):
-                if after < seq <= upto:
-                    yield QueuedUpdate.from_meta(meta, body, str(seq))
-
-    def trim(self, upto: int) -> None:
-        segments = self.segments()
-        for i, (_first, path) in enumerate(segments[:-1]):
-            next_first = segments[i + 1][0]
-            if next_first - 1 <= upto:
-                path.unlink(missing_ok=True)
+                yield AuditRecord.from_meta(meta, body, seq)
 
 
 def _write_all(fd: int, buffers: list[Buffer], size: int) -> None:
@@ -308,8 +334,8 @@ def _write_all(fd: int, buffers: list[Buffer], size: int) -> None:
         written = os.writev(fd, buffers)
 
 
-class LocalLogQueue:
-    """:class:`~server.coordination.queue.UpdateQueue` over per-task log files."""
+class AuditLog:
+    """Per-task audit logs under ``root/<task>``."""
 
     def __init__(self, root: Path, *, fsync: LogFsync = "always", segment_bytes: int) -> None:
         self._root = root
@@ -324,46 +350,18 @@ class LocalLogQueue:
             self._logs[task_id] = log
         return log
 
-    async def append(self, update: QueuedUpdate) -> str:
-        log = self._log(update.task_id)
-        await log.room.acquire()
-        try:
-            seq = log.write(update)
-        except BaseException:
-            log.room.release()
-            raise
-        # Hand over in the same step as the numbering, so consumption order is log order.
-        log.live.put_nowait(replace(update, position=str(seq)))
+    async def append(self, record: AuditRecord) -> int:
+        """Write ``record`` and wait until it is durable (per the fsync policy)."""
+        log = self._log(record.task_id)
+        seq = log.write(record)
         await log.make_durable(seq)
-        return str(seq)
+        return seq
 
-    async def consume(self, task_id: str, after: str) -> AsyncIterator[QueuedUpdate]:
-        log = self._log(task_id)
-        after_seq = int(after)
-        for update in log.backlog(after_seq, log.recovered_seq):
-            yield update
-        while True:
-            update = await log.live.get()
-            log.room.release()
-            seq = int(update.position)
-            if seq > after_seq:
-                try:
-                    await log.make_durable(seq)  # never fold what a crash could still erase
-                except StorageError:
-                    continue  # never written: its upload was refused, not acknowledged
-                yield update
+    def records(self, task_id: str) -> Iterator[AuditRecord]:
+        """Every record of the task's log, oldest first (reads the files)."""
+        return self._log(task_id).records()
 
-    async def trim(self, task_id: str, upto: str) -> None:
-        await asyncio.to_thread(self._log(task_id).trim, int(upto))
-
-    async def last_position(self, task_id: str) -> str:
-        return str(self._log(task_id).durable_seq)
-
-    def position_key(self, position: str) -> tuple[int, ...]:
-        return (int(position),)
-
-    async def appended_count(self, task_id: str) -> int:
-        # sequence numbers start at 1 and never reset; a failed write stops the log
+    def appended(self, task_id: str) -> int:
         return self._log(task_id).durable_seq
 
     async def close(self) -> None:

@@ -8,6 +8,11 @@ acknowledgement again: the update is applied once. Sessions a store does not kno
 the caller checks its ledger first. Deadlines are the caller's to enforce (a retry of
 an accepted upload is answered even after the deadline).
 
+Revocation lives here too, so it is checked where a session is admitted or claimed, on
+every replica: a revoked device is refused admission and its open sessions cannot claim
+an upload (:class:`DeviceRevoked`) from the moment :meth:`SessionStore.revoke_device`
+returned.
+
 The in-process store here is the embedded default; the Redis store (distributed mode)
 implements the same :class:`SessionStore` protocol and passes the same contract tests.
 """
@@ -15,14 +20,26 @@ implements the same :class:`SessionStore` protocol and passes the same contract 
 from __future__ import annotations
 
 import heapq
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
 from server.coordination.tokens import SessionClaims
+from server.errors import Forbidden
 
 # Keep finished sessions this long after their deadline, to answer retries.
 FINISHED_RETENTION_S = 3600.0
+
+
+class DeviceRevoked(Forbidden):
+    code = "device_revoked"
+
+
+def session_ttl_ms(claims: SessionClaims) -> int:
+    """How long a store keeps an upload's state: until an hour after the deadline."""
+    return max(1000, int((claims.expires_at - time.time() + FINISHED_RETENTION_S) * 1000))
 
 
 class UploadState(StrEnum):
@@ -49,10 +66,15 @@ class Claim:
     # The store did not know the session (a restart, an eviction) and re-created it from
     # its claims: the caller must check its ledger before treating the upload as new.
     recreated: bool = False
+    # GRANTED: the token naming this claim (a distributed partial must present it)
+    token: str = ""
 
 
 class SessionStore(Protocol):
-    async def admit(self, claims: SessionClaims, capacity: int, now: float) -> bool: ...
+    async def admit(self, claims: SessionClaims, capacity: int, now: float) -> bool:
+        """Take a concurrency slot; False when the task is full. DeviceRevoked if the
+        device is revoked."""
+        ...
 
     async def active_count(self, task_id: str, now: float) -> int: ...
 
@@ -62,9 +84,20 @@ class SessionStore(Protocol):
 
     async def reject_upload(self, claims: SessionClaims, reason: str) -> None: ...
 
-    async def release_upload(self, claims: SessionClaims) -> None: ...
+    async def release_upload(self, claims: SessionClaims, token: str = "") -> None:
+        """Give an unfinished upload back (it may be retried); ``token``: only if this
+        claim still holds it."""
+        ...
 
     async def forget_task(self, task_id: str) -> None: ...
+
+    async def revoke_device(self, device_id: str) -> None: ...
+
+    async def load_revoked(self, device_ids: Iterable[str]) -> None:
+        """Seed revocations from the database at start (idempotent)."""
+        ...
+
+    async def is_revoked(self, device_id: str) -> bool: ...
 
 
 _VERDICTS = {
@@ -99,6 +132,7 @@ class InProcessSessionStore:
         self._entries: dict[str, _Entry] = {}
         self._tasks: dict[str, _TaskSessions] = {}
         self._retention: list[tuple[float, str]] = []
+        self._revoked: set[str] = set()
 
     def _task(self, task_id: str) -> _TaskSessions:
         return self._tasks.setdefault(task_id, _TaskSessions())
@@ -116,6 +150,8 @@ class InProcessSessionStore:
             self._entries.pop(sid, None)
 
     async def admit(self, claims: SessionClaims, capacity: int, now: float) -> bool:
+        if claims.device in self._revoked:
+            raise DeviceRevoked("device is revoked")
         task = self._task(claims.task)
         self._expire(task, now)
         if len(task.active) >= capacity:
@@ -134,6 +170,8 @@ class InProcessSessionStore:
         return len(task.active)
 
     async def claim_upload(self, claims: SessionClaims, now: float) -> Claim:
+        if claims.device in self._revoked:
+            raise DeviceRevoked("device is revoked")
         entry = self._entries.get(claims.sid)
         recreated = entry is None
         if entry is None:
@@ -156,7 +194,7 @@ class InProcessSessionStore:
     async def reject_upload(self, claims: SessionClaims, reason: str) -> None:
         self._finish(claims, (UploadState.REJECTED.value, None, reason))
 
-    async def release_upload(self, claims: SessionClaims) -> None:
+    async def release_upload(self, claims: SessionClaims, token: str = "") -> None:
         entry = self._entries.get(claims.sid)
         if entry is not None and entry[0] == UploadState.UPLOADING:
             self._entries[claims.sid] = _ACTIVE
@@ -166,3 +204,12 @@ class InProcessSessionStore:
         if task is not None:
             for sid in task.active:
                 self._entries.pop(sid, None)
+
+    async def revoke_device(self, device_id: str) -> None:
+        self._revoked.add(device_id)
+
+    async def load_revoked(self, device_ids: Iterable[str]) -> None:
+        self._revoked.update(device_ids)
+
+    async def is_revoked(self, device_id: str) -> bool:
+        return device_id in self._revoked

@@ -35,6 +35,7 @@ class SessionClaims:
     version: int
     issued_at: float
     expires_at: float
+    round: int = 0  # the sync round the device was selected into (0: async)
 
     def expired(self, now: float) -> bool:
         return now > self.expires_at

@@ -1,15 +1,15 @@
 """Committing versions: blobs first, then one fenced database transaction, then publish.
 
-Commits of a task run one at a time, in version order, off the fold path: the worker
-keeps folding into the next buffer while a version is being written. Versions stepped
-while a commit was in flight are committed together (group commit, up to
-``BATCH_ROWS`` ledger rows): one trip for their blobs, one transaction, and only the
-newest one's aggregator snapshot written (restoring reads the head's; at ~400 KB
-each, hashing and fsyncing one per version was most of a commit's cost). At K = 10
-and hundreds of updates a second, versions come faster than one transaction and four
-fsyncs each. A commit that fails on a storage error is retried with backoff (the
-version is not half-written: the blobs are content-addressed and the rows and the
-ledger change in one transaction). A commit refused as stale means another leader
+Commits of a task run one at a time, in version order. The embedded leader calls
+:meth:`Committer.commit` from its group commit (a group's versions are committed before
+its acknowledgements are released); the distributed leader submits them
+(:meth:`Committer.submit`) and :meth:`Committer.run` commits them off the merge path,
+while the next partials are merged. Versions stepped while a commit was in flight are
+committed together (up to ``BATCH_ROWS`` ledger rows): one trip for their blobs, one
+transaction, and only the newest one's aggregator state written (restoring reads the
+head's). A commit that fails on a storage error is retried with backoff (the version
+is not half-written: the blobs are content-addressed and the rows and the ledger
+change in one transaction). A commit refused as stale means another leader
 owns the task: the committer stops.
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from server.coordination.queue import UpdateQueue
+from server.coordination.partials import RedisPartialQueue
 from server.errors import AsyncflError, NotFound, StorageError
 from server.storage.blobs import LocalBlobStore
 from server.storage.records import LedgerEntry, VersionRecord
@@ -61,7 +61,7 @@ class Committer:
         state: TaskState,
         repo: TaskRepository,
         blobs: LocalBlobStore,
-        queue: UpdateQueue,
+        queue: RedisPartialQueue | None,
         *,
         fence: int,
         on_commit: Callable[[CommitJob, float], Awaitable[None]] | None = None,
@@ -126,6 +126,13 @@ class Committer:
                 for _ in batch:
                     self._jobs.task_done()
 
+    async def commit(self, batch: list[CommitJob], snapshot: bytes) -> None:
+        """Commit consecutive versions now (retrying storage errors with backoff) and
+        publish them; ``snapshot`` is the state of the last, the only one kept. Raises
+        :class:`LeadershipLost` when a newer leader holds the task's fence."""
+        self._pending_updates += sum(len(job.applied) for job in batch)
+        await self._commit_with_retry(batch, snapshot)
+
     async def _commit_with_retry(self, batch: list[CommitJob], snapshot: bytes) -> None:
         backoff = 0.1
         last = batch[-1]
@@ -161,10 +168,11 @@ class Committer:
         elapsed = time.perf_counter() - started
         for job, params_blob in zip(batch, params_blobs, strict=True):
             self._publish(job, params_blob)
-        try:
-            await self._queue.trim(last.task_id, last.position)
-        except AsyncflError as exc:  # trimming is housekeeping; the next commit retries it
-            logger.warning("task %s: cannot trim the update queue: %s", last.task_id, exc)
+        if self._queue is not None:
+            try:
+                await self._queue.trim(last.task_id, last.position)
+            except AsyncflError as exc:  # housekeeping; the next commit retries it
+                logger.warning("task %s: cannot trim the update queue: %s", last.task_id, exc)
         if self._on_commit is not None:
             for job in batch:
                 await self._on_commit(job, elapsed)

@@ -2,20 +2,25 @@
 
 Every process holds a :class:`TaskState` per task (what check-in and upload need).
 A process that aggregates a task (it holds the task's lease, see
-:mod:`server.tasks.leadership`) also runs its worker, committer and evaluator: starting
-claims a new fencing token in the database, then restores the aggregator from the
-snapshot of the newest committed version and replays the update queue after that
-version's position before it reports ready, so every acknowledged update is folded once.
+:mod:`server.tasks.leadership`) also runs its leader and evaluator. Starting claims a
+new fencing token in the database and restores the aggregator from the state stored
+with the newest committed version; then
+
+- embedded (:class:`~server.tasks.local.LocalAggregation`): the newest checkpoint of the
+  open buffer is put back if it was written at that version;
+- distributed (:class:`~server.tasks.worker.PartialWorker`): the partial stream is
+  replayed after that version's position before the leader reports ready;
+
+so every acknowledged update is applied exactly once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,20 +36,26 @@ from server.aggregation import (
     restore_aggregator,
 )
 from server.coordination.events import EventBus
-from server.coordination.queue import START, UpdateQueue
+from server.coordination.partials import START, RedisPartialQueue
+from server.coordination.rounds import RedisRounds
 from server.coordination.sessions import SessionStore
-from server.errors import BadRequest, Conflict, NotFound, StorageError
+from server.errors import AsyncflError, BadRequest, Conflict, NotFound, StorageError
+from server.settings import LogFsync
+from server.storage import snapshots
 from server.storage.blobs import LocalBlobStore
 from server.storage.ledger import LedgerRepository
 from server.storage.records import TaskRecord, VersionRecord
 from server.storage.tasks import TaskRepository
 from server.tasks import artifacts
+from server.tasks.checkpoints import CheckpointLog
 from server.tasks.commits import CommitJob, Committer
 from server.tasks.config import TaskConfig
 from server.tasks.evaluation import Evaluator
+from server.tasks.leader import Aggregator, LeaderBase
 from server.tasks.ledgerwriter import LedgerWriter
+from server.tasks.local import LocalAggregation
 from server.tasks.state import PublishedVersion, TaskState
-from server.tasks.worker import Aggregator, TaskWorker
+from server.tasks.worker import PartialWorker
 
 logger = logging.getLogger(__name__)
 
@@ -54,28 +65,36 @@ STOP_DRAIN_S = 10.0
 
 @dataclass
 class TaskRuntime:
-    """A loaded task: its state and, while this process leads it, its workers."""
+    """A loaded task: its state and, while this process leads it, its leader."""
 
     state: TaskState
-    worker: TaskWorker | None = None
+    local: LocalAggregation | None = None  # embedded leader
+    worker: PartialWorker | None = None  # distributed leader
     committer: Committer | None = None
     evaluator: Evaluator | None = None
+    checkpoints: CheckpointLog | None = None
     fence: int = 0
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
     @property
+    def leader(self) -> LeaderBase | None:
+        return self.local if self.local is not None else self.worker
+
+    @property
     def leading(self) -> bool:
-        return self.worker is not None
+        return self.leader is not None
 
     def buffered(self) -> int:
         """Updates folded, or stepped into a version not yet committed (leader only)."""
-        if self.worker is None or self.committer is None:
+        leader = self.leader
+        if leader is None or self.committer is None:
             return 0
-        return self.worker.buffered + self.committer.pending_updates
+        return leader.buffered + self.committer.pending_updates
 
     def knows_update(self, update_id: str) -> bool:
         """Folded into the buffer, a pending commit, or the recent window."""
-        return self.worker is not None and self.worker.aggregator.has_folded(update_id)
+        leader = self.leader
+        return leader is not None and leader.knows(update_id)
 
     def failure(self) -> BaseException | None:
         """Why a background task of the leader stopped, if one did."""
@@ -107,20 +126,32 @@ class TaskManager:
         repo: TaskRepository,
         ledger: LedgerRepository,
         blobs: LocalBlobStore,
-        queue: UpdateQueue,
+        partials: RedisPartialQueue | None,
+        rounds: RedisRounds | None = None,
+        checkpoints_dir: Path,
+        checkpoint_fsync: LogFsync,
         sessions: SessionStore,
         events: EventBus,
         ledger_writer: LedgerWriter,
         exports_dir: Path,
         eval_threads: int = 1,
+        group_interval_s: float = 0.005,
         on_fold: Callable[[str, FoldResult, float], None] | None = None,
         on_commit: Callable[[str, CommitJob, float], None] | None = None,
         on_stale_commit: Callable[[str], None] | None = None,
+        on_group: Callable[[str, int, float], None] | None = None,
+        on_quarantine: Callable[[str, int], None] | None = None,
     ) -> None:
         self.repo = repo
         self.ledger = ledger
         self.blobs = blobs
-        self.queue = queue
+        self.partials = partials
+        self._rounds = rounds
+        self._checkpoints_dir = checkpoints_dir
+        self._checkpoint_fsync = checkpoint_fsync
+        self._group_interval_s = group_interval_s
+        self._on_group = on_group
+        self._on_quarantine = on_quarantine
         self.sessions = sessions
         self.events = events
         self._ledger_writer = ledger_writer
@@ -130,6 +161,7 @@ class TaskManager:
         self._on_stale_commit = on_stale_commit
         self._executor = ThreadPoolExecutor(max(1, eval_threads), thread_name_prefix="eval")
         self.runtimes: dict[str, TaskRuntime] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
         self._bundles: dict[str, Bundle] = {}
 
     # -- lookup ---------------------------------------------------------------------------
@@ -174,7 +206,7 @@ class TaskManager:
             version=0,
             created_at=now,
             params_blob=stored["params0"],
-            snapshot_blob=await self.blobs.put(aggregator.snapshot()),
+            snapshot_blob=await self.blobs.put(snapshots.dump(aggregator.state())),
             queue_position=START,
             fence=0,
             num_updates=0,
@@ -253,7 +285,21 @@ class TaskManager:
 
     # -- aggregation (the leader only) -----------------------------------------------------
     async def start_aggregating(self, task_id: str) -> TaskRuntime:
-        """Lead the task: claim a fence, restore the newest version, replay the queue."""
+        """Lead the task: claim a fence, restore the newest version, replay the queue.
+        Starts and stops of one task never overlap (the admin API and the leadership
+        loop may both ask)."""
+        async with self._lock(task_id):
+            return await self._start_aggregating(task_id)
+
+    async def settled(self, task_id: str) -> None:
+        """Return once no start or stop of the task is under way."""
+        async with self._lock(task_id):
+            return
+
+    def _lock(self, task_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(task_id, asyncio.Lock())
+
+    async def _start_aggregating(self, task_id: str) -> TaskRuntime:
         runtime = self.get(task_id)
         if runtime.leading:
             return runtime
@@ -263,7 +309,7 @@ class TaskManager:
         version = await self.repo.version(task_id, record.current_version)
         if version.snapshot_blob is None:  # a commit always keeps its newest version's
             raise StorageError(f"task {task_id}: head version {version.version} has no snapshot")
-        aggregator = restore_aggregator(await self.blobs.get(version.snapshot_blob))
+        aggregator = restore_aggregator(snapshots.load(await self.blobs.get(version.snapshot_blob)))
         state = runtime.state
         state.record = record
         await self._load_counts(state)
@@ -274,23 +320,29 @@ class TaskManager:
 
     async def stop_aggregating(self, task_id: str) -> None:
         """Stop leading: stop folding, let pending commits finish (the fence decides)."""
+        async with self._lock(task_id):
+            await self._stop_aggregating(task_id)
+
+    async def _stop_aggregating(self, task_id: str) -> None:
         runtime = self.runtimes.get(task_id)
         if runtime is None or not runtime.leading:
             return
-        worker_tasks, others = runtime.background[:1], runtime.background[1:]
-        for worker_task in worker_tasks:
-            worker_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await worker_task
-        if runtime.committer is not None:
-            with contextlib.suppress(Exception):
+        # the leader's loop first (an embedded group commit in flight finishes), then
+        # what is left of its commits, then the rest
+        leader_tasks, others = runtime.background[:1], runtime.background[1:]
+        await _stop(leader_tasks, task_id)
+        try:
+            if runtime.local is not None:
+                await asyncio.wait_for(runtime.local.drain(), STOP_DRAIN_S)
+            elif runtime.committer is not None:
                 await asyncio.wait_for(runtime.committer.drain(), STOP_DRAIN_S)
-        for task in others:
-            task.cancel()
-        for task in others:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        runtime.worker = runtime.committer = runtime.evaluator = None
+        except (TimeoutError, StorageError) as exc:
+            logger.warning("task %s: last commits did not finish: %r", task_id, exc)
+        await _stop(others, task_id)
+        if runtime.checkpoints is not None:
+            await asyncio.to_thread(runtime.checkpoints.close)
+        runtime.local = runtime.worker = runtime.committer = runtime.evaluator = None
+        runtime.checkpoints = None
         runtime.background = []
         logger.info("stopped leading task %s", task_id)
 
@@ -304,94 +356,168 @@ class TaskManager:
     ) -> None:
         state = runtime.state
         # Everything that can fail on I/O first: a failed start leaves the runtime as it was.
-        backlog_end = await self.queue.last_position(record.id)
-        if record.eval_blob is not None and state.config.eval_every > 0:
-            x, y = artifacts.decode_eval_set(await self.blobs.get(record.eval_blob))
-            last = await self.repo.versions(record.id, limit=1)
-            state.last_eval = last[0].metrics if last and last[0].metrics else None
-            runtime.evaluator = Evaluator(
-                state,
-                Trainer(bundle, threads=1),
-                x,
-                y,
-                self.repo.set_metrics,
-                self._executor,
-                every=state.config.eval_every,
-            )
-
-        async def on_commit(job: CommitJob, elapsed: float) -> None:
-            if runtime.evaluator is not None:
-                runtime.evaluator.request(job.version, job.params_arrays)
-            if self._on_commit is not None:
-                self._on_commit(record.id, job, elapsed)
-            with contextlib.suppress(Exception):  # replicas also poll; an event is a hint
-                await self.events.publish(
-                    {"type": "version", "task": record.id, "version": job.version}
-                )
-
-        stale_hook = self._on_stale_commit
-        runtime.committer = Committer(
+        backlog_end = (
+            await self.partials.last_position(record.id) if self.partials is not None else START
+        )
+        evaluator = await self._evaluator(state, bundle, record)
+        committer = Committer(
             state,
             self.repo,
             self.blobs,
-            self.queue,
+            self.partials,
             fence=runtime.fence,
-            on_commit=on_commit,
-            on_stale=(lambda: stale_hook(record.id)) if stale_hook is not None else None,
+            on_commit=self._commit_hook(runtime, record.id),
+            on_stale=self._stale_hook(record.id),
         )
-        on_fold = None
-        if self._on_fold is not None:
-            hook = self._on_fold
-
-            def on_fold(result: FoldResult, elapsed: float) -> None:
-                hook(record.id, result, elapsed)
-
-        runtime.worker = TaskWorker(
+        on_fold = self._fold_hook(record.id)
+        if self.partials is None:
+            log = await asyncio.to_thread(
+                CheckpointLog, self._checkpoints_dir / record.id, self._checkpoint_fsync
+            )
+            local = LocalAggregation(
+                state,
+                aggregator,
+                committer,
+                log,
+                record_drops=self._ledger_writer.add,
+                group_interval_s=self._group_interval_s,
+                on_fold=on_fold,
+                on_group=self._group_hook(record.id),
+            )
+            try:
+                restored = local.resume()
+            except StorageError:
+                await asyncio.to_thread(log.close)
+                raise
+            runtime.local, runtime.checkpoints = local, log
+            runtime.committer, runtime.evaluator = committer, evaluator
+            runtime.background = [asyncio.create_task(local.run(), name=f"group:{record.id}")]
+            runtime.background.append(
+                asyncio.create_task(local.tick_rounds(), name=f"rounds:{record.id}")
+            )
+            if restored:
+                logger.info("task %s: %d buffered update(s) restored", record.id, restored)
+            self._start_evaluator(runtime)
+            return
+        worker = PartialWorker(
             state,
             aggregator,
-            self.queue,
-            runtime.committer,
+            self.partials,
+            committer,
             position=version.queue_position,
-            record_rejections=self._ledger_writer.add,
+            record_drops=self._ledger_writer.add,
             on_fold=on_fold,
+            on_quarantine=self._quarantine_hook(record.id),
+            rounds=self._rounds,
         )
+        runtime.worker, runtime.committer, runtime.evaluator = worker, committer, evaluator
         caught_up = asyncio.Event()
         runtime.background = [
-            asyncio.create_task(
-                runtime.worker.run(caught_up, backlog_end), name=f"worker:{record.id}"
-            ),
-            asyncio.create_task(runtime.committer.run(), name=f"committer:{record.id}"),
+            asyncio.create_task(worker.run(caught_up, backlog_end), name=f"worker:{record.id}"),
+            asyncio.create_task(committer.run(), name=f"committer:{record.id}"),
         ]
-        if runtime.evaluator is not None:
-            runtime.background.append(
-                asyncio.create_task(runtime.evaluator.run(), name=f"eval:{record.id}")
-            )
-        # ready only once the durable backlog is folded (or the worker died trying)
+        self._start_evaluator(runtime)
+        # ready only once the durable backlog is merged (or the worker died trying)
         waiter = asyncio.create_task(caught_up.wait())
         await asyncio.wait([waiter, runtime.background[0]], return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
         failure = runtime.failure()
         if failure is not None:
-            await self.stop_aggregating(record.id)
+            await self._stop_aggregating(record.id)
             raise failure
+
+    async def _evaluator(
+        self, state: TaskState, bundle: Bundle, record: TaskRecord
+    ) -> Evaluator | None:
+        if record.eval_blob is None or state.config.eval_every <= 0:
+            return None
+        x, y = artifacts.decode_eval_set(await self.blobs.get(record.eval_blob))
+        last = await self.repo.versions(record.id, limit=1)
+        state.last_eval = last[0].metrics if last and last[0].metrics else None
+        return Evaluator(
+            state,
+            Trainer(bundle, threads=1),
+            x,
+            y,
+            self.repo.set_metrics,
+            self._executor,
+            every=state.config.eval_every,
+        )
+
+    def _start_evaluator(self, runtime: TaskRuntime) -> None:
+        if runtime.evaluator is not None:
+            runtime.background.append(
+                asyncio.create_task(runtime.evaluator.run(), name=f"eval:{runtime.state.id}")
+            )
+
+    def _commit_hook(
+        self, runtime: TaskRuntime, task_id: str
+    ) -> Callable[[CommitJob, float], Awaitable[None]]:
+        async def on_commit(job: CommitJob, elapsed: float) -> None:
+            if runtime.evaluator is not None:
+                runtime.evaluator.request(job.version, job.params_arrays)
+            if self._on_commit is not None:
+                self._on_commit(task_id, job, elapsed)
+            try:  # replicas also poll; an event is a hint
+                await self.events.publish(
+                    {"type": "version", "task": task_id, "version": job.version}
+                )
+            except AsyncflError as exc:
+                logger.debug("task %s: version event not published: %s", task_id, exc)
+
+        return on_commit
+
+    def _stale_hook(self, task_id: str) -> Callable[[], None] | None:
+        hook = self._on_stale_commit
+        return (lambda: hook(task_id)) if hook is not None else None
+
+    def _fold_hook(self, task_id: str) -> Callable[[FoldResult, float], None] | None:
+        hook = self._on_fold
+        return (lambda result, s: hook(task_id, result, s)) if hook is not None else None
+
+    def _group_hook(self, task_id: str) -> Callable[[int, float], None] | None:
+        hook = self._on_group
+        return (lambda n, s: hook(task_id, n, s)) if hook is not None else None
+
+    def _quarantine_hook(self, task_id: str) -> Callable[[int], None] | None:
+        hook = self._on_quarantine
+        return (lambda n: hook(task_id, n)) if hook is not None else None
 
     # -- control --------------------------------------------------------------------------
     async def set_paused(self, task_id: str, paused: bool) -> TaskRuntime:
         runtime = self.get(task_id)
         await self.repo.set_status(task_id, "paused" if paused else "active")
         runtime.state.paused = paused
-        with contextlib.suppress(Exception):
+        try:
             await self.events.publish({"type": "task", "task": task_id})
+        except AsyncflError as exc:
+            logger.warning("task %s: pause event not published: %s", task_id, exc)
         return runtime
 
     async def drain(self) -> None:
         """Finish pending commits (shutdown)."""
-        for runtime in self.runtimes.values():
-            if runtime.committer is not None:
-                with contextlib.suppress(Exception):
+        for task_id, runtime in self.runtimes.items():
+            try:
+                if runtime.local is not None:
+                    await asyncio.wait_for(runtime.local.drain(), 30)
+                elif runtime.committer is not None:
                     await asyncio.wait_for(runtime.committer.drain(), 30)
+            except (TimeoutError, AsyncflError) as exc:
+                logger.warning("task %s: pending commits not finished: %r", task_id, exc)
 
     async def stop(self) -> None:
         for task_id in list(self.runtimes):
             await self.stop_aggregating(task_id)
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+async def _stop(tasks: list[asyncio.Task[None]], task_id: str) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:  # it stopped on its own before: already logged there
+            logger.debug("task %s: %s ended with %r", task_id, task.get_name(), exc)

@@ -1,215 +1,204 @@
-"""A task's aggregator at work: consume the update queue in order, fold, cut versions.
+"""The distributed leader: merge replicas' partials in stream order, cut versions.
 
-The worker owns the task's :mod:`server.aggregation` object. It folds every queued
-update exactly once (the queue resumes after the position the last committed version
-recorded; :meth:`has_folded` guards the rest), and on every step it snapshots the
-aggregator and hands a :class:`~server.tasks.commits.CommitJob` to the committer. In
-sync mode a ticker closes rounds at their deadline and opens the next one.
+The task's leader reads the partial stream (:mod:`server.coordination.partials`) from
+the position its last committed version recorded and merges each partial whole into its
+aggregator: every group is weighted by its staleness against the leader's own version at
+that moment, so FedBuff's weights are what they would be had each update been folded
+alone there. When the buffer holds K updates or more after a partial, the aggregator
+steps (a partial that crosses K makes a version of all its updates) and the version
+goes to the committer with the position of that partial. A version therefore consumes
+whole partials, and a new leader resumes after the head's position: every accepted
+update is applied exactly once.
+
+A stream entry that cannot be decoded or merged (a poison record) is quarantined (a
+ledger row per update it names, or one for the entry when it names none, a metric, a
+log line) and the worker carries on: one bad record never stops a task.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from client_sdk.wire import encode_tensors, pack
-from server.aggregation import (
-    FedBuffAggregator,
-    FoldResult,
-    RoundState,
-    StepResult,
-    SyncRoundAggregator,
-)
-from server.coordination.queue import QueuedUpdate, UpdateQueue
-from server.errors import AsyncflError, UpdateRejected
+from server.aggregation import FoldResult, StepResult, SyncRoundAggregator
+from server.coordination.partials import PartialRecord, PoisonRecord, RedisPartialQueue
+from server.coordination.rounds import RedisRounds
+from server.errors import AsyncflError
+from server.storage import snapshots
 from server.storage.records import LedgerEntry
-from server.tasks.commits import CommitJob, Committer
+from server.tasks.commits import Committer
+from server.tasks.leader import Aggregator, LeaderBase, cancel_and_wait
 from server.tasks.state import TaskState
-from server.updates import parse_update
 
 logger = logging.getLogger(__name__)
 
-Aggregator = FedBuffAggregator | SyncRoundAggregator
-SYNC_TICK_S = 0.25
 
-
-class TaskWorker:
+class PartialWorker(LeaderBase):
     def __init__(
         self,
         state: TaskState,
         aggregator: Aggregator,
-        queue: UpdateQueue,
+        queue: RedisPartialQueue,
         committer: Committer,
         *,
         position: str,
-        record_rejections: Callable[[list[LedgerEntry]], None],
+        record_drops: Callable[[list[LedgerEntry]], None],
         on_fold: Callable[[FoldResult, float], None] | None = None,
+        on_quarantine: Callable[[int], None] | None = None,
+        rounds: RedisRounds | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.state = state
-        self.aggregator = aggregator
+        super().__init__(state, aggregator, record_drops=record_drops, on_fold=on_fold, clock=clock)
         self._queue = queue
         self._committer = committer
         self.position = position
-        self._record_rejections = record_rejections
-        self._on_fold = on_fold
-        self._clock = clock
-        self._pending: dict[str, LedgerEntry] = {}
-        self.folded_since_start = 0
-
-    @property
-    def buffered(self) -> int:
-        return self.aggregator.buffered
+        self._on_quarantine = on_quarantine
+        self._rounds = rounds
+        self._round_changed = asyncio.Event()
+        self.quarantined = 0
 
     async def run(self, caught_up: asyncio.Event, backlog_end: str) -> None:
-        """Consume until cancelled; set ``caught_up`` once ``backlog_end`` is folded."""
-        ticker = None
+        """Merge until cancelled; set ``caught_up`` once ``backlog_end`` is merged."""
+        loops: list[asyncio.Task[None]] = []
         if isinstance(self.aggregator, SyncRoundAggregator):
-            if self.aggregator.current_round is None:
-                self.aggregator.start_round(self._clock())
-            ticker = asyncio.create_task(self._tick_rounds(), name=f"rounds:{self.state.id}")
+            await self._resume_rounds(self.aggregator)
+            loops.append(asyncio.create_task(self.tick_rounds(), name=f"rounds:{self.state.id}"))
+            loops.append(
+                asyncio.create_task(self._publish_rounds(), name=f"round-pub:{self.state.id}")
+            )
         key = self._queue.position_key
         end = key(backlog_end)
         if key(self.position) >= end:
             caught_up.set()
         try:
-            async for update in self._queue.consume(self.state.id, self.position):
-                self.fold(update)
+            async for item in self._queue.consume(self.state.id, self.position):
+                self.position = item.position
+                if isinstance(item, PoisonRecord):
+                    self._quarantine(item.position, item.reason, [])
+                else:
+                    self.merge(item)
                 if not caught_up.is_set() and key(self.position) >= end:
                     caught_up.set()
         finally:
-            if ticker is not None:
-                ticker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await ticker
+            for loop in loops:
+                await cancel_and_wait(loop)
 
-    def fold(self, update: QueuedUpdate) -> None:
-        """Fold one queued update (synchronous: no other fold interleaves)."""
-        self.position = update.position
-        agg = self.aggregator
-        if agg.has_folded(update.update_id):
-            logger.warning(
-                "task %s: update %s already folded; skipped", self.state.id, update.update_id
-            )
-            return
-        tensors, norm = update.tensors, update.norm
-        if tensors is None:  # replayed from disk: decode, and let the fold validate again
-            tensors, norm = parse_update(update.body).tensors, None
+    def merge(self, record: PartialRecord) -> None:
+        """Merge one partial (synchronous: nothing else touches the aggregator meanwhile)."""
         started = time.perf_counter()
         try:
-            if isinstance(agg, SyncRoundAggregator):
-                result = agg.fold(
-                    update.update_id,
-                    tensors,
-                    update.num_examples,
-                    update.base_version,
-                    now=update.created_at,
-                    norm=norm,
-                )
-            else:
-                result = agg.fold(
-                    update.update_id,
-                    tensors,
-                    update.num_examples,
-                    update.base_version,
-                    norm=norm,
-                )
-        except UpdateRejected as exc:
-            # Accepted by the API but refused here: a sync round closed under it.
-            self._drop([_entry(update, "dropped", reason=exc.code)])
+            entries = {e.id: e for e in (_entry(self.state.id, f) for f in record.entries)}
+            result = self.aggregator.merge(record.partial, now=record.created_at)
+        except (AsyncflError, TypeError, ValueError) as exc:  # a bug upstream, not a stop
+            self._quarantine(record.position, repr(exc), record.entries)
             return
-        self.folded_since_start += 1
-        if self._on_fold is not None:
-            self._on_fold(result, time.perf_counter() - started)
-        self._pending[update.update_id] = _entry(
-            update, "applied", staleness=result.staleness, weight=result.weight
+        for uid, staleness, weight in result.applied:
+            self.pending[uid] = replace(entries[uid], staleness=staleness, weight=weight)
+        self.folded_since_start += len(result.applied)
+        self._drop(
+            [
+                replace(entries[uid], status="dropped", reason=result.drop_reason)
+                for uid in result.dropped
+            ]
         )
+        if self._on_fold is not None and result.applied:
+            elapsed = (time.perf_counter() - started) / len(result.applied)
+            for _uid, staleness, weight in result.applied:
+                self._on_fold(FoldResult(staleness, weight, 0.0, False), elapsed)
         if result.step is not None:
-            self._cut_version(result.step)
+            self._on_step(result.step)
+            self._changed()
 
-    def _cut_version(self, step: StepResult) -> None:
-        applied = [self._pending.pop(uid) for uid in step.update_ids if uid in self._pending]
-        staleness = [e.staleness for e in applied if e.staleness is not None]
-        params = [p.copy() for p in self.aggregator.params]
-        self._committer.submit(
-            CommitJob(
-                task_id=self.state.id,
-                version=step.version,
-                params=pack(encode_tensors(params)),
-                position=self.position,
-                applied=applied,
-                mean_staleness=sum(staleness) / len(staleness) if staleness else None,
-                params_arrays=params,
-            ),
-            self.aggregator.snapshot(),
+    def _changed(self) -> None:
+        self._round_changed.set()
+
+    async def _resume_rounds(self, agg: SyncRoundAggregator) -> None:
+        """Never reuse a round id replicas may have handed out under a previous leader."""
+        if self._rounds is None:
+            return
+        latest = await self._rounds.latest_id(self.state.id)
+        dropped = agg.renumber_after(latest)
+        self._drop(
+            [
+                replace(self.pending.pop(u), status="dropped", reason="round_abandoned")
+                for u in dropped
+                if u in self.pending
+            ]
         )
+        self._changed()
 
-    # -- sync rounds ------------------------------------------------------------------
-    def admit_to_round(self, device_id: str, now: float) -> RoundState | None:
-        """Select a device into the open round; None when the cohort is full."""
-        agg = self.aggregator
-        if not isinstance(agg, SyncRoundAggregator):
-            raise AsyncflError("admit_to_round needs a sync-mode task")
-        current = agg.current_round or agg.start_round(now)
-        if current.version > self.state.version:
-            return None  # the round's model is still being committed: nothing to hand out
-        if not agg.select(device_id, now):
-            return None
-        after = agg.current_round
-        if after is None or after.selected == current.selected:
-            return None  # already in this round's cohort: one session per device a round
-        return after
-
-    def _drop(self, entries: list[LedgerEntry]) -> None:
-        if entries:
-            self.state.dropped += len(entries)
-            self._record_rejections(entries)
-
-    async def _tick_rounds(self) -> None:
+    async def _publish_rounds(self) -> None:
+        """Keep the shared round (what replicas admit into) equal to the aggregator's."""
         agg = self.aggregator
         assert isinstance(agg, SyncRoundAggregator)
         while True:
-            await asyncio.sleep(SYNC_TICK_S)
-            now = self._clock()
+            await self._round_changed.wait()
+            self._round_changed.clear()
+            if self._rounds is None:
+                continue
             current = agg.current_round
-            if current is not None and now >= current.deadline:
-                in_round = agg.pending_ids
-                step = agg.close_if_expired(now)
-                if step is not None:
-                    self._cut_version(step)
-                else:  # abandoned: what it had folded is dropped, never applied
-                    abandoned = [self._pending.pop(u) for u in in_round if u in self._pending]
-                    self._drop(
-                        [replace(e, status="dropped", reason="round_abandoned") for e in abandoned]
-                    )
-            if agg.current_round is None:
-                agg.start_round(now)
+            try:
+                await self._rounds.publish(
+                    self.state.id,
+                    agg.round_id,
+                    agg.version if current is None else current.version,
+                    0.0 if current is None else current.deadline,
+                    is_open=current is not None,
+                    cohort=agg.cohort_target,
+                    goal=agg.goal,
+                )
+            except AsyncflError as exc:  # Redis away: publish again on the next change
+                logger.warning("task %s: round not published: %s", self.state.id, exc)
+                await asyncio.sleep(0.5)
+                self._round_changed.set()
+
+    def _on_step(self, step: StepResult) -> None:
+        self._committer.submit(
+            self._job(step, self.position), snapshots.dump(self.aggregator.state())
+        )
+
+    def _quarantine(self, position: str, reason: str, entries: list[dict[str, Any]]) -> None:
+        logger.error(
+            "task %s: quarantined stream entry %s (%s)", self.state.id, position, reason[:200]
+        )
+        rows = [
+            LedgerEntry(
+                id=str(e["id"])[:64],
+                task_id=self.state.id,
+                device_id=str(e.get("device_id", ""))[:64],
+                created_at=time.time(),
+                status="quarantined",
+                reason="poison_record",
+            )
+            for e in entries
+            if isinstance(e, dict) and "id" in e
+        ] or [
+            LedgerEntry(
+                id=f"poison:{position}"[:64],
+                task_id=self.state.id,
+                device_id="",
+                created_at=time.time(),
+                status="quarantined",
+                reason="poison_record",
+            )
+        ]
+        self.quarantined += len(rows)
+        self._record_drops(rows)
+        if self._on_quarantine is not None:
+            self._on_quarantine(len(rows))
 
 
-def _entry(update: QueuedUpdate, status: str, **fields: Any) -> LedgerEntry:
-    return LedgerEntry(
-        id=update.update_id,
-        task_id=update.task_id,
-        device_id=update.device_id,
-        created_at=update.created_at,
-        status=status,
-        base_version=update.base_version,
-        num_examples=update.num_examples,
-        **fields,
-    )
+def _entry(task_id: str, fields: dict[str, Any]) -> LedgerEntry:
+    """The ledger entry a replica shipped for an update (TypeError when malformed)."""
+    known = {k: v for k, v in fields.items() if k in _FIELDS}
+    entry = LedgerEntry(**known)
+    if entry.task_id != task_id or not isinstance(entry.id, str):
+        raise ValueError(f"entry {entry.id!r} is not of task {task_id}")
+    return entry
 
 
-async def run_until_cancelled(coro: Awaitable[None], name: str) -> None:
-    """Run a background loop, logging (not swallowing) a crash."""
-    try:
-        await coro
-    except asyncio.CancelledError:
-        raise
-    except AsyncflError as exc:
-        logger.error("%s stopped: %s", name, exc)
-        raise
+_FIELDS = frozenset(LedgerEntry.__dataclass_fields__)

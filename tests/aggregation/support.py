@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from server.aggregation import AggregationConfig, FedBuffAggregator, SyncRoundAggregator
+from server.storage import snapshots
 
 SHAPES: tuple[tuple[int, ...], ...] = ((3, 4), (5,), (2, 2, 2))
 
@@ -39,3 +40,15 @@ def sync(**kwargs: Any) -> SyncRoundAggregator:
 
 def flat(tensors: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([t.ravel() for t in tensors])
+
+
+def snapshot(agg: FedBuffAggregator | SyncRoundAggregator) -> bytes:
+    """The aggregator's whole state as the bytes the server stores."""
+    return snapshots.dump(agg.state())
+
+
+A = TypeVar("A", FedBuffAggregator, SyncRoundAggregator)
+
+
+def restore(cls: type[A], data: bytes) -> A:
+    return cls.from_state(snapshots.load(data))

@@ -46,8 +46,9 @@ def test_bench_prints_a_json_line_last(capsys: pytest.CaptureFixture[str]) -> No
         "ratio",
         "folds_with_steps_per_s",
         "ratio_with_steps",
-        "validated_folds_per_s",
-        "validated_ratio",
+        "kernel_ratio",
+        "merged_updates_per_s",
+        "merge_ratio",
     }
     assert all(r > 0 for r in result["ratio"])
     assert len(lines) > 1  # the table came first

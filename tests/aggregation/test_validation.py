@@ -16,7 +16,7 @@ from server.aggregation import (
     validate_update,
 )
 from server.errors import ConfigError, UpdateRejected
-from tests.aggregation.support import SHAPES, fedbuff, updates
+from tests.aggregation.support import SHAPES, fedbuff, snapshot, updates
 
 SPEC = ModelSpec.of(SHAPES)
 
@@ -102,7 +102,7 @@ def rejection_of(agg: FedBuffAggregator, *args: Any) -> UpdateRejected:
 
 
 def state_without_rejections(agg: FedBuffAggregator) -> dict[str, Any]:
-    state = msgpack.unpackb(agg.snapshot())
+    state = msgpack.unpackb(snapshot(agg))
     del state["rejected"]
     return state
 
@@ -131,10 +131,10 @@ def test_a_refused_update_changes_nothing_but_the_rejection_count(
         ({}, ("x", updates(1)[0], 10, 5), "future_version", 409),
         ({"max_staleness": 0}, ("x", updates(1)[0], 10, 0), "too_stale", 409),
         ({}, ("x", updates(1)[0], 10, -1), "too_stale", 409),
-        ({}, ("x", updates(1)[0], 0, 1), "bad_num_examples", 422),
-        ({}, ("x", updates(1)[0], 10**12, 1), "bad_num_examples", 422),
-        ({}, ("x", updates(1)[0], 2.5, 1), "bad_num_examples", 422),
-        ({}, ("x", updates(1)[0], True, 1), "bad_num_examples", 422),
+        ({}, ("x", updates(1)[0], 0, 1), "bad_num_examples", 400),
+        ({}, ("x", updates(1)[0], 10**12, 1), "bad_num_examples", 400),
+        ({}, ("x", updates(1)[0], 2.5, 1), "bad_num_examples", 400),
+        ({}, ("x", updates(1)[0], True, 1), "bad_num_examples", 400),
         ({"max_update_norm": 1e-3}, ("x", updates(1)[0], 10, 0), "norm_exceeded", 422),
     ],
 )

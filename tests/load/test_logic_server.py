@@ -1,4 +1,4 @@
-"""The bench's logic side: asyncfl's parse, token check, single use and fold, over HTTP."""
+"""The bench's logic side: asyncfl's own upload use case without durability, over HTTP."""
 
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ async def test_an_update_is_folded_once_and_forged_or_reused_sessions_are_refuse
 ) -> None:
     head = loadgen.update_head(linear_bundle("linear_1k").param_shapes, base_version=0)
     tokens = mint_sessions("s3cret", 3)
-    with ChildServer(tmp_path, "logic_server", "--secret", "s3cret", "--goal", "2") as logic:
+    args = ("--secret", "s3cret", "--model", "linear_1k", "--goal", "2")
+    with ChildServer(tmp_path, "logic_server", *args) as logic:
         first = await _post(logic.url, loadgen.body(head, tokens[0]))
         again = await _post(logic.url, loadgen.body(head, tokens[0]))
         forged = await _post(logic.url, loadgen.body(head, tokens[1][:-4] + "AAAA"))
@@ -42,7 +43,8 @@ async def test_an_update_is_folded_once_and_forged_or_reused_sessions_are_refuse
 
     assert first[0] == 200 and isinstance(first[1], dict)
     assert first[1]["status"] == "accepted" and first[1]["staleness"] == 0
-    assert again[0] == 409
+    # the same session again: the stored acknowledgement, applied once
+    assert again[0] == 200 and isinstance(again[1], dict) and again[1]["duplicate"] is True
     assert forged[0] == 401
     assert second[0] == 200 and isinstance(second[1], dict)
     assert second[1]["staleness"] == 0

@@ -54,6 +54,12 @@ async def wait_for(
         await asyncio.sleep(0.1)
 
 
+def settled(accepted: int, goal: int) -> Callable[[dict[str, Any]], bool]:
+    """All ``accepted`` updates in, and applied but for a buffer short of K: versions
+    consume replicas' partials whole, so the last few may wait for more updates."""
+    return lambda s: s["updates_accepted"] == accepted and accepted - s["updates_applied"] < goal
+
+
 class Fleet:
     """N enrolled devices sharing one HTTP connection pool and artifact cache."""
 

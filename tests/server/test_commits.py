@@ -16,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from client_sdk.bundle import Manifest, TensorSpec
 from client_sdk.wire import encode_tensors, pack
 from server.aggregation import ModelSpec
-from server.coordination.locallog import LocalLogQueue
 from server.settings import Settings
 from server.storage.blobs import LocalBlobStore
 from server.storage.database import create_engine, upgrade
@@ -60,9 +59,8 @@ async def _committer(engine: AsyncEngine, tmp_path: Path) -> tuple[Committer, Ta
         VersionRecord("t1", 0, 1.0, "p0", "s0", "0", 0, 0),
     )
     state = _state()
-    queue = LocalLogQueue(tmp_path / "log", segment_bytes=1 << 20)
     committer = Committer(
-        state, TaskRepository(engine), LocalBlobStore(tmp_path / "blobs"), queue, fence=0
+        state, TaskRepository(engine), LocalBlobStore(tmp_path / "blobs"), None, fence=0
     )
     return committer, state
 

@@ -1,35 +1,58 @@
-"""kill -9 while devices upload: every acknowledged update is applied exactly once."""
+"""kill -9 while devices upload: every acknowledged update is applied exactly once.
+
+Compared id by id: each update a device got an acknowledgement for is, after the
+restart, either applied to exactly one committed version (the ledger) or held in the
+restored buffer (the checkpoint at the head version), never both and never missing.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import sqlalchemy as sa
 
 from server.storage.database import create_engine
+from server.tasks.checkpoints import CheckpointLog
 from tests.conftest import ServerProcessFactory
 from tests.server.fleet import Fleet, create_task, status, wait_for
 
 
-async def _ledger_facts(database_url: str) -> tuple[int, int, int]:
+async def _applied(database_url: str) -> tuple[list[str], int, int]:
+    """Applied ids (one row each: the id is the key), their versions' update count, head."""
     engine = create_engine(database_url)
     try:
         async with engine.connect() as conn:
-            applied = (
+            ids = (
                 await conn.execute(
                     sa.text(
-                        "SELECT count(*), count(DISTINCT id) FROM updates WHERE status = 'applied'"
+                        "SELECT id FROM updates WHERE status = 'applied'"
+                        " AND applied_version IS NOT NULL"
                     )
                 )
-            ).one()
+            ).scalars()
+            applied = [str(i) for i in ids]
             in_versions = (
                 await conn.execute(
                     sa.text("SELECT coalesce(sum(num_updates), 0) FROM model_versions")
                 )
             ).scalar_one()
+            head = (await conn.execute(sa.text("SELECT current_version FROM tasks"))).scalar_one()
     finally:
         await engine.dispose()
-    return int(applied[0]), int(applied[1]), int(in_versions)
+    return applied, int(in_versions), int(head)
+
+
+def _buffered(data_dir: Path, head: int) -> list[str]:
+    """Ids in the newest checkpoint when it was written at the head version."""
+    log = CheckpointLog(data_dir / "checkpoints" / "t1", "never")
+    try:
+        latest = log.read_latest()
+    finally:
+        log.close()
+    if latest is None or latest.meta["version"] != head:
+        return []
+    return [str(e["id"]) for e in latest.meta["entries"]]
 
 
 async def test_kill_9_during_uploads_loses_nothing_and_applies_nothing_twice(
@@ -46,24 +69,28 @@ async def test_kill_9_during_uploads_loses_nothing_and_applies_nothing_twice(
         await asyncio.sleep(0.02)
     version_before = (await status(server))["version"]
     server.kill()  # kill -9 in the middle of uploads
-    acked_before_kill = len(fleet.acked)
+    acked = {ack["update_id"] for ack in fleet.acked}
     await asyncio.sleep(0.3)
     stop.set()
     await training
     await fleet.close()
 
     server.restart()
-    # with no new uploads, every full buffer gets committed; then the ledger is still
     after = await wait_for(server, lambda s: s["updates_buffered"] < 3)
+    server.stop()  # nothing changes the files while they are read
     url = f"sqlite+aiosqlite:///{server.data_dir / 'asyncfl.db'}"
-    rows, distinct, in_versions = await _ledger_facts(url)
+    applied, in_versions, head = await _applied(url)
+    buffered = _buffered(server.data_dir, head)
 
-    assert after["updates_accepted"] >= acked_before_kill
-    assert after["updates_applied"] + after["updates_buffered"] == after["updates_accepted"]
-    assert after["version"] >= version_before
-    assert rows == distinct == in_versions == after["updates_applied"]
+    assert len(applied) == len(set(applied)) == in_versions
+    assert not set(applied) & set(buffered)
+    missing = acked - set(applied) - set(buffered)
+    assert not missing, f"acknowledged but neither applied nor buffered: {sorted(missing)}"
+    assert len(buffered) == after["updates_buffered"]
+    assert head >= version_before
 
     # the restarted server keeps training from where it was
+    server.restart()
     fleet = await Fleet(server).enroll(4, seed=1)
     try:
         await fleet.run(rounds=2)

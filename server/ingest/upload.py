@@ -1,0 +1,321 @@
+"""The upload use case: everything that decides an update's fate, in one place.
+
+:meth:`Ingest.upload` takes a task id and the raw body and returns the acknowledgement
+or raises an :class:`~server.errors.AsyncflError` whose code says why not. In order:
+
+1. parse the body strictly (:func:`server.updates.parse_update`) and verify the signed
+   session token and its task: refusals here count by reason, no session is touched;
+2. claim the session's single upload (:class:`~server.coordination.sessions.SessionStore`):
+   a retry of an accepted upload is answered ``duplicate`` with the stored ack, a used
+   session 409, an upload in flight 409, a revoked device 403; a session the store
+   re-created after a restart is checked against the leader and the ledger first;
+3. check the deadline (410), the base version (422) and the staleness bound (409);
+4. fold it (validation included: shapes, dtypes, NaN/Inf, norm bound) into the task's
+   sink: the embedded leader's aggregator, or this replica's partial for the task;
+5. wait until it is durable (a group commit or a shipped partial) and answer.
+
+Every refusal after step 2 uses the session up and leaves one ledger row with its
+reason; a failure to make the update durable gives the session back (the device
+retries) and answers 503. HTTP handlers only read the body, call this and serialise;
+the logic-only bench server calls the same object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from server.coordination.locallog import AuditLog, AuditRecord
+from server.coordination.rounds import RedisRounds
+from server.coordination.sessions import Claim, DeviceRevoked, SessionStore, Verdict
+from server.coordination.tokens import SessionClaims, TokenSigner
+from server.errors import (
+    AsyncflError,
+    Conflict,
+    Forbidden,
+    SessionError,
+    Unavailable,
+    UpdateRejected,
+)
+from server.ingest.partials import ReplicaPartials
+from server.metrics import Metrics
+from server.storage.records import LedgerEntry
+from server.tasks.leader import entry
+from server.tasks.ledgerwriter import LedgerWriter
+from server.tasks.manager import TaskRuntime
+from server.tasks.state import TaskState
+from server.updates import UpdatePayload, parse_update
+
+logger = logging.getLogger(__name__)
+
+
+class Ledger(Protocol):
+    async def contains(self, update_id: str) -> bool: ...
+
+
+class Tasks(Protocol):
+    """What the use case needs of the task manager."""
+
+    @property
+    def ledger(self) -> Ledger: ...
+
+    def get(self, task_id: str) -> TaskRuntime: ...
+
+
+class Ingest:
+    def __init__(
+        self,
+        *,
+        signer: TokenSigner,
+        sessions: SessionStore,
+        manager: Tasks,
+        metrics: Metrics,
+        ledger_writer: LedgerWriter,
+        partials: ReplicaPartials | None = None,
+        rounds: RedisRounds | None = None,
+        audit: AuditLog | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._signer = signer
+        self._sessions = sessions
+        self._manager = manager
+        self._metrics = metrics
+        self._ledger = ledger_writer
+        self._partials = partials
+        self._rounds = rounds
+        self._audit = audit
+        self._clock = clock
+        self.inflight = 0
+
+    async def upload(self, task_id: str, body: bytes | bytearray | memoryview) -> dict[str, Any]:
+        runtime = self._manager.get(task_id)
+        state = runtime.state
+        try:
+            payload = parse_update(body)
+            claims = session_claims(self._signer, state.id, payload.session)
+        except AsyncflError as exc:  # refused before any session was touched
+            self._count_refusal(state, exc.code)
+            raise
+        self.inflight += 1
+        try:
+            return await self._accept(runtime, claims, payload, body)
+        finally:
+            self.inflight -= 1
+
+    async def _accept(
+        self,
+        runtime: TaskRuntime,
+        claims: SessionClaims,
+        payload: UpdatePayload,
+        body: bytes | bytearray | memoryview,
+    ) -> dict[str, Any]:
+        state, now = runtime.state, self._clock()
+        try:
+            claim = await self._sessions.claim_upload(claims, now)
+        except DeviceRevoked as exc:
+            self._refused(state, claims, payload, exc.code)
+            raise
+        answer = await self._answer_known(runtime, claims, claim)
+        if answer is not None:
+            return answer
+        try:
+            self._check(state, claims, payload, now)
+            pending = entry(
+                claims.sid,
+                state.id,
+                claims.device,
+                now,
+                payload.base_version,
+                payload.num_examples,
+            )
+            ack = await self._store(runtime, claims, claim.token, payload, pending, body, now)
+        except (UpdateRejected, SessionError) as exc:
+            await self._sessions.reject_upload(claims, exc.code)
+            self._refused(state, claims, payload, exc.code)
+            raise
+        except AsyncflError as exc:
+            await self._give_back(claims, claim.token)
+            if isinstance(exc, Unavailable):
+                raise
+            raise Unavailable("the update could not be stored", code="queue_unavailable") from exc
+        except asyncio.CancelledError:
+            await self._give_back(claims, claim.token)
+            raise
+        state.observe_session(claims.issued_at, now)
+        self._metrics.updates.labels(state.id, "accepted").inc()
+        self._metrics.staleness.labels(state.id).observe(ack["staleness"])
+        return ack
+
+    async def _answer_known(
+        self, runtime: TaskRuntime, claims: SessionClaims, claim: Claim
+    ) -> dict[str, Any] | None:
+        """The answer when the claim is not a fresh grant (or is one for an update stored
+        before this process knew its session); None to go ahead."""
+        task_id = runtime.state.id
+        if claim.verdict is Verdict.ACCEPTED:
+            self._metrics.updates.labels(task_id, "duplicate").inc()
+            return dict(claim.ack or {}) | {"duplicate": True}
+        if claim.verdict is Verdict.REJECTED:
+            raise Conflict(
+                f"this session's upload was refused ({claim.reason}); check in again",
+                code="session_used",
+            )
+        if claim.verdict is Verdict.IN_PROGRESS:
+            raise Conflict("an upload for this session is in progress", code="upload_in_progress")
+        if not claim.recreated or not await self._seen(runtime, claims.sid):
+            return None
+        ack = {"status": "accepted", "update_id": claims.sid, "duplicate": True}
+        await self._sessions.complete_upload(claims, ack)
+        self._metrics.updates.labels(task_id, "duplicate").inc()
+        return ack
+
+    async def _seen(self, runtime: TaskRuntime, update_id: str) -> bool:
+        """Was this update stored before this process knew its session (a restart)?"""
+        local = runtime.local
+        if local is not None and local.knows(update_id):
+            durable = local.durable(update_id)
+            if durable is not None:
+                await durable
+            return True
+        return await self._manager.ledger.contains(update_id)
+
+    def _check(
+        self, state: TaskState, claims: SessionClaims, payload: UpdatePayload, now: float
+    ) -> None:
+        """What can refuse an update before its tensors are looked at."""
+        check_deadline(claims, now)
+        if payload.base_version != claims.version:
+            raise UpdateRejected(
+                f"session was for version {claims.version}, update says {payload.base_version}",
+                code="base_version_mismatch",
+            )
+        limit = state.config.aggregation.max_staleness
+        staleness = state.version - payload.base_version
+        if limit is not None and staleness > limit:
+            raise UpdateRejected(
+                f"staleness {staleness} is above the task's limit {limit}", code="too_stale"
+            )
+
+    async def _store(
+        self,
+        runtime: TaskRuntime,
+        claims: SessionClaims,
+        token: str,
+        payload: UpdatePayload,
+        pending: LedgerEntry,
+        body: bytes | bytearray | memoryview,
+        now: float,
+    ) -> dict[str, Any]:
+        """Fold into the task's sink, wait until durable; returns the acknowledgement."""
+        state = runtime.state
+        ack: dict[str, Any] = {"status": "accepted", "update_id": claims.sid}
+        if self._partials is not None:  # a replica: into this replica's partial
+            ack["staleness"] = max(0, state.version - payload.base_version)
+            waits: list[Awaitable[Any]] = [
+                self._into_partial(state, claims, token, payload, pending, ack)
+            ]
+        else:
+            local = runtime.local
+            if local is None:
+                raise Unavailable("no aggregator leads this task here", code="task_not_led")
+            result, group = local.fold(pending, payload.tensors, now)
+            ack |= {"position": str(group.seq), "staleness": result.staleness}
+            waits = [group.wait()]
+        if self._audit is not None:
+            waits.append(self._audit.append(_audit_record(pending, body)))
+        position, *_ = await asyncio.gather(*waits)
+        if self._partials is not None:
+            ack["position"] = position  # the session was accepted with the ack as shipped
+        else:
+            await self._sessions.complete_upload(claims, ack)
+        return ack
+
+    async def _into_partial(
+        self,
+        state: TaskState,
+        claims: SessionClaims,
+        token: str,
+        payload: UpdatePayload,
+        pending: LedgerEntry,
+        ack: dict[str, Any],
+    ) -> str:
+        """Fold into this replica's partial (a sync round's slot reserved first) and wait
+        until it is shipped; returns its stream position."""
+        assert self._partials is not None
+        sync = state.config.mode == "sync" and self._rounds is not None
+        if sync:
+            assert self._rounds is not None
+            if not await self._rounds.reserve(state.id, claims.round):
+                raise UpdateRejected(
+                    f"round {claims.round} has all its updates or is closed", code="round_closed"
+                )
+        try:
+            batch = self._partials.shipper(state).add(
+                claims, token, payload.tensors, pending, ack, round_id=claims.round if sync else 0
+            )
+            return await batch.wait()
+        except BaseException:
+            if sync:
+                assert self._rounds is not None
+                await self._rounds.unreserve(state.id, claims.round)
+            raise
+
+    async def _give_back(self, claims: SessionClaims, token: str) -> None:
+        try:
+            await self._sessions.release_upload(claims, token)
+        except AsyncflError as exc:  # the store is down too: the claim times out instead
+            logger.warning("cannot give session %s back: %s", claims.sid, exc)
+
+    def _count_refusal(self, state: TaskState, reason: str) -> None:
+        state.rejected[reason] += 1
+        self._metrics.updates.labels(state.id, "rejected").inc()
+        self._metrics.rejections.labels(state.id, reason).inc()
+
+    def _refused(
+        self, state: TaskState, claims: SessionClaims, payload: UpdatePayload, reason: str
+    ) -> None:
+        self._count_refusal(state, reason)
+        self._ledger.add(
+            [
+                LedgerEntry(
+                    id=claims.sid,
+                    task_id=state.id,
+                    device_id=claims.device,
+                    created_at=self._clock(),
+                    status="rejected",
+                    reason=reason,
+                    base_version=payload.base_version,
+                    num_examples=payload.num_examples,
+                )
+            ]
+        )
+
+
+def session_claims(signer: TokenSigner, task_id: str, token: object) -> SessionClaims:
+    """The claims of a session token, checked for its signature and its task."""
+    claims = signer.verify_session(token)
+    if claims.task != task_id:
+        raise Forbidden("session belongs to another task", code="session_task_mismatch")
+    return claims
+
+
+def check_deadline(claims: SessionClaims, now: float) -> None:
+    if claims.expired(now):
+        raise SessionError("the session's deadline has passed", code="session_expired")
+
+
+def _audit_record(pending: LedgerEntry, body: bytes | bytearray | memoryview) -> AuditRecord:
+    assert pending.base_version is not None
+    assert pending.num_examples is not None
+    return AuditRecord(
+        update_id=pending.id,
+        task_id=pending.task_id,
+        device_id=pending.device_id,
+        base_version=pending.base_version,
+        num_examples=pending.num_examples,
+        created_at=pending.created_at,
+        body=body,
+    )

@@ -1,0 +1,157 @@
+"""Checkpoints of a task's open buffer: what makes a folded update durable (embedded).
+
+An upload is folded into the task's aggregator as it arrives and acknowledged once a
+checkpoint that contains it is durable. A checkpoint holds what resuming needs beyond
+the newest committed version (whose parameters and optimizer state are in the
+database and blob store): the buffer's weighted sum and weights, the ids folded since
+that version with their ledger entries, the counters, the noise generator and the sync
+round. It is written once per group of updates, not once per update.
+
+Two slot files per task, written in turn (``slot-0``, ``slot-1``): a record overwrites
+the older slot, so a torn write can only damage the slot being written and the other
+still holds the previous checkpoint. Framing (little-endian)::
+
+    b"AFC1" | u64 seq | u32 meta length | u64 total length | u32 crc32 | meta (msgpack)
+    | total (raw float32 bytes of the buffer sum, may be empty)
+
+where the crc32 covers everything before it and after it (header fields included).
+
+One writer thread per task does the ``pwritev`` and, under ``fsync="always"``, the
+``fsync`` before it reports the record durable; ``"interval"`` fsyncs at most once a
+second and ``"never"`` leaves it to the OS (both survive a process crash, not a power
+cut). A failed write or fsync stops the log (fail-stop: after a failed fsync the kernel
+may have dropped the pages); the task refuses uploads until the process restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import struct
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from client_sdk.errors import WireFormatError
+from client_sdk.wire import pack, unpack
+from server.errors import StorageError
+from server.settings import LogFsync
+from server.storage.blobs import fsync_dir
+
+logger = logging.getLogger(__name__)
+
+MAGIC = b"AFC1"
+HEADER = struct.Struct("<4sQIQI")
+SLOTS = 2
+INTERVAL_FSYNC_S = 1.0
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One record: ``meta`` (plain values) and ``total`` (the buffer sum's raw bytes)."""
+
+    seq: int
+    meta: dict[str, Any]
+    total: bytes | bytearray | memoryview
+
+
+class CheckpointLog:
+    """The two checkpoint slots of one task and the thread that writes them."""
+
+    def __init__(self, directory: Path, fsync: LogFsync) -> None:
+        self.dir = directory
+        self.fsync = fsync
+        directory.mkdir(parents=True, exist_ok=True)
+        self._fds = [
+            os.open(directory / f"slot-{i}", os.O_RDWR | os.O_CREAT, 0o600) for i in range(SLOTS)
+        ]
+        fsync_dir(directory)
+        latest = self.read_latest()
+        self.seq = latest.seq if latest is not None else 0
+        self._last_sync = time.monotonic()
+        self._broken: StorageError | None = None
+        self._lock = threading.Lock()  # one write at a time, in seq order
+
+    def read_latest(self) -> Checkpoint | None:
+        """The newest whole, valid record of either slot (None when there is none)."""
+        best: Checkpoint | None = None
+        for fd in self._fds:
+            record = _read_slot(fd)
+            if record is not None and (best is None or record.seq > best.seq):
+                best = record
+        return best
+
+    async def write(self, meta: dict[str, Any], total: bytes | bytearray | memoryview) -> int:
+        """Write the next record and wait until it is durable (per the fsync policy);
+        returns its seq. Raises :class:`StorageError` (and stays broken) on failure."""
+        if self._broken is not None:
+            raise self._broken
+        self.seq += 1
+        seq = self.seq
+        head_meta = pack(meta)
+        await asyncio.to_thread(self._write_sync, seq, head_meta, total)
+        return seq
+
+    def _write_sync(self, seq: int, meta: bytes, total: bytes | bytearray | memoryview) -> None:
+        with self._lock:
+            if self._broken is not None:
+                raise self._broken
+            crc = _crc(seq, len(meta), len(total), meta, total)
+            header = HEADER.pack(MAGIC, seq, len(meta), len(total), crc)
+            fd = self._fds[seq % SLOTS]
+            try:
+                os.pwritev(fd, [header, meta, total], 0)
+                if self.fsync == "always" or (
+                    self.fsync == "interval"
+                    and time.monotonic() - self._last_sync >= INTERVAL_FSYNC_S
+                ):
+                    for each in self._fds:
+                        os.fsync(each)
+                    self._last_sync = time.monotonic()
+            except OSError as exc:
+                self._broken = StorageError(f"cannot write checkpoint {self.dir}: {exc}")
+                logger.error("checkpoint log %s failed; refusing uploads until restart", self.dir)
+                raise self._broken from exc
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._fds:
+                with contextlib.suppress(OSError):
+                    os.fsync(fd)
+                os.close(fd)
+            self._fds = []
+
+
+_FIELDS = struct.Struct("<4sQIQ")
+
+
+def _crc(seq: int, meta_len: int, total_len: int, meta: Any, total: Any) -> int:
+    head = _FIELDS.pack(MAGIC, seq, meta_len, total_len)
+    return zlib.crc32(total, zlib.crc32(meta, zlib.crc32(head)))
+
+
+def _read_slot(fd: int) -> Checkpoint | None:
+    size = os.fstat(fd).st_size
+    if size < HEADER.size:
+        return None
+    data = os.pread(fd, size, 0)
+    magic, seq, meta_len, total_len, crc = HEADER.unpack_from(data, 0)
+    end = HEADER.size + meta_len + total_len
+    if magic != MAGIC or end > len(data):
+        return None
+    meta_bytes = data[HEADER.size : HEADER.size + meta_len]
+    total = data[HEADER.size + meta_len : end]
+    if _crc(seq, meta_len, total_len, meta_bytes, total) != crc:
+        return None
+    try:
+        meta = unpack(meta_bytes)
+    except WireFormatError:
+        return None
+    if not isinstance(meta, dict):
+        return None
+    return Checkpoint(seq, meta, total)

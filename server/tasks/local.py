@@ -1,0 +1,267 @@
+"""The embedded leader: fold at ingest, make groups durable, commit versions with them.
+
+An accepted upload is folded into the task's aggregator at once (validation included:
+a refused update changes nothing) and joins the open *group*. The group commit loop
+cuts the group after ``group_interval_s`` (or at ``group_max`` updates, or at once when
+the interval is 0), then, in order:
+
+1. commits the versions stepped since the last cut, with their ledger rows, in one
+   fenced database transaction (blobs first: parameters, and the state of the newest
+   version without its buffer);
+2. writes one checkpoint of the open buffer (:mod:`server.tasks.checkpoints`);
+
+and only then releases the group's acknowledgements. A crash before that leaves none
+of the group acknowledged; after it, the newest committed version plus the newest
+checkpoint at that version resume exactly. One write (and fsync) per group instead of
+one per update; the commit and the checkpoint of a group run while the next group folds.
+
+After a restart, :meth:`LocalAggregation.resume` puts the checkpoint's buffer back onto
+the state of the head version when it was written at that version; a checkpoint of an
+older version is spent (every update it held was applied into a version since).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import numpy as np
+
+from server.aggregation import FoldResult, StepResult
+from server.errors import AsyncflError, StorageError, Unavailable
+from server.storage import snapshots
+from server.storage.records import LedgerEntry
+from server.tasks.checkpoints import Checkpoint
+from server.tasks.commits import CommitJob
+from server.tasks.leader import Aggregator, LeaderBase
+
+logger = logging.getLogger(__name__)
+
+GROUP_MAX = 512
+
+
+class Versions(Protocol):
+    """Where a group's versions go (:class:`~server.tasks.commits.Committer`)."""
+
+    async def commit(self, batch: list[CommitJob], snapshot: bytes) -> None: ...
+
+
+class Checkpoints(Protocol):
+    """Where a group's checkpoint goes (:class:`~server.tasks.checkpoints.CheckpointLog`)."""
+
+    async def write(self, meta: dict[str, Any], total: Any) -> int: ...
+
+    def read_latest(self) -> Checkpoint | None: ...
+
+
+class Group:
+    """Updates folded between two cuts: acknowledged together once durable."""
+
+    _numbers = itertools.count(1)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.seq = next(Group._numbers)
+        self.count = 0
+        self.opened_at = time.monotonic()
+        self._done: asyncio.Future[None] = loop.create_future()
+
+    async def wait(self) -> None:
+        """Return once the group is durable; raise Unavailable if it never will be."""
+        await asyncio.shield(self._done)
+
+    def settle(self, error: BaseException | None) -> None:
+        if self._done.done():
+            return
+        if error is None:
+            self._done.set_result(None)
+        else:
+            self._done.set_exception(error)
+            self._done.exception()  # retrieved: nobody may be waiting any more
+
+
+class LocalAggregation(LeaderBase):
+    def __init__(
+        self,
+        state: Any,
+        aggregator: Aggregator,
+        committer: Versions,
+        log: Checkpoints,
+        *,
+        record_drops: Callable[[list[LedgerEntry]], None],
+        group_interval_s: float = 0.005,
+        group_max: int = GROUP_MAX,
+        on_fold: Callable[[FoldResult, float], None] | None = None,
+        on_group: Callable[[int, float], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(state, aggregator, record_drops=record_drops, on_fold=on_fold, clock=clock)
+        self._committer = committer
+        self._log = log
+        self._interval = group_interval_s
+        self._group_max = group_max
+        self._on_group = on_group
+        self._loop = asyncio.get_running_loop()
+        self._open = Group(self._loop)
+        self._jobs: list[CommitJob] = []
+        self._dirty = False
+        self._wake = asyncio.Event()
+        self._full = asyncio.Event()
+        self._broken: BaseException | None = None
+        self.groups_written = 0
+
+    # -- restoring ------------------------------------------------------------------------
+    def resume(self) -> int:
+        """Load the newest checkpoint if it was written at the head version; returns how
+        many buffered updates it brought back."""
+        latest = self._log.read_latest()
+        if latest is None:
+            return 0
+        meta = latest.meta
+        version = int(meta.get("version", -1))
+        if meta.get("task") != self.state.id or version < self.aggregator.version:
+            return 0  # spent: everything in it was applied into a committed version
+        if version > self.aggregator.version:
+            raise StorageError(
+                f"task {self.state.id}: checkpoint of version {version} is ahead of the "
+                f"committed head {self.aggregator.version}"
+            )
+        state = meta["state"]
+        raw = latest.total
+        state["buffer"]["total"] = np.frombuffer(raw, np.float32).copy() if len(raw) else None
+        self.aggregator.load_buffer_state(state)
+        for row in meta.get("entries", []):
+            restored = LedgerEntry(**row)
+            self.pending[restored.id] = restored
+        return len(self.pending)
+
+    # -- folding ---------------------------------------------------------------------------
+    def fold(
+        self,
+        pending: LedgerEntry,
+        tensors: list[np.ndarray[Any, Any]],
+        received_at: float,
+    ) -> tuple[FoldResult, Group]:
+        """Fold an accepted upload into the open group (UpdateRejected: nothing changed)."""
+        if self._broken is not None:
+            raise Unavailable(
+                f"task {self.state.id} cannot make updates durable until restart",
+                code="queue_unavailable",
+                retry_after=5.0,
+            )
+        started = time.perf_counter()
+        base, n = pending.base_version, pending.num_examples
+        assert base is not None
+        assert n is not None
+        result = self.aggregator.fold(pending.id, tensors, n, base, received_at)
+        self.pending[pending.id] = dataclasses.replace(
+            pending, staleness=result.staleness, weight=result.weight
+        )
+        self.folded_since_start += 1
+        if self._on_fold is not None:
+            self._on_fold(result, time.perf_counter() - started)
+        group = self._open
+        group.count += 1
+        if result.step is not None:
+            self._on_step(result.step)
+        self._changed()
+        if group.count >= self._group_max:
+            self._full.set()
+        return result, group
+
+    def durable(self, update_id: str) -> Awaitable[None] | None:
+        """For an update this leader knows: what to await before it is durable."""
+        return self._open.wait() if update_id in self.pending else None
+
+    def _on_step(self, step: StepResult) -> None:
+        self._jobs.append(self._job(step, str(self._open.seq)))
+
+    def _changed(self) -> None:
+        self._dirty = True
+        self._wake.set()
+
+    # -- group commit ------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Cut and commit groups until cancelled (a commit in flight finishes)."""
+        while True:
+            await self._wake.wait()
+            if self._interval > 0:
+                due = self._open.opened_at + self._interval - time.monotonic()
+                if due > 0 and not self._full.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._full.wait(), due)
+            self._wake.clear()
+            self._full.clear()
+            group, jobs = self._open, self._jobs
+            self._open, self._jobs, self._dirty = Group(self._loop), [], False
+            started = time.perf_counter()
+            work = asyncio.ensure_future(self._cut(jobs))
+            try:
+                await asyncio.shield(work)
+            except asyncio.CancelledError:
+                await self._finish(work, group)  # a commit in flight completes
+                raise
+            except BaseException as exc:
+                self._fail(exc)
+                group.settle(self._broken)
+                raise
+            group.settle(None)
+            self.groups_written += 1
+            if self._on_group is not None:
+                self._on_group(group.count, time.perf_counter() - started)
+
+    async def _finish(self, work: asyncio.Future[None], group: Group) -> None:
+        try:
+            await work
+        except Exception as exc:
+            self._fail(exc)
+            group.settle(self._broken)
+        else:
+            group.settle(None)
+
+    def _cut(self, jobs: list[CommitJob]) -> Awaitable[None]:
+        """Take what this group must make durable now (synchronously: nothing folds in
+        between), and return the I/O that writes it."""
+        agg = self.aggregator
+        snapshot = snapshots.dump(agg.state(buffer=False)) if jobs else None
+        state = agg.buffer_state()
+        total = state["buffer"].pop("total")
+        state["buffer"]["total"] = None
+        meta = {
+            "task": self.state.id,
+            "version": agg.version,
+            "state": state,
+            "entries": [dataclasses.asdict(self.pending[u]) for u in agg.pending_ids],
+        }
+        raw = b"" if total is None else total.data.cast("B")
+        return self._write(jobs, snapshot, meta, raw)
+
+    async def _write(
+        self, jobs: list[CommitJob], snapshot: bytes | None, meta: dict[str, Any], raw: Any
+    ) -> None:
+        if jobs:
+            assert snapshot is not None
+            await self._committer.commit(jobs, snapshot)
+        await self._log.write(meta, raw)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._broken is None:
+            self._broken = (
+                exc
+                if isinstance(exc, AsyncflError)
+                else Unavailable(f"task {self.state.id}: group commit stopped", code="unavailable")
+            )
+            logger.error("task %s: group commit failed: %s", self.state.id, exc)
+        self._open.settle(Unavailable("the group commit stopped", code="queue_unavailable"))
+
+    async def drain(self) -> None:
+        """Commit what is folded (shutdown): one more group, if anything changed."""
+        if self._broken is None and (self._dirty or self._jobs):
+            group, jobs = self._open, self._jobs
+            self._open, self._jobs, self._dirty = Group(self._loop), [], False
+            await self._finish(asyncio.ensure_future(self._cut(jobs)), group)
