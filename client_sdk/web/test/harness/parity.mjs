@@ -1,0 +1,36 @@
+// Parity harness: `node parity.mjs BACKEND IN OUT`. IN is msgpack
+// {bundle: dir, params: [tensor], batches: [{x, y}], lr}; the SDK's Trainer runs one
+// train step per batch from `params`, and OUT gets {params: [tensor], losses: [...],
+// step_ms: [...]} (msgpack). The Python side compares with its own Trainer.
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+
+import { Trainer, bundleFromParts, decodeTensor, decodeTensors, encodeTensors, pack, unpack } from "../../dist/esm/node.js";
+import { loadOrt } from "./ort.mjs";
+
+const [backend, input, output] = process.argv.slice(2);
+const job = unpack(await readFile(input));
+const { ort, sessionOptions } = await loadOrt(backend);
+const read = (name) => readFile(join(job.bundle, name));
+const bundle = await bundleFromParts(await read("manifest.json"), {
+  train_step: await read("train_step.onnx"),
+  eval_step: await read("eval_step.onnx"),
+  infer: await read("infer.onnx"),
+});
+const trainer = await Trainer.create(ort, bundle, sessionOptions);
+let params = decodeTensors(job.params);
+let state = trainer.initialState();
+const losses = [];
+const stepMs = [];
+for (const batch of job.batches) {
+  const x = decodeTensor(batch.x);
+  const y = decodeTensor(batch.y);
+  const started = performance.now();
+  const [next, nextState, loss] = await trainer.trainStep(params, state, x, y, job.lr);
+  stepMs.push(performance.now() - started);
+  params = next;
+  state = nextState;
+  losses.push(loss);
+}
+await writeFile(output, pack({ params: encodeTensors(params), losses, step_ms: stepMs }));
+await trainer.release();
