@@ -44,7 +44,12 @@ def built() -> Path:
 
 def write_data(path: Path, x: np.ndarray[Any, Any], y: np.ndarray[Any, Any]) -> Path:
     path.write_bytes(
-        pack({"x": encode_tensor(np.ascontiguousarray(x)), "y": encode_tensor(np.ascontiguousarray(y))})
+        pack(
+            {
+                "x": encode_tensor(np.ascontiguousarray(x)),
+                "y": encode_tensor(np.ascontiguousarray(y)),
+            }
+        )
     )
     return path
 
@@ -73,7 +78,9 @@ class NodeRun:
         return [line for line in self.lines if line["type"] == "error"]
 
     def events(self, kind: str) -> list[dict[str, Any]]:
-        return [line["data"] for line in self.lines if line["type"] == "event" and line["kind"] == kind]
+        return [
+            line["data"] for line in self.lines if line["type"] == "event" and line["kind"] == kind
+        ]
 
     @property
     def traffic(self) -> dict[str, Any]:

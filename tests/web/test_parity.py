@@ -45,7 +45,9 @@ def parity_job(model: str, bundle_dir: Path, seed: int = 0) -> tuple[dict[str, A
         x = (x + rng.normal(0, TIE_JITTER[model], x.shape)).astype(x.dtype)
     bundle = Bundle.load(bundle_dir)
     trainer = Trainer(bundle)
-    batches = [(x[i], y[i]) for i in (rng.choice(len(x), BATCH, replace=False) for _ in range(STEPS))]
+    batches = [
+        (x[i], y[i]) for i in (rng.choice(len(x), BATCH, replace=False) for _ in range(STEPS))
+    ]
     params, state = list(bundle.initial_params), trainer.initial_state()
     for xb, yb in batches:
         params, state, _ = trainer.train_step(params, state, xb, yb, entry.lr)
@@ -63,7 +65,11 @@ async def run_parity(backend: str, job: dict[str, Any], workdir: Path) -> dict[s
     job_path, out_path = workdir / f"job-{backend}.msgpack", workdir / f"out-{backend}.msgpack"
     job_path.write_bytes(pack(job))
     proc = await asyncio.create_subprocess_exec(
-        node(), str(HARNESS / "parity.mjs"), backend, str(job_path), str(out_path),
+        node(),
+        str(HARNESS / "parity.mjs"),
+        backend,
+        str(job_path),
+        str(out_path),
         stderr=asyncio.subprocess.PIPE,
     )
     _, err = await asyncio.wait_for(proc.communicate(), 120)
@@ -86,5 +92,8 @@ async def test_web_sdk_training_matches_the_python_trainer(
     assert len(out["losses"]) == STEPS
     diff = max(float(np.max(np.abs(g - e))) for g, e in zip(got, expected, strict=True))
     assert diff <= TOLERANCE, f"{model} on onnxruntime-{backend}: max parameter diff {diff:.3g}"
-    moved = max(float(np.max(np.abs(e - p))) for e, p in zip(expected, Bundle.load(job["bundle"]).initial_params, strict=True))
+    moved = max(
+        float(np.max(np.abs(e - p)))
+        for e, p in zip(expected, Bundle.load(job["bundle"]).initial_params, strict=True)
+    )
     assert moved > 100 * TOLERANCE  # the 50 steps really trained

@@ -74,7 +74,9 @@ async def test_a_lost_upload_answer_is_retried_and_acknowledged_as_a_duplicate(
         nonlocal uploads
         if request.path.endswith("/updates"):
             uploads += 1
-            return "lose" if uploads == 1 else "pass"  # the server applied it; the device never heard
+            return (
+                "lose" if uploads == 1 else "pass"
+            )  # the server applied it; the device never heard
         return "pass"
 
     proxy.decide = decide
@@ -144,7 +146,12 @@ async def test_an_ineligible_device_never_checks_in(
 
     (result,) = run.results
     assert result["kind"] == "not_eligible" and not result["duringTraining"]
-    assert set(result["reasons"]) == {"not_charging", "network_unknown", "idle_unknown", "battery_unknown"}
+    assert set(result["reasons"]) == {
+        "not_charging",
+        "network_unknown",
+        "idle_unknown",
+        "battery_unknown",
+    }
     assert proxy.requests == []
 
 
@@ -153,7 +160,11 @@ async def test_an_update_stored_past_its_deadline_is_refused_as_expired_after_a_
 ) -> None:
     await create_task(server, "web-expiry", concurrency=10, session_deadline_s=2.5)
     proxy.decide = lambda r: "drop" if r.path.endswith("/updates") else "pass"
-    few = {"retry": {"maxAttempts": 2, "baseDelayS": 0.01, "maxDelayS": 0.02, "maxElapsedS": 5}, "uploadMarginS": 0.5, "minTrainS": 0.1}
+    few = {
+        "retry": {"maxAttempts": 2, "baseDelayS": 0.01, "maxDelayS": 0.02, "maxElapsedS": 5},
+        "uploadMarginS": 0.5,
+        "minTrainS": 0.1,
+    }
 
     first = await run_device(device_config(proxy.url, "web-expiry", options=few), tmp_path)
     await asyncio.sleep(3.0)  # the session's deadline passes with the update stored
@@ -161,9 +172,19 @@ async def test_an_update_stored_past_its_deadline_is_refused_as_expired_after_a_
     second = await run_device(device_config(proxy.url, "web-expiry", options=few), tmp_path)
 
     assert [e["name"] for e in first.errors] == ["TransportError"]
-    assert second.events("resume") == [{"sessionId": second.events("resume")[0]["sessionId"], "phase": "trained", "action": "upload"}]
+    assert second.events("resume") == [
+        {
+            "sessionId": second.events("resume")[0]["sessionId"],
+            "phase": "trained",
+            "action": "upload",
+        }
+    ]
     (result,) = second.results
-    assert (result["kind"], result["reason"], result["status"]) == ("rejected", "session_expired", 410)
+    assert (result["kind"], result["reason"], result["status"]) == (
+        "rejected",
+        "session_expired",
+        410,
+    )
     assert proxy.count("/v1/tasks/web-expiry/checkin") == 1  # resumed; no new session
     assert (await status(server, "web-expiry"))["updates_accepted"] == 0
 
@@ -178,7 +199,9 @@ async def test_a_restarted_device_downloads_no_graph_bytes_and_does_not_enroll_a
     second = await run_device(device_config(proxy.url, task), tmp_path)  # same storage folder
 
     assert [r["kind"] for r in first.results + second.results] == ["trained", "trained"]
-    assert first_graph_bytes > 10_000 and first.traffic["traffic"]["graphBytes"] == first_graph_bytes
+    assert (
+        first_graph_bytes > 10_000 and first.traffic["traffic"]["graphBytes"] == first_graph_bytes
+    )
     assert second.traffic["traffic"]["graphBytes"] == 0
     assert not any(e.path.startswith("/v1/artifacts/") for e in proxy.exchanges)
     assert proxy.count("/v1/devices/enroll") == 1

@@ -1,0 +1,32 @@
+// The bench page's worker: one train step per batch of the job, timed. A job is msgpack
+// {manifest, graphs: {train_step, eval_step, infer}, params, batches: [{x, y}], lr, repeats}.
+import { Trainer, WEB_SESSION_OPTIONS, bundleFromParts, decodeTensor, decodeTensors, encodeTensors, loadWebOrt, pack, unpack } from "/sdk/asyncfl-web.js";
+
+self.onmessage = async (event) => {
+  try {
+    const job = unpack(new Uint8Array(await (await fetch(event.data.url)).arrayBuffer()));
+    const ort = await loadWebOrt("/ort/ort.wasm.min.mjs", "/ort/");
+    const trainer = await Trainer.create(ort, await bundleFromParts(job.manifest, job.graphs), WEB_SESSION_OPTIONS);
+    let params = decodeTensors(job.params);
+    let state = trainer.initialState();
+    const losses = [];
+    const stepMs = [];
+    for (let repeat = 0; repeat < (job.repeats ?? 1); repeat++) {
+      if (repeat > 0) params = decodeTensors(job.params);
+      for (const batch of job.batches) {
+        const started = performance.now();
+        const [next, nextState, loss] = await trainer.trainStep(params, state, decodeTensor(batch.x), decodeTensor(batch.y), job.lr);
+        stepMs.push(performance.now() - started);
+        params = next;
+        state = nextState;
+        if (repeat === 0) losses.push(loss);
+      }
+    }
+    const bytes = pack(encodeTensors(params));
+    let binary = "";
+    for (const b of bytes) binary += String.fromCharCode(b);
+    self.postMessage({ params: btoa(binary), losses, step_ms: stepMs });
+  } catch (error) {
+    self.postMessage({ error: String(error?.stack ?? error) });
+  }
+};
