@@ -109,6 +109,7 @@ class WebDemo:
         self.jobs = dict(jobs or {})  # name -> msgpack job for the bench page (parity, timing)
         self.requests: Counter[str] = Counter()  # kind -> relayed requests
         self.body_bytes: Counter[str] = Counter()  # kind -> answer body bytes relayed
+        self.sent_bytes: Counter[str] = Counter()  # kind -> request body bytes relayed
         self._client: aiohttp.ClientSession | None = None
         self._admin: AdminClient | None = None
 
@@ -190,7 +191,11 @@ class WebDemo:
         return web.json_response(body, headers=NO_STORE)
 
     async def counts(self, request: web.Request) -> web.Response:
-        body = {"requests": dict(self.requests), "body_bytes": dict(self.body_bytes)}
+        body = {
+            "requests": dict(self.requests),
+            "body_bytes": dict(self.body_bytes),
+            "sent_bytes": dict(self.sent_bytes),
+        }
         return web.json_response(body, headers=NO_STORE)
 
     async def job(self, request: web.Request) -> web.Response:
@@ -206,6 +211,7 @@ class WebDemo:
         self.requests[kind] += 1
         headers = {k: v for k in FORWARD if (v := request.headers.get(k)) is not None}
         body = await request.read()
+        self.sent_bytes[kind] += len(body)
         try:
             async with self._client.request(
                 request.method,

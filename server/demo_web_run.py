@@ -18,7 +18,6 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -56,10 +55,8 @@ async def serve(app: web.Application, port: int = 0) -> AsyncIterator[str]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
-    server = site._server
-    assert server is not None and server.sockets
     try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
 
@@ -142,7 +139,8 @@ async def run_web_demo(args: argparse.Namespace) -> dict[str, Any]:
                         await admin.request("POST", f"/admin/v1/tasks/{TASK}/pause")
                 else:
                     print(
-                        f"open {url}/ in a browser (each tab is a device; ?devices=4 runs four); Ctrl-C stops",
+                        f"open {url}/ in a browser: each tab is a device (?devices=4 runs "
+                        "four in one tab); Ctrl-C stops",
                         flush=True,
                     )
                     status = await _watch(admin, args, started, STABLE_EVALS, quiet=False)
@@ -180,7 +178,8 @@ async def _watch(
         if not quiet and elapsed - last_line >= 5.0:
             shown = f"{accuracy:.3f}" if accuracy is not None else "-"
             print(
-                f"acc {shown}/{args.target:.2f}  v{status['version']}  applied {status['updates_applied']}  {elapsed:5.1f}s",
+                f"acc {shown}/{args.target:.2f}  v{status['version']}  "
+                f"applied {status['updates_applied']}  {elapsed:5.1f}s",
                 flush=True,
             )
             last_line = elapsed

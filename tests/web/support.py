@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import subprocess
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -14,32 +12,18 @@ from typing import Any
 import numpy as np
 
 from client_sdk.wire import encode_tensor, pack
+from load_tests.web_jobs import HARNESS, build_web_sdk, node
 
-ROOT = Path(__file__).resolve().parents[2]
-WEB = ROOT / "client_sdk" / "web"
-HARNESS = WEB / "test" / "harness"
 FEATURES, CLASSES = 64, 10  # the logreg / mlp zoo models (digits: 8x8 images)
 # quick retries: the schedule is checked, not the clock
 QUICK_RETRY = {"maxAttempts": 30, "baseDelayS": 0.02, "maxDelayS": 0.3, "maxElapsedS": 60}
 QUICK = {"retry": QUICK_RETRY, "uploadMarginS": 1.0}
 
 
-def node() -> str:
-    path = shutil.which("node")
-    if path is None:
-        raise AssertionError("node is not on PATH: the web SDK tests need Node >= 20")
-    return path
-
-
 @cache
 def built() -> Path:
     """Build the package once per test session (tsc + esbuild, about 3 s)."""
-    if not (WEB / "node_modules" / "onnxruntime-node").is_dir():
-        raise AssertionError(
-            "client_sdk/web/node_modules is missing: run `bash .ci/install-browser` (make test does)"
-        )
-    subprocess.run([node(), "scripts/build.mjs"], cwd=WEB, check=True, timeout=120)
-    return WEB / "dist"
+    return build_web_sdk()
 
 
 def write_data(path: Path, x: np.ndarray[Any, Any], y: np.ndarray[Any, Any]) -> Path:
@@ -88,12 +72,17 @@ class NodeRun:
         return line
 
 
-async def run_device(config: dict[str, Any], workdir: Path, timeout_s: float = 90.0) -> NodeRun:
-    """Run the SDK's Client in a Node process (``test/harness/device.mjs``) until it ends."""
-    built()
+def _config_file(workdir: Path, config: dict[str, Any]) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / f"device-{len(list(workdir.glob('device-*.json')))}.json"
     path.write_text(json.dumps(config))
+    return path
+
+
+async def run_device(config: dict[str, Any], workdir: Path, timeout_s: float = 90.0) -> NodeRun:
+    """Run the SDK's Client in a Node process (``test/harness/device.mjs``) until it ends."""
+    built()
+    path = await asyncio.to_thread(_config_file, workdir, config)
     proc = await asyncio.create_subprocess_exec(
         node(),
         str(HARNESS / "device.mjs"),

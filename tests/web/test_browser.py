@@ -12,11 +12,10 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import numpy as np
 import pytest
 
-from client_sdk.bundle import GRAPH_NAMES, Bundle
-from client_sdk.wire import decode_tensors, pack, unpack
+from client_sdk.wire import decode_tensors, unpack
+from load_tests.web_jobs import browser_job, max_diff, step_job
 from server.demo_web import DemoTask, WebDemo
 from server.demo_web_run import chromium, serve
 from server.modeling.datasets import load_dataset
@@ -25,7 +24,7 @@ from server.process import ServerProcess
 from tests.modeling.support import BundleCache
 from tests.server.fleet import create_task, status, wait_for
 from tests.web.support import built
-from tests.web.test_parity import STEPS, TOLERANCE, parity_job
+from tests.web.test_parity import STEPS, TIE_JITTER, TOLERANCE
 
 GOAL_1 = {"aggregation_goal": 1, "optimizer": {"name": "fedavg", "lr": 1.0}}
 
@@ -48,7 +47,11 @@ class Page:
 async def site(server: ServerProcess) -> AsyncIterator[tuple[str, WebDemo]]:
     built()
     x, y, _, _ = load_dataset("digits")
-    demo = WebDemo(server.url, server.admin_token, DemoTask("unused", server.enrollment_key, [(x[:240], y[:240])]))
+    demo = WebDemo(
+        server.url,
+        server.admin_token,
+        DemoTask("unused", server.enrollment_key, [(x[:240], y[:240])]),
+    )
     async with serve(demo.app()) as url:
         yield url, demo
 
@@ -60,8 +63,14 @@ async def test_a_page_trains_uploads_and_a_reload_resumes_without_refetching_gra
     quick, slow = f"wq-{uuid.uuid4().hex[:6]}", f"ws-{uuid.uuid4().hex[:6]}"
     await create_task(server, quick, model="mlp", concurrency=10, aggregation=GOAL_1)
     # same model, so the same graphs; training stops on a 3 s budget, not on the data
-    await create_task(server, slow, model="mlp", concurrency=10, aggregation=GOAL_1,
-                      plan={"lr": 0.05, "batch_size": 16, "epochs": 1000, "time_budget_s": 3.0})
+    await create_task(
+        server,
+        slow,
+        model="mlp",
+        concurrency=10,
+        aggregation=GOAL_1,
+        plan={"lr": 0.05, "batch_size": 16, "epochs": 1000, "time_budget_s": 3.0},
+    )
     async with chromium() as browser:
         page = Page(await (await browser.new_context()).new_page())
 
@@ -74,27 +83,22 @@ async def test_a_page_trains_uploads_and_a_reload_resumes_without_refetching_gra
         await page.wait("asyncflDemo.events.some(e => e.kind === 'progress')")
         await page.page.reload()  # mid-training: the session is open in IndexedDB
         (resumed,) = await page.wait("asyncflDemo.results.length && asyncflDemo.results")
-        events = await page.page.evaluate("asyncflDemo.events.map(e => [e.kind, e.data.action ?? null])")
+        events = await page.page.evaluate(
+            "asyncflDemo.events.map(e => [e.kind, e.data.action ?? null])"
+        )
         errors = await page.page.evaluate("asyncflDemo.errors")
 
     assert first["kind"] == "trained" and first["version"] == 0 and not first["resumed"]
     assert applied["updates_applied"] == 1
     assert after_first == {"enroll": 1, "checkin": 1, "artifact": 4, "params": 1, "update": 1}
-    assert resumed["kind"] == "trained" and resumed["resumed"] and resumed["stopped"] == "time_budget"
+    assert (
+        resumed["kind"] == "trained" and resumed["resumed"] and resumed["stopped"] == "time_budget"
+    )
     assert events[0] == ["resume", "continue"]
     assert demo.requests["artifact"] == 4  # the reloads fetched no graph again
     assert demo.requests["enroll"] == 1 and demo.requests["checkin"] == 2  # one per session
     assert (await status(server, slow))["updates_accepted"] == 1
     assert errors == [] and page.problems == []
-
-
-def browser_job(model: str, bundles: BundleCache) -> tuple[bytes, list[Any]]:
-    bundle_dir = bundles(model)
-    job, expected = parity_job(model, bundle_dir)
-    bundle = Bundle.load(bundle_dir)
-    job["manifest"] = (bundle_dir / "manifest.json").read_bytes()
-    job["graphs"] = {name: bundle.graph(name) for name in GRAPH_NAMES}
-    return pack(job), expected
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +112,9 @@ async def test_training_in_a_chromium_worker_matches_the_python_trainer(
     url, demo = site
     expected = {}
     for model in sorted(ZOO):
-        demo.jobs[model], expected[model] = await asyncio.to_thread(browser_job, model, bundles)
+        folder = await asyncio.to_thread(bundles, model)
+        job = step_job(model, folder, steps=STEPS, jitter=TIE_JITTER.get(model, 0.0))
+        demo.jobs[model], expected[model] = browser_job(job.job), job.expected
     diffs = {}
     async with chromium() as browser:
         page = Page(await browser.new_page())
@@ -118,7 +124,7 @@ async def test_training_in_a_chromium_worker_matches_the_python_trainer(
             assert "error" not in out, out
             got = decode_tensors(unpack(base64.b64decode(out["params"])))
             assert len(out["losses"]) == STEPS
-            diffs[model] = max(float(np.max(np.abs(g - e))) for g, e in zip(got, expected[model], strict=True))
+            diffs[model] = max_diff(got, expected[model])
 
     assert all(d <= TOLERANCE for d in diffs.values()), diffs
     assert page.problems == []

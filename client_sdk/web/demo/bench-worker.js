@@ -7,12 +7,14 @@ self.onmessage = async (event) => {
     const job = unpack(new Uint8Array(await (await fetch(event.data.url)).arrayBuffer()));
     const ort = await loadWebOrt("/ort/ort.wasm.min.mjs", "/ort/");
     const trainer = await Trainer.create(ort, await bundleFromParts(job.manifest, job.graphs), WEB_SESSION_OPTIONS);
-    let params = decodeTensors(job.params);
-    let state = trainer.initialState();
+    let first = null;
     const losses = [];
     const stepMs = [];
+    const passMs = [];
     for (let repeat = 0; repeat < (job.repeats ?? 1); repeat++) {
-      if (repeat > 0) params = decodeTensors(job.params);
+      let params = decodeTensors(job.params);
+      let state = trainer.initialState();
+      const passStarted = performance.now();
       for (const batch of job.batches) {
         const started = performance.now();
         const [next, nextState, loss] = await trainer.trainStep(params, state, decodeTensor(batch.x), decodeTensor(batch.y), job.lr);
@@ -21,11 +23,13 @@ self.onmessage = async (event) => {
         state = nextState;
         if (repeat === 0) losses.push(loss);
       }
+      passMs.push(performance.now() - passStarted);
+      first ??= params;
     }
-    const bytes = pack(encodeTensors(params));
+    const bytes = pack(encodeTensors(first));
     let binary = "";
     for (const b of bytes) binary += String.fromCharCode(b);
-    self.postMessage({ params: btoa(binary), losses, step_ms: stepMs });
+    self.postMessage({ params: btoa(binary), losses, step_ms: stepMs, pass_ms: passMs });
   } catch (error) {
     self.postMessage({ error: String(error?.stack ?? error) });
   }

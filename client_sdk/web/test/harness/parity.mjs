@@ -1,7 +1,7 @@
 // Parity harness: `node parity.mjs BACKEND IN OUT`. IN is msgpack
-// {bundle: dir, params: [tensor], batches: [{x, y}], lr}; the SDK's Trainer runs one
-// train step per batch from `params`, and OUT gets {params: [tensor], losses: [...],
-// step_ms: [...]} (msgpack). The Python side compares with its own Trainer.
+// {bundle: dir, params: [tensor], batches: [{x, y}], lr, repeats}; the SDK's Trainer runs
+// one train step per batch from `params` (`repeats` passes, for timing), and OUT gets
+// {params (after the first pass), losses, step_ms} (msgpack). The Python side compares with its own Trainer.
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
@@ -18,19 +18,26 @@ const bundle = await bundleFromParts(await read("manifest.json"), {
   infer: await read("infer.onnx"),
 });
 const trainer = await Trainer.create(ort, bundle, sessionOptions);
-let params = decodeTensors(job.params);
-let state = trainer.initialState();
+let first = null;
 const losses = [];
 const stepMs = [];
-for (const batch of job.batches) {
-  const x = decodeTensor(batch.x);
-  const y = decodeTensor(batch.y);
-  const started = performance.now();
-  const [next, nextState, loss] = await trainer.trainStep(params, state, x, y, job.lr);
-  stepMs.push(performance.now() - started);
-  params = next;
-  state = nextState;
-  losses.push(loss);
+const passMs = [];
+for (let repeat = 0; repeat < (job.repeats ?? 1); repeat++) {
+  let params = decodeTensors(job.params);
+  let state = trainer.initialState();
+  const passStarted = performance.now();
+  for (const batch of job.batches) {
+    const x = decodeTensor(batch.x);
+    const y = decodeTensor(batch.y);
+    const started = performance.now();
+    const [next, nextState, loss] = await trainer.trainStep(params, state, x, y, job.lr);
+    stepMs.push(performance.now() - started);
+    params = next;
+    state = nextState;
+    if (repeat === 0) losses.push(loss);
+  }
+  passMs.push(performance.now() - passStarted);
+  first ??= params;
 }
-await writeFile(output, pack({ params: encodeTensors(params), losses, step_ms: stepMs }));
+await writeFile(output, pack({ params: encodeTensors(first), losses, step_ms: stepMs, pass_ms: passMs }));
 await trainer.release();
