@@ -2,7 +2,7 @@
 ``asyncfl serve``, through the web demo's page server: a page checks in, trains and
 uploads; the server applies the update; a reload resumes the unfinished session and
 fetches no graph again; nothing logs a console error. And the Trainer in a Web Worker
-matches the Python Trainer for every zoo model."""
+matches the Python Trainer for every zoo model (as in test_parity.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from client_sdk.wire import decode_tensors, unpack
-from load_tests.web_jobs import browser_job, max_diff, step_job
+from client_sdk.wire import unpack
+from load_tests.web_jobs import browser_job, parity_error, step_job
 from server.demo_web import DemoTask, WebDemo
 from server.demo_web_run import chromium, serve
 from server.modeling.datasets import load_dataset
@@ -24,7 +24,7 @@ from server.process import ServerProcess
 from tests.modeling.support import BundleCache
 from tests.server.fleet import create_task, status, wait_for
 from tests.web.support import built
-from tests.web.test_parity import STEPS, TIE_JITTER, TOLERANCE
+from tests.web.test_parity import STEPS, STEPWISE, TIE_JITTER, TOLERANCE
 
 GOAL_1 = {"aggregation_goal": 1, "optimizer": {"name": "fedavg", "lr": 1.0}}
 
@@ -110,11 +110,12 @@ async def test_training_in_a_chromium_worker_matches_the_python_trainer(
     server: ServerProcess, site: tuple[str, WebDemo], bundles: BundleCache
 ) -> None:
     url, demo = site
-    expected = {}
+    jobs = {}
     for model in sorted(ZOO):
         folder = await asyncio.to_thread(bundles, model)
-        job = step_job(model, folder, steps=STEPS, jitter=TIE_JITTER.get(model, 0.0))
-        demo.jobs[model], expected[model] = browser_job(job.job), job.expected
+        stepwise = (model, "web") in STEPWISE
+        job = step_job(model, folder, jitter=TIE_JITTER.get(model, 0.0), stepwise=stepwise)
+        demo.jobs[model], jobs[model] = browser_job(job.job), job
     diffs = {}
     async with chromium() as browser:
         page = Page(await browser.new_page())
@@ -122,9 +123,9 @@ async def test_training_in_a_chromium_worker_matches_the_python_trainer(
             await page.page.goto(f"{url}/demo/bench.html?job={model}")
             out = await page.wait("window.asyncflBench", timeout_s=120)
             assert "error" not in out, out
-            got = decode_tensors(unpack(base64.b64decode(out["params"])))
+            result = unpack(base64.b64decode(out["params"]))
             assert len(out["losses"]) == STEPS
-            diffs[model] = max_diff(got, expected[model])
+            diffs[model] = parity_error(jobs[model], result)
 
     assert all(d <= TOLERANCE for d in diffs.values()), diffs
     assert page.problems == []

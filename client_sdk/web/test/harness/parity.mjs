@@ -1,7 +1,9 @@
 // Parity harness: `node parity.mjs BACKEND IN OUT`. IN is msgpack
 // {bundle: dir, params: [tensor], batches: [{x, y}], lr, repeats}; the SDK's Trainer runs
 // one train step per batch from `params` (`repeats` passes, for timing), and OUT gets
-// {params (after the first pass), losses, step_ms} (msgpack). The Python side compares with its own Trainer.
+// {params (after the first pass), losses, step_ms, pass_ms} (msgpack). With `starts`
+// (one parameter list per batch) each step starts from its own parameters instead, and
+// `step_params` holds every step's result. The Python side compares.
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
@@ -19,6 +21,7 @@ const bundle = await bundleFromParts(await read("manifest.json"), {
 });
 const trainer = await Trainer.create(ort, bundle, sessionOptions);
 let first = null;
+const stepParams = [];
 const losses = [];
 const stepMs = [];
 const passMs = [];
@@ -26,7 +29,8 @@ for (let repeat = 0; repeat < (job.repeats ?? 1); repeat++) {
   let params = decodeTensors(job.params);
   let state = trainer.initialState();
   const passStarted = performance.now();
-  for (const batch of job.batches) {
+  for (const [k, batch] of job.batches.entries()) {
+    if (job.starts) params = decodeTensors(job.starts[k]); // stepwise: from the given parameters
     const x = decodeTensor(batch.x);
     const y = decodeTensor(batch.y);
     const started = performance.now();
@@ -35,9 +39,10 @@ for (let repeat = 0; repeat < (job.repeats ?? 1); repeat++) {
     params = next;
     state = nextState;
     if (repeat === 0) losses.push(loss);
+    if (repeat === 0 && job.starts) stepParams.push(encodeTensors(params));
   }
   passMs.push(performance.now() - passStarted);
   first ??= params;
 }
-await writeFile(output, pack({ params: encodeTensors(first), losses, step_ms: stepMs, pass_ms: passMs }));
+await writeFile(output, pack({ params: encodeTensors(first), step_params: stepParams, losses, step_ms: stepMs, pass_ms: passMs }));
 await trainer.release();
