@@ -51,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 @asynccontextmanager
 async def serve(app: web.Application, port: int = 0) -> AsyncIterator[str]:
     """Run ``app`` on 127.0.0.1 for the block; yields its base URL."""
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
@@ -112,7 +112,11 @@ async def run_web_demo(args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.to_thread(server.start)
     try:
         async with AdminClient(server.url, server.admin_token) as admin:
-            config = {**DEFAULT_CONFIG, "concurrency": max(2, devices)}
+            # asyncfl demo's FedBuff, but the buffer is the weighted mean of its updates:
+            # a browser device holds ~100 examples, and with goal normalization its
+            # sqrt(n) example weight would scale the server's step ~10x (it diverges)
+            aggregation = {**DEFAULT_CONFIG["aggregation"], "normalization": "weights"}
+            config = {**DEFAULT_CONFIG, "concurrency": max(2, devices), "aggregation": aggregation}
             await admin.create_task(
                 TASK,
                 model="mlp",
