@@ -29,6 +29,7 @@ import asyncio
 import base64
 import gzip
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -72,11 +73,10 @@ def emit(obj: dict[str, Any]) -> None:
 
 
 def step_ms(pass_ms: list[float], steps: int) -> float:
-    """Milliseconds per step: the best pass but the first (warm-up), over its steps.
-    The best, as in bench_ingest.py: a noisy neighbour on a shared machine slows some
-    passes of every side, and a browser's timer is too coarse to time single steps."""
+    """Milliseconds per step: the median pass but the first (warm-up), over its steps
+    (whole passes: a browser's timer is too coarse to time single steps)."""
     timed = pass_ms[1:] if len(pass_ms) > 1 else pass_ms
-    return round(min(timed) / steps, 4)
+    return round(statistics.median(timed) / steps, 4)
 
 
 def bundle_dir(out: Path, model: str) -> Path:
