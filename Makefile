@@ -7,13 +7,14 @@ BIN := $(VENV)/bin
 EXTRAS ?= server,export,sim,load,dev
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test check fmt lint typecheck hadolint pytest bench clean
+.PHONY: help install demo test check fmt lint typecheck hadolint pytest bench clean web-install webcheck
 
 help:
 	@echo "make demo       set up .venv and run the end-to-end demo (embedded default)"
 	@echo "make test       set up .venv, then lint, typecheck and the whole test suite"
 	@echo "make check      lint + format check + mypy + hadolint only"
 	@echo "make fmt        format the code"
+	@echo "make web-install  chromium + the web SDK's npm packages (.ci/install-browser)"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,7 +29,7 @@ demo: install
 
 test: check pytest
 
-check: lint typecheck hadolint
+check: lint typecheck hadolint webcheck
 
 lint: install
 	$(BIN)/ruff check .
@@ -40,8 +41,15 @@ typecheck: install
 hadolint: install
 	@if [ -f Dockerfile ]; then $(BIN)/hadolint Dockerfile; fi
 
-pytest: install
+pytest: install web-install
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The web SDK (client_sdk/web): Debian's chromium and the npm packages of its lockfile.
+web-install:
+	bash .ci/install-browser
+
+webcheck: web-install
+	cd client_sdk/web && node node_modules/typescript/bin/tsc -p tsconfig.json --noEmit
 
 fmt: install
 	$(BIN)/ruff format .
@@ -49,3 +57,4 @@ fmt: install
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .asyncfl *.egg-info
+	rm -rf client_sdk/web/node_modules client_sdk/web/dist

@@ -60,6 +60,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="plot, logs, data")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print only the final JSON line")
+    from server.demo_web_run import add_arguments
+
+    add_arguments(p)  # --web, --pages, --port: browsers as the devices
     p.set_defaults(func=_main)
 
 
@@ -84,6 +87,10 @@ def _main(args: argparse.Namespace) -> int:
     if args.devices < 1 or args.seconds <= 0 or not 0 < args.target <= 1:
         print("asyncfl demo: --devices >= 1, --seconds > 0, 0 < --target <= 1", file=sys.stderr)
         return 2
+    if args.web:
+        from server.demo_web_run import run
+
+        return run(args)
     result = asyncio.run(run_demo(args))
     print(json.dumps(result))
     return 0 if result["accuracy"] is not None and result["accuracy"] >= args.target else 1
