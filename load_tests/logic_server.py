@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -35,7 +36,7 @@ from client_sdk.bundle import Manifest, decode_params
 from client_sdk.wire import CONTENT_TYPE, pack
 from load_tests.bare_server import serve
 from load_tests.bundle import linear_bundle
-from server.aggregation import AggregationConfig, ModelSpec, make_aggregator
+from server.aggregation import ModelSpec
 from server.api.http import read_body
 from server.coordination.sessions import InProcessSessionStore
 from server.coordination.tokens import TokenSigner
@@ -46,7 +47,7 @@ from server.storage.records import LedgerEntry, TaskRecord
 from server.tasks.commits import CommitJob
 from server.tasks.config import TaskConfig
 from server.tasks.local import LocalAggregation
-from server.tasks.manager import TaskRuntime
+from server.tasks.manager import TaskRuntime, worker_aggregator
 from server.tasks.state import PublishedVersion, TaskState
 
 MAX_BODY = 64 * 1024 * 1024
@@ -109,7 +110,7 @@ async def build(secret: str, model: str, goal: int, group_ms: float) -> Ingest:
     )
     ledger = NoLedger()
     no_db = NoDatabase()
-    aggregator = make_aggregator(params, AggregationConfig(aggregation_goal=goal))
+    aggregator = worker_aggregator(params, config.aggregation)  # as the server builds it
     local = LocalAggregation(
         state,
         aggregator,
@@ -130,16 +131,24 @@ async def build(secret: str, model: str, goal: int, group_ms: float) -> Ingest:
 
 
 def create_app(ingest: Ingest) -> web.Application:
+    refused: Counter[str] = Counter()
+
     async def handle(request: web.Request) -> web.Response:
         try:
             body = await read_body(request, MAX_BODY)
             ack = await ingest.upload(TASK, body)
         except AsyncflError as exc:
+            refused[exc.code] += 1
             return web.json_response(exc.to_body(), status=exc.status)
         return web.Response(body=pack(ack), content_type=CONTENT_TYPE)
 
+    async def report(app: web.Application) -> None:
+        if refused:  # the bench treats any refusal as an invalid run: say which
+            print(f"logic_server refused: {dict(refused)}", file=sys.stderr, flush=True)
+
     app = web.Application(client_max_size=MAX_BODY)
     app.add_routes([web.post("/ingest", handle)])
+    app.on_cleanup.append(report)
     return app
 
 

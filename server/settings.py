@@ -53,6 +53,7 @@ class Settings:
     log_fsync: LogFsync = "always"  # checkpoints (and the audit log): when is a write durable
     group_commit_ms: float = 5.0  # how long an ingest group gathers before it is written
     audit_log: bool = False  # also append every accepted body to a local log
+    malloc_tuning: bool = True  # keep freed upload bodies in the heap (glibc mallopt)
     log_segment_bytes: int = 64 * 1024 * 1024
     eval_threads: int = 1
     shutdown_timeout_s: float = 30.0

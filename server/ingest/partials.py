@@ -18,7 +18,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -101,7 +101,7 @@ class PartialShipper:
             claims.sid, tensors, entry.num_examples, entry.base_version, round_id=round_id
         )
         batch = self._open
-        batch.updates.append(ShippedUpdate(claims, token, ack, asdict(entry)))
+        batch.updates.append(ShippedUpdate(claims, token, ack, entry.as_row()))
         self._wake.set()
         if len(batch.updates) >= self._group_max:
             self._full.set()

@@ -145,8 +145,9 @@ class Ingest:
             await self._give_back(claims, claim.token)
             raise
         state.observe_session(claims.issued_at, now)
-        self._metrics.updates.labels(state.id, "accepted").inc()
-        self._metrics.staleness.labels(state.id).observe(ack["staleness"])
+        task_metrics = self._metrics.task(state.id)
+        task_metrics.accepted.inc()
+        task_metrics.staleness.observe(ack["staleness"])
         return ack
 
     async def _answer_known(
@@ -156,7 +157,7 @@ class Ingest:
         before this process knew its session); None to go ahead."""
         task_id = runtime.state.id
         if claim.verdict is Verdict.ACCEPTED:
-            self._metrics.updates.labels(task_id, "duplicate").inc()
+            self._metrics.task(task_id).duplicate.inc()
             return dict(claim.ack or {}) | {"duplicate": True}
         if claim.verdict is Verdict.REJECTED:
             raise Conflict(
@@ -169,7 +170,7 @@ class Ingest:
             return None
         ack = {"status": "accepted", "update_id": claims.sid, "duplicate": True}
         await self._sessions.complete_upload(claims, ack)
-        self._metrics.updates.labels(task_id, "duplicate").inc()
+        self._metrics.task(task_id).duplicate.inc()
         return ack
 
     async def _seen(self, runtime: TaskRuntime, update_id: str) -> bool:
@@ -224,9 +225,11 @@ class Ingest:
             result, group = local.fold(pending, payload.tensors, now)
             ack |= {"position": str(group.seq), "staleness": result.staleness}
             waits = [group.wait()]
-        if self._audit is not None:
+        if self._audit is None:
+            position = await waits[0]
+        else:
             waits.append(self._audit.append(_audit_record(pending, body)))
-        position, *_ = await asyncio.gather(*waits)
+            position, *_ = await asyncio.gather(*waits)
         if self._partials is not None:
             ack["position"] = position  # the session was accepted with the ack as shipped
         else:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 
@@ -49,6 +49,13 @@ class LedgerEntry:
     staleness: int | None = None
     weight: float | None = None
     applied_version: int | None = None
+
+    def as_row(self) -> dict[str, Any]:
+        """The entry as plain values, a shallow copy (``asdict`` deep-copies: slow)."""
+        return {name: getattr(self, name) for name in _LEDGER_FIELDS}
+
+
+_LEDGER_FIELDS = tuple(f.name for f in fields(LedgerEntry))
 
 
 @dataclass(frozen=True)

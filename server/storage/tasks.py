@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from typing import Any
 
 import sqlalchemy as sa
@@ -170,12 +170,8 @@ class TaskRepository:
             raise StorageError(f"database write failed: {exc}") from exc
 
 
-# A ledger row from its entry: a shallow copy (``asdict`` recurses into every field).
-_LEDGER_FIELDS = tuple(f.name for f in fields(LedgerEntry))
-
-
 def _applied_row(entry: LedgerEntry, version: int) -> dict[str, Any]:
-    row = {name: getattr(entry, name) for name in _LEDGER_FIELDS}
+    row = entry.as_row()
     row["status"], row["applied_version"] = "applied", version
     return row
 

@@ -65,11 +65,8 @@ class LeaderBase:
         return self.aggregator.has_folded(update_id)
 
     def _job(self, step: StepResult, position: str) -> CommitJob:
-        applied = [
-            replace(self.pending.pop(uid), status="applied", applied_version=step.version)
-            for uid in step.update_ids
-            if uid in self.pending
-        ]
+        # the version's ledger rows say "applied" and the version (see commit_versions)
+        applied = [self.pending.pop(uid) for uid in step.update_ids if uid in self.pending]
         staleness = [e.staleness for e in applied if e.staleness is not None]
         params = [p.copy() for p in self.aggregator.params]
         return CommitJob(

@@ -236,7 +236,7 @@ class LocalAggregation(LeaderBase):
             "task": self.state.id,
             "version": agg.version,
             "state": state,
-            "entries": [dataclasses.asdict(self.pending[u]) for u in agg.pending_ids],
+            "entries": [self.pending[u].as_row() for u in agg.pending_ids],
         }
         raw = b"" if total is None else total.data.cast("B")
         return self._write(jobs, snapshot, meta, raw)
