@@ -13,6 +13,7 @@ from server.coordination.ratelimit import RateLimiter
 from server.coordination.sessions import SessionStore
 from server.coordination.tokens import TokenSigner
 from server.metrics import Metrics
+from server.monitor.service import Monitor
 from server.settings import Settings
 from server.storage.blobs import LocalBlobStore
 from server.storage.devices import DeviceRepository
@@ -36,6 +37,7 @@ class Services:
     metrics: Metrics
     leadership: Leadership | None = None  # set where this process aggregates
     redis: Redis | None = None  # set in distributed mode
+    monitor: Monitor | None = None  # fleet figures (API processes)
     revoked: set[str] = field(default_factory=set)
     ready: bool = False
     draining: bool = False

@@ -27,6 +27,7 @@ from server.aggregation import (
 )
 from server.coordination.queue import QueuedUpdate, UpdateQueue
 from server.errors import AsyncflError, UpdateRejected
+from server.fleet.cost import cost_fields
 from server.storage.records import LedgerEntry
 from server.tasks.commits import CommitJob, Committer
 from server.tasks.state import TaskState
@@ -200,6 +201,7 @@ def _entry(update: QueuedUpdate, status: str, **fields: Any) -> LedgerEntry:
         status=status,
         base_version=update.base_version,
         num_examples=update.num_examples,
+        **cost_fields(update.metrics, len(update.body)),  # fleet hook: what it cost
         **fields,
     )
 

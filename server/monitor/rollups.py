@@ -1,0 +1,156 @@
+"""Each task's :class:`~server.fleet.rollup.TaskRollup`, kept fresh from the database.
+
+A rollup is refreshed on demand, at most once every ``min_age_s`` however many pages
+ask (concurrent askers share one refresh). A refresh reads only what is new: versions
+after the newest folded (and a short tail, whose held-out metrics may have landed since),
+applied updates of versions after the last folded up to the task's committed head,
+evaluations of the newest ``EVAL_TAIL`` versions, and time buckets of the trailing
+``WINDOW_S``. It reads everything first and folds after, so a failed read changes
+nothing. The first read of a task folds its whole history (versions before the kept
+window by tier only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from server.fleet.cost import CostModel
+from server.fleet.rollup import BUCKET_S, MAX_VERSIONS, TIMELINE_KEEP_S, TaskRollup
+from server.fleet.rows import (
+    OLDER,
+    AppliedGroup,
+    CheckinBucket,
+    EvalGroup,
+    LedgerBucket,
+    VersionRow,
+)
+from server.fleet.views import TAIL_VERSIONS
+from server.monitor.meter import CpuMeter
+from server.storage.fleet import FleetRepository
+
+EVAL_TAIL = 200  # versions whose federated evaluations are re-read (late reports)
+WINDOW_S = 180  # time buckets re-read (rows land late: batched writers, commit lag)
+ENROLLED_EVERY_S = 30.0
+
+
+@dataclass
+class _Reads:
+    versions: list[VersionRow]
+    older: list[AppliedGroup]
+    applied: list[AppliedGroup]
+    devices: list[tuple[str, str | None]]
+    staleness: list[tuple[int, int]]
+    evaluations: list[EvalGroup]
+    eval_from: int
+    ledger: list[LedgerBucket]
+    checkins: list[CheckinBucket]
+    checkins_before: list[CheckinBucket] | None
+    since: int
+    upto: int
+
+
+class RollupCache:
+    def __init__(
+        self,
+        repo: FleetRepository,
+        model: CostModel,
+        *,
+        meter: CpuMeter,
+        min_age_s: float = 1.0,
+        clock: Callable[[], float],
+    ) -> None:
+        self._repo = repo
+        self._model = model
+        self._meter = meter
+        self._min_age_s = min_age_s
+        self._clock = clock
+        self.rollups: dict[str, TaskRollup] = {}
+        self._fresh_at: dict[str, float] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.enrolled: dict[str | None, int] = {}
+        self._enrolled_at = -ENROLLED_EVERY_S
+        self.refreshes = 0
+
+    def cached(self, task_id: str) -> TaskRollup | None:
+        return self.rollups.get(task_id)
+
+    async def get(self, task_id: str, head: int, created_at: float) -> TaskRollup:
+        """The task's rollup, refreshed if older than ``min_age_s`` (``head``: the
+        task's newest committed version; ``created_at``: when the task was created)."""
+        rollup = self.rollups.get(task_id)
+        if rollup is not None and self._clock() - self._fresh_at[task_id] < self._min_age_s:
+            return rollup
+        lock = self._locks.setdefault(task_id, asyncio.Lock())
+        async with lock:
+            rollup = self.rollups.get(task_id)
+            if rollup is not None and self._clock() - self._fresh_at[task_id] < self._min_age_s:
+                return rollup
+            return await self._refresh(task_id, head, created_at)
+
+    async def _refresh(self, task_id: str, head: int, created_at: float) -> TaskRollup:
+        now = self._clock()
+        rollup = self.rollups.get(task_id)
+        reads = await self._read(task_id, rollup, head, created_at, now)
+        if now - self._enrolled_at >= ENROLLED_EVERY_S:
+            self.enrolled = {r.tier: r.count for r in await self._repo.enrolled_by_tier()}
+            self._enrolled_at = now
+        with self._meter.measure():
+            if rollup is None:
+                rollup = TaskRollup(task_id, self._model)
+            rollup.add_versions(reads.versions)
+            if reads.older:
+                rollup.add_applied(reads.older, max(OLDER, head - MAX_VERSIONS))
+            rollup.add_devices(reads.devices)
+            rollup.add_staleness(reads.staleness)
+            rollup.add_applied(reads.applied, reads.upto)
+            rollup.set_evaluations(reads.evaluations, reads.eval_from)
+            rollup.set_ledger(reads.ledger, reads.since)
+            rollup.set_checkins(reads.checkins, reads.since)
+            if reads.checkins_before is not None:
+                rollup.set_checkins_before(reads.checkins_before)
+            rollup.trim(now)
+        self.rollups[task_id] = rollup
+        self._fresh_at[task_id] = now
+        self.refreshes += 1
+        return rollup
+
+    async def _read(
+        self, task_id: str, rollup: TaskRollup | None, head: int, created_at: float, now: float
+    ) -> _Reads:
+        repo = self._repo
+        first = rollup is None
+        done = OLDER if rollup is None else rollup.applied_upto
+        after = OLDER if rollup is None else rollup.newest_version - TAIL_VERSIONS
+        older: list[AppliedGroup] = []
+        devices: list[tuple[str, str | None]] = []
+        staleness: list[tuple[int, int]] = []
+        applied: list[AppliedGroup] = []
+        if first and head - MAX_VERSIONS > done:  # history before the kept window: by tier
+            cut = head - MAX_VERSIONS
+            older = await repo.applied_before(task_id, cut)
+            devices += await repo.applied_devices(task_id, done, cut)
+            staleness += await repo.staleness(task_id, done, cut)
+            done = cut
+        if head > done:
+            applied = await repo.applied(task_id, done, head)
+            devices += await repo.applied_devices(task_id, done, head)
+            staleness += await repo.staleness(task_id, done, head)
+        eval_from = 0 if first else max(0, head - EVAL_TAIL)
+        start = max(created_at, now - TIMELINE_KEEP_S) if first else now - WINDOW_S
+        since = int(start) - int(start) % BUCKET_S
+        return _Reads(
+            versions=await repo.versions(task_id, after, MAX_VERSIONS),
+            older=older,
+            applied=applied,
+            devices=devices,
+            staleness=staleness,
+            evaluations=await repo.evaluations(task_id, eval_from),
+            eval_from=eval_from,
+            ledger=await repo.ledger_buckets(task_id, since, BUCKET_S),
+            checkins=await repo.checkins(task_id, since),
+            checkins_before=await repo.checkins_before(task_id, since) if first else None,
+            since=since,
+            upto=max(done, head),
+        )

@@ -1,0 +1,107 @@
+"""The monitor: fleet figures for the admin API, the dashboard and ``/metrics``.
+
+Every API process runs one (embedded and distributed alike). It owns the rollup cache,
+the evaluation and check-in writers and the update-rate sampler, and one background
+loop that flushes the writers every ``FLUSH_S`` and refreshes every task's rollup every
+``METRICS_REFRESH_S`` (so ``/metrics`` is current with no page open).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from server.coordination.queue import UpdateQueue
+from server.errors import AsyncflError
+from server.fleet.cost import CostModel
+from server.fleet.rollup import TaskRollup
+from server.metrics import Metrics
+from server.monitor.meter import CpuMeter
+from server.monitor.rates import RateMeter
+from server.monitor.recorder import CheckinTally, EvaluationWriter
+from server.monitor.rollups import RollupCache
+from server.storage.fleet import FleetRepository
+from server.storage.records import EvaluationRecord
+from server.tasks.manager import TaskManager, TaskRuntime
+
+logger = logging.getLogger(__name__)
+
+FLUSH_S = 1.0
+METRICS_REFRESH_S = 15.0
+
+
+class Monitor:
+    def __init__(
+        self,
+        repo: FleetRepository,
+        manager: TaskManager,
+        queue: UpdateQueue,
+        metrics: Metrics,
+        model: CostModel,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.repo = repo
+        self.model = model
+        self._manager = manager
+        self._queue = queue
+        self._clock = clock
+        self.meter = CpuMeter()
+        self.rollups = RollupCache(repo, model, meter=self.meter, clock=clock)
+        self.evaluations = EvaluationWriter(repo)
+        self.checkins = CheckinTally(metrics.checkins, clock)
+        self.rates = RateMeter()
+
+    def record_evaluation(
+        self, sid: str, task_id: str, device_id: str, version: int, metrics: dict[str, float]
+    ) -> None:
+        """A device's federated evaluation (already validated by the sessions API)."""
+        self.evaluations.add(
+            EvaluationRecord(
+                id=sid,
+                task_id=task_id,
+                device_id=device_id,
+                version=version,
+                created_at=self._clock(),
+                num_examples=int(metrics["num_examples"]),
+                loss=metrics["loss"],
+                accuracy=metrics.get("accuracy"),
+            )
+        )
+
+    async def rollup(self, runtime: TaskRuntime) -> TaskRollup:
+        state = runtime.state
+        return await self.rollups.get(state.id, state.version, state.record.created_at)
+
+    def updates_per_s(self, task_id: str) -> float | None:
+        return self.rates.rate(task_id)
+
+    async def tick(self, refresh: bool) -> None:
+        """One round of the background loop (also the shutdown flush)."""
+        now = self._clock()
+        for task_id in list(self._manager.runtimes):
+            self.rates.observe(task_id, now, await self._queue.appended_count(task_id))
+        await self.checkins.flush(self.repo)
+        await self.evaluations.flush()
+        if refresh:
+            for runtime in list(self._manager.runtimes.values()):
+                await self.rollup(runtime)
+
+    async def run(self) -> None:
+        last_refresh = -METRICS_REFRESH_S
+        while True:
+            await asyncio.sleep(FLUSH_S)
+            now = self._clock()
+            refresh = now - last_refresh >= METRICS_REFRESH_S
+            try:
+                await self.tick(refresh)
+            except AsyncflError as exc:  # the database or Redis is away: try again later
+                logger.warning("monitor: %s", exc)
+            if refresh:
+                last_refresh = now
+
+    def status_extras(self, task_id: str) -> dict[str, Any]:
+        return {"updates_per_s": self.updates_per_s(task_id)}
