@@ -236,7 +236,14 @@ def _monitor(
     metrics: Metrics,
 ) -> Monitor:
     """The fleet figures of this API process, exported on ``/metrics`` too."""
-    monitor = Monitor(FleetRepository(engine), manager, queue, metrics, settings.cost_model)
+    monitor = Monitor(
+        FleetRepository(engine),
+        manager,
+        queue,
+        metrics,
+        settings.cost_model,
+        refresh_s=settings.fleet_refresh_s,
+    )
     metrics.registry.register(FleetCollector(monitor))
     ProcessCollector(registry=metrics.registry)
     return monitor

@@ -69,6 +69,7 @@ class Settings:
     tier_power_w: str = DEFAULT_POWER_TABLE
     default_power_w: float = DEFAULT_POWER_W
     grid_g_co2e_per_kwh: float = DEFAULT_GRID_G_PER_KWH
+    fleet_refresh_s: float = 15.0  # how often /metrics' fleet figures are re-read
     migrations_dir: Path = field(
         default_factory=lambda: Path(__file__).resolve().parent.parent / "migrations"
     )
@@ -187,6 +188,8 @@ class Settings:
             raise ConfigError("session_deadline_s must be > 0")
         if self.max_body_bytes < 1024:
             raise ConfigError("max_body_bytes must be >= 1024")
+        if self.fleet_refresh_s <= 0:
+            raise ConfigError("fleet_refresh_s must be > 0")
         if self.lease_ttl_s <= 0:
             raise ConfigError("lease_ttl_s must be > 0")
         if self.role == "aggregator" and not self.redis_url:

@@ -242,10 +242,15 @@ def staleness_doc(rollup: TaskRollup) -> list[dict[str, int]]:
 
 
 def latest_gap(rollup: TaskRollup) -> dict[str, Any] | None:
-    """The gap at the newest version, tiers pooled over its last GAP_WINDOW versions."""
-    newest = sorted(rollup.versions)[-GAP_WINDOW:]
-    pooled: dict[str, EvalCell] = {}
-    for number in newest:
-        for tier, cell in rollup.versions[number].evals.items():
-            pooled.setdefault(tier, EvalCell()).add(cell)
-    return gap({t: c.accuracy for t, c in pooled.items()})
+    """The newest version's gap (tiers pooled over its last GAP_WINDOW versions) that
+    exists, with that version; None when no window has evaluations from two tiers."""
+    versions = sorted(rollup.versions)
+    for end in range(len(versions), 0, -1):
+        pooled: dict[str, EvalCell] = {}
+        for number in versions[max(0, end - GAP_WINDOW) : end]:
+            for tier, cell in rollup.versions[number].evals.items():
+                pooled.setdefault(tier, EvalCell()).add(cell)
+        found = gap({t: c.accuracy for t, c in pooled.items()})
+        if found is not None:
+            return {**found, "version": versions[end - 1]}
+    return None

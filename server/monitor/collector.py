@@ -1,7 +1,7 @@
 """``/metrics`` carries the fleet figures the admin API serves, from the same rollups.
 
 A Prometheus collector reads the cached rollups (never the database): the monitor's loop
-keeps them at most ``METRICS_REFRESH_S`` old. Task-level figures come from the shared
+keeps them at most ``fleet_refresh_s`` old. Task-level figures come from the shared
 database, so in distributed mode every API replica exports the same values: aggregate
 them with ``max``, not ``sum``.
 """

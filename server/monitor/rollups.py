@@ -32,7 +32,7 @@ from server.storage.fleet import FleetRepository
 
 EVAL_TAIL = 200  # versions whose federated evaluations are re-read (late reports)
 WINDOW_S = 180  # time buckets re-read (rows land late: batched writers, commit lag)
-ENROLLED_EVERY_S = 30.0
+ENROLLED_EVERY_S = 5.0  # the devices table is re-counted by tier this often
 
 
 @dataclass

@@ -3,7 +3,7 @@
 Every API process runs one (embedded and distributed alike). It owns the rollup cache,
 the evaluation and check-in writers and the update-rate sampler, and one background
 loop that flushes the writers every ``FLUSH_S`` and refreshes every task's rollup every
-``METRICS_REFRESH_S`` (so ``/metrics`` is current with no page open).
+``refresh_s`` (so ``/metrics`` is current with no page open).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 from server.coordination.queue import UpdateQueue
 from server.errors import AsyncflError
@@ -30,7 +29,6 @@ from server.tasks.manager import TaskManager, TaskRuntime
 logger = logging.getLogger(__name__)
 
 FLUSH_S = 1.0
-METRICS_REFRESH_S = 15.0
 
 
 class Monitor:
@@ -42,9 +40,11 @@ class Monitor:
         metrics: Metrics,
         model: CostModel,
         *,
+        refresh_s: float = 15.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.repo = repo
+        self._refresh_s = refresh_s
         self.model = model
         self._manager = manager
         self._queue = queue
@@ -91,17 +91,14 @@ class Monitor:
                 await self.rollup(runtime)
 
     async def run(self) -> None:
-        last_refresh = -METRICS_REFRESH_S
+        last_refresh = -self._refresh_s
         while True:
-            await asyncio.sleep(FLUSH_S)
+            await asyncio.sleep(min(FLUSH_S, self._refresh_s))
             now = self._clock()
-            refresh = now - last_refresh >= METRICS_REFRESH_S
+            refresh = now - last_refresh >= self._refresh_s
             try:
                 await self.tick(refresh)
             except AsyncflError as exc:  # the database or Redis is away: try again later
                 logger.warning("monitor: %s", exc)
             if refresh:
                 last_refresh = now
-
-    def status_extras(self, task_id: str) -> dict[str, Any]:
-        return {"updates_per_s": self.updates_per_s(task_id)}

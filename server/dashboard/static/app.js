@@ -59,10 +59,12 @@ const pct = (v) => (v === null || v === undefined ? "-" : (100 * v).toFixed(1) +
 const int = (v) => (v === null || v === undefined ? "-" : Math.round(v).toLocaleString("en"));
 const mb = (v) => (v ? (v / 2 ** 20).toFixed(2) : "0");
 function energy(j) {
-  const kwh = j / 3.6e6;
-  return kwh >= 0.01 ? `${kwh.toFixed(3)} kWh` : `${j.toFixed(1)} J`;
+  if (j >= 3.6e4) return `${(j / 3.6e6).toPrecision(3)} kWh`;
+  if (j >= 3600) return `${(j / 3600).toPrecision(3)} Wh`;
+  return `${sig(j)} J`;
 }
-function cell(row, text, cls) {
+const sig = (v) => (v === null || v === undefined ? "-" : v === 0 ? "0" : Math.abs(v) >= 100 ? Math.round(v).toLocaleString("en") : v.toPrecision(3));
+function cell(row, text, cls = "n") {
   const td = document.createElement("td");
   td.textContent = text;
   if (cls) td.className = cls;
@@ -103,9 +105,9 @@ async function overview(gen) {
         const link = document.createElement("a");
         link.href = `#/tasks/${encodeURIComponent(t.id)}`;
         link.textContent = t.id;
-        cell(row, "").appendChild(link);
-        cell(row, t.model);
-        cell(row, t.mode);
+        cell(row, "", "").appendChild(link);
+        cell(row, t.model, "");
+        cell(row, t.mode, "");
         cell(row, STATES[t.state] || t.state, `state ${t.state}`);
         cell(row, int(t.version));
         cell(row, `${int(t.active_sessions)} / ${int(t.concurrency)}`);
@@ -165,7 +167,7 @@ class TaskPage {
     state.className = `state ${s.state}`;
     $("pause").disabled = s.state !== "running";
     $("resume").disabled = s.state !== "paused";
-    if ($("dl-version").value === "") $("dl-version").value = String(s.version);
+    $("dl-version").placeholder = `latest (${s.version})`;
     $("dl-version").max = String(s.version);
     $("c-version").textContent = int(s.version);
     $("c-sessions").textContent = `${int(s.active_sessions)} / ${int(s.concurrency)}`;
@@ -176,7 +178,7 @@ class TaskPage {
     $("c-checkins").textContent = `${int(checkins.admitted)} / ${int(checkins.turned_away)}`;
     const total = doc.cost.total;
     $("c-energy").textContent = energy(total.energy_j);
-    $("c-co2e").textContent = `${num(total.co2e_g, 2)} g`;
+    $("c-co2e").textContent = `${sig(total.co2e_g)} g`;
     $("c-bytes").textContent = `${mb(total.bytes_up)} / ${mb(total.bytes_down)} MB`;
     // Privacy (the differential-privacy issue): shown once the status has the field.
     const privacy = s.privacy;
@@ -218,7 +220,7 @@ class TaskPage {
     for (const t of doc.tiers) {
       const row = body.insertRow();
       row.dataset.tier = t.tier;
-      cell(row, t.tier);
+      cell(row, t.tier, "");
       cell(row, int(t.devices));
       cell(row, int(t.enrolled));
       cell(row, int(t.updates));
@@ -226,15 +228,15 @@ class TaskPage {
       cell(row, num(t.mean_staleness, 2));
       cell(row, t.federated ? `${pct(t.federated.accuracy)} (${t.federated.devices})` : "-");
       cell(row, t.power_w === null ? "-" : num(t.power_w, 1));
-      cell(row, num(t.kwh, 6));
-      cell(row, num(t.co2e_g, 3));
-      cell(row, num(t.train_s, 1));
+      cell(row, energy(t.energy_j));
+      cell(row, sig(t.co2e_g));
+      cell(row, sig(t.train_s));
       cell(row, mb(t.bytes_up));
       cell(row, mb(t.bytes_down));
     }
     const gap = doc.gap;
     $("gap-now").textContent = gap
-      ? `Fairness: ${gap.best} leads ${gap.worst} by ${pct(gap.gap)} federated accuracy (newest 5 versions).`
+      ? `Fairness: at version ${gap.version}, tier ${gap.best} leads tier ${gap.worst} by ${pct(gap.gap)} federated accuracy (5-version window).`
       : "Fairness: the gap needs federated evaluations from at least two tiers.";
     const model = doc.cost.model;
     const powers = Object.entries(model.power_w).map(([k, w]) => `${k} ${w} W`).join(", ");

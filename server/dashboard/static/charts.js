@@ -47,6 +47,7 @@ export function lineChart(svg, series, options = {}) {
   let [x0, x1] = [Math.min(...all.map((p) => p[0])), Math.max(...all.map((p) => p[0]))];
   let y0 = options.yMin ?? Math.min(...all.map((p) => p[1]));
   let y1 = options.yMax ?? Math.max(...all.map((p) => p[1]));
+  if (options.time && x1 - x0 < 60) x0 = x1 - 60; // at least a minute of axis
   if (x1 === x0) x1 = x0 + 1;
   if (y1 === y0) y1 = y0 + 1;
   const sx = (x) => PAD.left + ((x - x0) / (x1 - x0)) * (W - PAD.left - PAD.right);
