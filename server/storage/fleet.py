@@ -9,7 +9,7 @@ never scans a task's whole ledger after its first read.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,6 +34,20 @@ from server.storage.schema import checkin_counts, devices, evaluations, model_ve
 TIER = sa.func.coalesce(
     devices.c.info["tier"].as_string(), devices.c.info["device_class"].as_string()
 ).label("tier")
+
+
+def _build(cls: Any, values: Sequence[Any]) -> Any:
+    """A row dataclass from a result row, numbers made plain ``int``/``float``
+    (PostgreSQL sums integers as ``numeric``, which arrives as ``Decimal``)."""
+    kinds = [str(f.type) for f in fields(cls)]
+    out = []
+    for kind, value in zip(kinds, values, strict=True):
+        if value is not None and kind.split(" ")[0] == "int":
+            value = int(value)
+        elif value is not None and kind.split(" ")[0] == "float":
+            value = float(value)
+        out.append(value)
+    return cls(*out)
 
 
 def _sum(column: Any) -> Any:
@@ -72,7 +86,7 @@ class FleetRepository:
             .where(*self._applied_window(task_id, after, upto))
             .group_by(updates.c.applied_version, TIER)
         )
-        return [AppliedGroup(*row) for row in await self._rows(query)]
+        return [_build(AppliedGroup, row) for row in await self._rows(query)]
 
     async def applied_before(self, task_id: str, upto: int) -> list[AppliedGroup]:
         """Applied updates of every version ``<= upto``, by tier only (version OLDER)."""
@@ -82,7 +96,7 @@ class FleetRepository:
             .where(*self._applied_window(task_id, OLDER, upto))
             .group_by(TIER)
         )
-        return [AppliedGroup(OLDER, *row) for row in await self._rows(query)]
+        return [_build(AppliedGroup, (OLDER, *row)) for row in await self._rows(query)]
 
     async def applied_devices(
         self, task_id: str, after: int, upto: int
@@ -127,7 +141,7 @@ class FleetRepository:
             .order_by(model_versions.c.version.desc())
             .limit(limit)
         )
-        return [VersionRow(*row) for row in reversed(await self._rows(query))]
+        return [_build(VersionRow, row) for row in reversed(await self._rows(query))]
 
     async def evaluations(self, task_id: str, from_version: int) -> list[EvalGroup]:
         scored = sa.case((evaluations.c.accuracy.is_not(None), evaluations.c.num_examples))
@@ -145,7 +159,7 @@ class FleetRepository:
             .where(evaluations.c.task_id == task_id, evaluations.c.version >= from_version)
             .group_by(evaluations.c.version, TIER)
         )
-        return [EvalGroup(*row) for row in await self._rows(query)]
+        return [_build(EvalGroup, row) for row in await self._rows(query)]
 
     async def record_evaluations(self, rows: Sequence[EvaluationRecord]) -> None:
         """Insert evaluations; a session already recorded keeps its row."""
