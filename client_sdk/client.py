@@ -264,9 +264,9 @@ class Client:
             "download_bytes": fetched,
         }
         energy_after = self._energy()
-        if energy_before is not None and energy_after is not None:
-            if energy_after >= energy_before:  # a counter that wrapped tells nothing
-                metrics["energy_j"] = energy_after - energy_before
+        # a counter that went backwards (wrapped, reset) tells nothing
+        if energy_before is not None and energy_after is not None and energy_after >= energy_before:
+            metrics["energy_j"] = energy_after - energy_before
         body = self.api.encode_update(
             pending.session, pending.version, num_examples, delta, metrics
         )

@@ -3,7 +3,8 @@
 The operator dashboard reads per-tier and cost figures from durable data: each update's
 training seconds, energy and bytes (nullable: older rows and devices that do not report
 have none), each device's federated evaluation, and check-ins by result per time bucket.
-Two indexes let it read the ledger incrementally (by version applied, by arrival time).
+Two indexes let it read the ledger incrementally (by version applied; refusals by
+arrival time).
 
 Revision ID: 0003
 Revises: 0002
@@ -36,7 +37,10 @@ def upgrade() -> None:
         unique=False,
     )
     op.create_index(
-        op.f("ix_updates_task_id_created_at"), "updates", ["task_id", "created_at"], unique=False
+        op.f("ix_updates_task_id_status_created_at"),
+        "updates",
+        ["task_id", "status", "created_at"],
+        unique=False,
     )
     op.create_table(
         "evaluations",
@@ -70,7 +74,7 @@ def downgrade() -> None:
     op.drop_table("checkin_counts")
     op.drop_index(op.f("ix_evaluations_task_id_version"), table_name="evaluations")
     op.drop_table("evaluations")
-    op.drop_index(op.f("ix_updates_task_id_created_at"), table_name="updates")
+    op.drop_index(op.f("ix_updates_task_id_status_created_at"), table_name="updates")
     op.drop_index(op.f("ix_updates_task_id_applied_version"), table_name="updates")
     with op.batch_alter_table("updates") as batch:
         batch.drop_column("bytes_down")

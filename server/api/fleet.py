@@ -136,7 +136,12 @@ async def history(request: web.Request) -> web.Response:
 
 
 def _fleet_doc(monitor: Monitor, rollup: TaskRollup) -> dict[str, Any]:
-    return {"tiers": tier_table(rollup, monitor.rollups.enrolled), "gap": latest_gap(rollup)}
+    return {
+        "tiers": monitor.memo(
+            rollup, "tiers", lambda: tier_table(rollup, monitor.rollups.enrolled)
+        ),
+        "gap": monitor.memo(rollup, "gap", lambda: latest_gap(rollup)),
+    }
 
 
 async def fleet(request: web.Request) -> web.Response:
@@ -148,22 +153,23 @@ async def fleet(request: web.Request) -> web.Response:
 async def cost(request: web.Request) -> web.Response:
     _, monitor, runtime, rollup = await _task(request)
     with monitor.meter.measure():
-        return respond(request, {"task": runtime.state.id, **cost_doc(rollup)})
+        doc = monitor.memo(rollup, "cost", lambda: cost_doc(rollup))
+        return respond(request, {"task": runtime.state.id, **doc})
 
 
-def _timeline(rollup: TaskRollup, request: web.Request) -> dict[str, Any]:
+def _timeline(monitor: Monitor, rollup: TaskRollup, request: web.Request) -> dict[str, Any]:
     since, bucket_s = _since(request)
     return {
         **timeline_doc(rollup, since=since, bucket_s=bucket_s),
-        "staleness": staleness_doc(rollup),
-        "checkins": checkin_totals(rollup),
+        "staleness": monitor.memo(rollup, "staleness", lambda: staleness_doc(rollup)),
+        "checkins": monitor.memo(rollup, "checkins", lambda: checkin_totals(rollup)),
     }
 
 
 async def timeline(request: web.Request) -> web.Response:
     _, monitor, runtime, rollup = await _task(request)
     with monitor.meter.measure():
-        return respond(request, {"task": runtime.state.id, **_timeline(rollup, request)})
+        return respond(request, {"task": runtime.state.id, **_timeline(monitor, rollup, request)})
 
 
 async def live(request: web.Request) -> web.Response:
@@ -176,7 +182,7 @@ async def live(request: web.Request) -> web.Response:
             "status": status,
             "versions": version_docs(rollup, after_version=_after(request)),
             **_fleet_doc(monitor, rollup),
-            "cost": cost_doc(rollup),
-            "timeline": _timeline(rollup, request),
+            "cost": monitor.memo(rollup, "cost", lambda: cost_doc(rollup)),
+            "timeline": _timeline(monitor, rollup, request),
         }
         return respond(request, doc)

@@ -110,10 +110,13 @@ class TaskRollup:
         self.totals: dict[str, TierCell] = defaultdict(TierCell)
         self.devices: dict[str, set[str]] = defaultdict(set)
         self.staleness: Counter[int] = Counter()
-        self.ledger: dict[int, Counter[str]] = {}  # bucket -> status[:reason] -> count
+        self.arrivals: Counter[int] = Counter()  # applied updates by bucket of arrival
+        self.ledger: dict[int, Counter[str]] = {}  # refusals: bucket -> status[:reason] -> n
         self.checkins: dict[int, Counter[str]] = {}  # bucket -> result -> count
         self.checkins_before: Counter[str] = Counter()  # buckets older than those kept
         self.applied_upto = OLDER  # newest version whose applied updates are folded
+        self.evals_head = 0  # the head when evaluations were last read
+        self.generation = 0  # bumped by every refresh (documents built from it are cached)
 
     # -- folding ------------------------------------------------------------------------
     def view(self, version: int) -> VersionView:
@@ -148,9 +151,12 @@ class TaskRollup:
         for device_id, tier in pairs:
             self.devices[normalize_tier(tier)].add(device_id)
 
-    def add_staleness(self, pairs: Iterable[tuple[int, int]]) -> None:
-        for staleness, count in pairs:
-            self.staleness[staleness] += count
+    def add_arrivals(self, rows: Iterable[tuple[int | None, int, int]]) -> None:
+        """Applied updates of newly folded versions: ``(staleness, bucket, count)``."""
+        for staleness, bucket, count in rows:
+            if staleness is not None:
+                self.staleness[staleness] += count
+            self.arrivals[bucket] += count
 
     def set_evaluations(self, groups: Iterable[EvalGroup], from_version: int) -> None:
         """Replace the evaluations of versions ``>= from_version`` by ``groups``."""
@@ -165,7 +171,7 @@ class TaskRollup:
         self._trim_versions()
 
     def set_ledger(self, rows: Iterable[LedgerBucket], since: int) -> None:
-        """Replace the arrival-time buckets ``>= since`` by ``rows``."""
+        """Replace the refusals' buckets ``>= since`` by ``rows`` (rejected, dropped)."""
         self._replace(self.ledger, since)
         for row in rows:
             key = row.status if row.status != "rejected" else f"rejected:{row.reason}"
@@ -187,6 +193,8 @@ class TaskRollup:
         oldest = int(now) - TIMELINE_KEEP_S
         for bucket in [b for b in self.ledger if b < oldest]:
             del self.ledger[bucket]
+        for bucket in [b for b in self.arrivals if b < oldest]:
+            del self.arrivals[bucket]
         for bucket in [b for b in self.checkins if b < oldest]:
             self.checkins_before.update(self.checkins.pop(bucket))
 

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import Counter, deque
 from collections.abc import Mapping
 from typing import Any
@@ -20,7 +21,8 @@ from server.fleet.tiers import OTHER, kept_tiers, normalize_tier, shown_tier
 
 GAP_WINDOW = 5  # versions pooled per tier for the gap (one version's evaluations are few)
 TIER_EVAL_WINDOW = 10  # newest versions with evaluations a tier's accuracy pools
-TAIL_VERSIONS = 32  # versions re-sent on every incremental read (late metrics)
+TAIL_VERSIONS = 8  # versions re-sent on every incremental read (late metrics)
+TIER_EVAL_SCAN = 200  # newest versions scanned for a tier's evaluations
 
 
 def _round(value: float | None, digits: int = 6) -> float | None:
@@ -56,7 +58,9 @@ def version_docs(
     cutoff = min(after_version, (versions[-1] - tail) if versions else after_version)
     window: deque[dict[str, EvalCell]] = deque(maxlen=GAP_WINDOW)
     docs = []
-    for number in versions:
+    # only the GAP_WINDOW versions before the first one sent matter for its window
+    first = max(0, bisect_right(versions, cutoff) - GAP_WINDOW)
+    for number in versions[first:]:
         view = rollup.versions[number]
         window.append(view.evals)
         if number <= cutoff:
@@ -105,7 +109,7 @@ def _tier_accuracy(rollup: TaskRollup) -> dict[str, EvalCell]:
     """Each tier's evaluations pooled over its newest TIER_EVAL_WINDOW versions."""
     pooled: dict[str, EvalCell] = {}
     seen: Counter[str] = Counter()
-    for number in sorted(rollup.versions, reverse=True):
+    for number in sorted(rollup.versions, reverse=True)[:TIER_EVAL_SCAN]:
         for tier, cell in rollup.versions[number].evals.items():
             if seen[tier] < TIER_EVAL_WINDOW:
                 seen[tier] += 1
@@ -198,6 +202,9 @@ def timeline_doc(rollup: TaskRollup, *, since: int = 0, bucket_s: int = BUCKET_S
             }
         return found
 
+    for bucket, count in rollup.arrivals.items():
+        if bucket >= since:
+            slot(bucket)["accepted"] += count
     for bucket, counts in rollup.ledger.items():
         if bucket < since:
             continue
@@ -206,12 +213,14 @@ def timeline_doc(rollup: TaskRollup, *, since: int = 0, bucket_s: int = BUCKET_S
             status, _, reason = key.partition(":")
             if status == "rejected":
                 row["rejected"][reason] = row["rejected"].get(reason, 0) + count
-            elif status in ("applied", "dropped"):
+            elif status == "dropped":
                 row["accepted"] += count
-                if status == "dropped":
-                    row["dropped"] += count
-    for view in rollup.versions.values():
-        if view.created_at is not None and view.created_at >= since and view.version > 0:
+                row["dropped"] += count
+    for number in sorted(rollup.versions, reverse=True):  # newest first: stop at since
+        view = rollup.versions[number]
+        if view.created_at is not None and view.created_at < since:
+            break
+        if view.created_at is not None and view.version > 0:
             slot(view.created_at)["applied"] += view.num_updates
     for bucket, counts in rollup.checkins.items():
         if bucket < since:

@@ -1,13 +1,14 @@
 """Each task's :class:`~server.fleet.rollup.TaskRollup`, kept fresh from the database.
 
 A rollup is refreshed on demand, at most once every ``min_age_s`` however many pages
-ask (concurrent askers share one refresh). A refresh reads only what is new: versions
-after the newest folded (and a short tail, whose held-out metrics may have landed since),
-applied updates of versions after the last folded up to the task's committed head,
-evaluations of the newest ``EVAL_TAIL`` versions, and time buckets of the trailing
-``WINDOW_S``. It reads everything first and folds after, so a failed read changes
-nothing. The first read of a task folds its whole history (versions before the kept
-window by tier only).
+ask (concurrent askers share one refresh), on one database connection. A refresh reads
+only what is new: applied updates of versions after the last folded up to the task's
+committed head (by tier, by device, by staleness and arrival time); versions after the
+newest folded plus a short tail, only when the head moved or a recent version still
+waits for its held-out metrics; evaluations of the newest ``EVAL_TAIL`` versions; and
+refusals and check-ins of the trailing ``WINDOW_S``. It reads everything first and folds
+after, so a failed read changes nothing. The first read of a task folds its whole history
+(versions before the kept window by tier only).
 """
 
 from __future__ import annotations
@@ -24,29 +25,33 @@ from server.fleet.rows import (
     CheckinBucket,
     EvalGroup,
     LedgerBucket,
+    TierDevices,
     VersionRow,
 )
 from server.fleet.views import TAIL_VERSIONS
 from server.monitor.meter import CpuMeter
 from server.storage.fleet import FleetRepository
 
-EVAL_TAIL = 200  # versions whose federated evaluations are re-read (late reports)
-WINDOW_S = 180  # time buckets re-read (rows land late: batched writers, commit lag)
+MIN_AGE_S = 2.0  # a rollup is re-read at most this often, however many pages ask
+EVAL_TAIL = 50  # versions whose federated evaluations are re-read (late reports)
+WINDOW_S = 180  # time buckets re-read (refusals and check-ins land late: batched writers)
+METRICS_WAIT_S = 60.0  # how long a version's held-out metrics are waited for
 ENROLLED_EVERY_S = 5.0  # the devices table is re-counted by tier this often
 
 
 @dataclass
 class _Reads:
-    versions: list[VersionRow]
+    versions: list[VersionRow] | None  # None: not re-read (nothing can have changed)
     older: list[AppliedGroup]
     applied: list[AppliedGroup]
     devices: list[tuple[str, str | None]]
-    staleness: list[tuple[int, int]]
+    arrivals: list[tuple[int | None, int, int]]
     evaluations: list[EvalGroup]
     eval_from: int
-    ledger: list[LedgerBucket]
+    refusals: list[LedgerBucket]
     checkins: list[CheckinBucket]
     checkins_before: list[CheckinBucket] | None
+    enrolled: list[TierDevices] | None
     since: int
     upto: int
 
@@ -58,7 +63,7 @@ class RollupCache:
         model: CostModel,
         *,
         meter: CpuMeter,
-        min_age_s: float = 1.0,
+        min_age_s: float = MIN_AGE_S,
         clock: Callable[[], float],
     ) -> None:
         self._repo = repo
@@ -92,65 +97,93 @@ class RollupCache:
     async def _refresh(self, task_id: str, head: int, created_at: float) -> TaskRollup:
         now = self._clock()
         rollup = self.rollups.get(task_id)
-        reads = await self._read(task_id, rollup, head, created_at, now)
-        if now - self._enrolled_at >= ENROLLED_EVERY_S:
-            self.enrolled = {r.tier: r.count for r in await self._repo.enrolled_by_tier()}
-            self._enrolled_at = now
+        async with self._repo.reading() as repo:
+            reads = await self._read(repo, task_id, rollup, head, created_at, now)
         with self._meter.measure():
+            if reads.enrolled is not None:
+                self.enrolled = {r.tier: r.count for r in reads.enrolled}
+                self._enrolled_at = now
             if rollup is None:
                 rollup = TaskRollup(task_id, self._model)
-            rollup.add_versions(reads.versions)
+            if reads.versions is not None:
+                rollup.add_versions(reads.versions)
             if reads.older:
                 rollup.add_applied(reads.older, max(OLDER, head - MAX_VERSIONS))
             rollup.add_devices(reads.devices)
-            rollup.add_staleness(reads.staleness)
+            rollup.add_arrivals(reads.arrivals)
             rollup.add_applied(reads.applied, reads.upto)
             rollup.set_evaluations(reads.evaluations, reads.eval_from)
-            rollup.set_ledger(reads.ledger, reads.since)
+            rollup.evals_head = head
+            rollup.set_ledger(reads.refusals, reads.since)
             rollup.set_checkins(reads.checkins, reads.since)
             if reads.checkins_before is not None:
                 rollup.set_checkins_before(reads.checkins_before)
             rollup.trim(now)
+            rollup.generation += 1
         self.rollups[task_id] = rollup
         self._fresh_at[task_id] = now
         self.refreshes += 1
         return rollup
 
     async def _read(
-        self, task_id: str, rollup: TaskRollup | None, head: int, created_at: float, now: float
+        self,
+        repo: FleetRepository,
+        task_id: str,
+        rollup: TaskRollup | None,
+        head: int,
+        created_at: float,
+        now: float,
     ) -> _Reads:
-        repo = self._repo
         first = rollup is None
         done = OLDER if rollup is None else rollup.applied_upto
-        after = OLDER if rollup is None else rollup.newest_version - TAIL_VERSIONS
         older: list[AppliedGroup] = []
         devices: list[tuple[str, str | None]] = []
-        staleness: list[tuple[int, int]] = []
+        arrivals: list[tuple[int | None, int, int]] = []
         applied: list[AppliedGroup] = []
         if first and head - MAX_VERSIONS > done:  # history before the kept window: by tier
             cut = head - MAX_VERSIONS
             older = await repo.applied_before(task_id, cut)
             devices += await repo.applied_devices(task_id, done, cut)
-            staleness += await repo.staleness(task_id, done, cut)
+            arrivals += await repo.arrivals(task_id, done, cut, BUCKET_S)
             done = cut
         if head > done:
             applied = await repo.applied(task_id, done, head)
             devices += await repo.applied_devices(task_id, done, head)
-            staleness += await repo.staleness(task_id, done, head)
-        eval_from = 0 if first else max(0, head - EVAL_TAIL)
+            arrivals += await repo.arrivals(task_id, done, head, BUCKET_S)
+        versions = None
+        if rollup is None or head > rollup.newest_version or _metrics_pending(rollup, now):
+            after = OLDER if rollup is None else rollup.newest_version - TAIL_VERSIONS
+            versions = await repo.versions(task_id, after, MAX_VERSIONS)
+        # every version since the last read, and a tail before it (late reports)
+        eval_from = 0 if rollup is None else max(0, min(rollup.evals_head, head) - EVAL_TAIL)
         start = max(created_at, now - TIMELINE_KEEP_S) if first else now - WINDOW_S
         since = int(start) - int(start) % BUCKET_S
+        enrolled = None
+        if now - self._enrolled_at >= ENROLLED_EVERY_S:
+            enrolled = await repo.enrolled_by_tier()
         return _Reads(
-            versions=await repo.versions(task_id, after, MAX_VERSIONS),
+            versions=versions,
             older=older,
             applied=applied,
             devices=devices,
-            staleness=staleness,
+            arrivals=arrivals,
             evaluations=await repo.evaluations(task_id, eval_from),
             eval_from=eval_from,
-            ledger=await repo.ledger_buckets(task_id, since, BUCKET_S),
+            refusals=await repo.refusals(task_id, since, BUCKET_S),
             checkins=await repo.checkins(task_id, since),
             checkins_before=await repo.checkins_before(task_id, since) if first else None,
+            enrolled=enrolled,
             since=since,
             upto=max(done, head),
         )
+
+
+def _metrics_pending(rollup: TaskRollup, now: float) -> bool:
+    """Whether a recent version may still get its held-out metrics (they land after the
+    commit, from the evaluator)."""
+    for number in sorted(rollup.versions)[-TAIL_VERSIONS:]:
+        view = rollup.versions[number]
+        recent = view.created_at is not None and view.created_at > now - METRICS_WAIT_S
+        if view.heldout is None and recent:
+            return True
+    return False

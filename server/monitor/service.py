@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from server.coordination.queue import UpdateQueue
 from server.errors import AsyncflError
@@ -54,6 +55,7 @@ class Monitor:
         self.evaluations = EvaluationWriter(repo)
         self.checkins = CheckinTally(metrics.checkins, clock)
         self.rates = RateMeter()
+        self._memo: dict[tuple[str, str], tuple[int, Any]] = {}
 
     def record_evaluation(
         self, sid: str, task_id: str, device_id: str, version: int, metrics: dict[str, float]
@@ -75,6 +77,17 @@ class Monitor:
     async def rollup(self, runtime: TaskRuntime) -> TaskRollup:
         state = runtime.state
         return await self.rollups.get(state.id, state.version, state.record.created_at)
+
+    def memo(self, rollup: TaskRollup, name: str, build: Callable[[], Any]) -> Any:
+        """A document built from ``rollup``, kept until its next refresh (every open page
+        asks for the same tier table, cost and histogram)."""
+        key = (rollup.task_id, name)
+        found = self._memo.get(key)
+        if found is not None and found[0] == rollup.generation:
+            return found[1]
+        value = build()
+        self._memo[key] = (rollup.generation, value)
+        return value
 
     def updates_per_s(self, task_id: str) -> float | None:
         return self.rates.rate(task_id)

@@ -1,20 +1,21 @@
 """Reads behind the fleet figures (grouped in the database) and their two small writes.
 
 Every read is bounded: by version (``applied_version`` after what was already folded,
-index ``(task_id, applied_version)``) or by time (``created_at`` / ``bucket`` in a
-trailing window, index ``(task_id, created_at)`` / the primary key), so the dashboard
-never scans a task's whole ledger after its first read.
+index ``(task_id, applied_version)``) or by time (refusals' ``created_at`` in a trailing
+window, index ``(task_id, status, created_at)``; check-in ``bucket``, the primary key), so
+the dashboard never scans a task's whole ledger after its first read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import asdict, fields
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.errors import StorageError
 from server.fleet.rows import (
@@ -73,9 +74,19 @@ _WITH_DEVICES = updates.outerjoin(devices, devices.c.id == updates.c.device_id)
 
 
 class FleetRepository:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, conn: AsyncConnection | None = None) -> None:
         self._engine = engine
+        self._conn = conn
         self._dialect = engine.dialect.name
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[FleetRepository]:
+        """This repository on one connection for several reads (a refresh makes ~8)."""
+        try:
+            async with self._engine.connect() as conn:
+                yield FleetRepository(self._engine, conn)
+        except SQLAlchemyError as exc:
+            raise StorageError(f"fleet read failed ({type(exc).__name__})") from exc
 
     # -- applied updates ----------------------------------------------------------------
     async def applied(self, task_id: str, after: int, upto: int) -> list[AppliedGroup]:
@@ -110,13 +121,21 @@ class FleetRepository:
         )
         return [(str(r[0]), r[1]) for r in await self._rows(query)]
 
-    async def staleness(self, task_id: str, after: int, upto: int) -> list[tuple[int, int]]:
+    async def arrivals(
+        self, task_id: str, after: int, upto: int, size: int
+    ) -> list[tuple[int | None, int, int]]:
+        """Applied updates of versions in ``(after, upto]`` as ``(staleness, bucket of
+        arrival, count)``: the staleness histogram and the accepted timeline at once."""
+        bucket = self._bucket(updates.c.created_at, size)
         query = (
-            sa.select(updates.c.staleness, sa.func.count())
-            .where(*self._applied_window(task_id, after, upto), updates.c.staleness.is_not(None))
-            .group_by(updates.c.staleness)
+            sa.select(updates.c.staleness, bucket, sa.func.count())
+            .where(*self._applied_window(task_id, after, upto))
+            .group_by(updates.c.staleness, bucket)
         )
-        return [(int(r[0]), int(r[1])) for r in await self._rows(query)]
+        return [
+            (None if r[0] is None else int(r[0]), int(r[1]), int(r[2]))
+            for r in await self._rows(query)
+        ]
 
     @staticmethod
     def _applied_window(task_id: str, after: int, upto: int) -> tuple[Any, ...]:
@@ -175,12 +194,17 @@ class FleetRepository:
         whole = sa.func.floor(scaled) if self._dialect == "postgresql" else scaled
         return (sa.cast(whole, sa.BigInteger) * size).label("bucket")
 
-    async def ledger_buckets(self, task_id: str, since: float, size: int) -> list[LedgerBucket]:
-        """Ledger rows that arrived since ``since``, per ``size``-second bucket."""
+    async def refusals(self, task_id: str, since: float, size: int) -> list[LedgerBucket]:
+        """Updates rejected or dropped since ``since``, per ``size``-second bucket of
+        arrival (index ``(task_id, status, created_at)``)."""
         bucket = self._bucket(updates.c.created_at, size)
         query = (
             sa.select(bucket, updates.c.status, updates.c.reason, sa.func.count())
-            .where(updates.c.task_id == task_id, updates.c.created_at >= since)
+            .where(
+                updates.c.task_id == task_id,
+                updates.c.status.in_(("rejected", "dropped")),
+                updates.c.created_at >= since,
+            )
             .group_by(bucket, updates.c.status, updates.c.reason)
         )
         return [
@@ -228,6 +252,8 @@ class FleetRepository:
     # -- plumbing -----------------------------------------------------------------------
     async def _rows(self, query: sa.Select[Any]) -> list[Any]:
         try:
+            if self._conn is not None:
+                return list(await self._conn.execute(query))
             async with self._engine.connect() as conn:
                 return list(await conn.execute(query))
         except SQLAlchemyError as exc:

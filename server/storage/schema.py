@@ -82,9 +82,9 @@ updates = sa.Table(
     sa.Column("bytes_up", sa.BigInteger, nullable=True),
     sa.Column("bytes_down", sa.BigInteger, nullable=True),
     sa.Index(None, "task_id", "status"),
-    # the dashboard's incremental reads: by version committed, by arrival time
+    # the dashboard's incremental reads: by version committed; refusals by arrival time
     sa.Index(None, "task_id", "applied_version"),
-    sa.Index(None, "task_id", "created_at"),
+    sa.Index(None, "task_id", "status", "created_at"),
 )
 
 evaluations = sa.Table(

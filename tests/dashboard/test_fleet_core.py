@@ -158,7 +158,9 @@ def test_coarser_timeline_buckets_keep_every_count(
     rows: list[tuple[int, str, int]], size: int
 ) -> None:
     rollup = TaskRollup("t", CostModel())
-    rollup.set_ledger([LedgerBucket(t * 10, s, "too_stale", n) for t, s, n in rows], since=0)
+    refused = [(t, s, n) for t, s, n in rows if s != "applied"]
+    rollup.set_ledger([LedgerBucket(t * 10, s, "too_stale", n) for t, s, n in refused], since=0)
+    rollup.add_arrivals([(0, t * 10, n) for t, s, n in rows if s == "applied"])
     fine, coarse = timeline_doc(rollup, bucket_s=10), timeline_doc(rollup, bucket_s=size)
 
     for key in ("accepted", "dropped"):

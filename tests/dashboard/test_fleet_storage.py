@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.fleet import CostModel, tier_table, version_docs
 from server.monitor.meter import CpuMeter
-from server.monitor.rollups import RollupCache
+from server.monitor.rollups import EVAL_TAIL, RollupCache
 from server.settings import Settings
 from server.storage.database import create_engine, upgrade
 from server.storage.devices import DeviceRepository
@@ -81,7 +81,7 @@ async def test_applied_updates_group_by_version_and_reported_tier(engine: AsyncE
     assert {g.version for g in only_new} == {2}
     assert all(type(g.bytes_up) is int and type(g.train_s) is float for g in groups.values())
     assert devices == {("a", "low"), ("b", "high"), ("zz", None)}
-    assert await repo.staleness("t1", -1, 2) == [(1, 4)]
+    assert sorted(await repo.arrivals("t1", -1, 2, 10)) == [(1, 1000, 4)]
 
 
 async def test_check_in_counts_from_several_processes_add_up(engine: AsyncEngine) -> None:
@@ -96,14 +96,14 @@ async def test_check_in_counts_from_several_processes_add_up(engine: AsyncEngine
     assert before == {"admitted": 5, "no_slot": 1}
 
 
-async def test_ledger_rows_fall_into_the_bucket_they_arrived_in(engine: AsyncEngine) -> None:
+async def test_refusals_fall_into_the_bucket_they_arrived_in(engine: AsyncEngine) -> None:
     entries = [
         LedgerEntry(f"r{i}", "t1", "a", at, "rejected", reason="too_stale")
         for i, at in enumerate([1005.5, 1009.99, 1010.0, 1019.2])
     ]
     await LedgerRepository(engine).record(entries)
 
-    buckets = await FleetRepository(engine).ledger_buckets("t1", 1000.0, 10)
+    buckets = await FleetRepository(engine).refusals("t1", 1000.0, 10)
 
     assert sorted((b.bucket, b.count) for b in buckets) == [(1000, 2), (1010, 2)]
 
@@ -127,3 +127,18 @@ async def test_an_incremental_rollup_equals_a_fresh_one(engine: AsyncEngine) -> 
     assert version_docs(grown) == version_docs(fresh)
     assert [d["version"] for d in version_docs(grown)] == [0, 1, 2]
     assert version_docs(grown)[1]["federated"]["devices"] == 2
+
+
+async def test_evaluations_are_read_however_far_the_head_moved(engine: AsyncEngine) -> None:
+    repo = FleetRepository(engine)
+    now = [2000.0]
+    cache = RollupCache(repo, CostModel(), meter=CpuMeter(), min_age_s=0.0, clock=lambda: now[0])
+    await _commit(engine, 1, [_applied("u1", "a", 1)])
+    await cache.get("t1", 1, 1000.0)
+    for version in range(2, 4 + EVAL_TAIL * 2):
+        await _commit(engine, version, [_applied(f"u{version}", "b", version)])
+    await repo.record_evaluations([EvaluationRecord("e5", "t1", "b", 5, 1005.0, 10, 0.5, 0.6)])
+    now[0] += 1
+    rollup = await cache.get("t1", 3 + EVAL_TAIL * 2, 1000.0)
+
+    assert "high" in rollup.versions[5].evals
