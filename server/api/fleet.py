@@ -1,7 +1,7 @@
 """The admin API behind the dashboard: fleet, fairness, cost and progress over time.
 
 Every route needs the admin token. ``/live`` is what an open task page polls (once a
-second at most): the task's status and, incrementally, everything its charts show;
+second at most): the task's summary and, incrementally, everything its charts show;
 the other routes serve each figure on its own::
 
     GET /admin/v1/overview                     every task: state, version, rates
@@ -179,7 +179,6 @@ async def live(request: web.Request) -> web.Response:
         doc = {
             "now": time.time(),
             "summary": _summary(status, monitor),
-            "status": status,
             "versions": version_docs(rollup, after_version=_after(request)),
             **_fleet_doc(monitor, rollup),
             "cost": monitor.memo(rollup, "cost", lambda: cost_doc(rollup)),

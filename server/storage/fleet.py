@@ -245,6 +245,10 @@ class FleetRepository:
         )
 
     # -- devices ------------------------------------------------------------------------
+    async def enrolled_count(self) -> int:
+        query = sa.select(sa.func.count()).select_from(devices)
+        return int((await self._rows(query))[0][0])
+
     async def enrolled_by_tier(self) -> list[TierDevices]:
         query = sa.select(TIER, sa.func.count()).select_from(devices).group_by(TIER)
         return [TierDevices(r[0], int(r[1])) for r in await self._rows(query)]
