@@ -49,6 +49,9 @@ from client_sdk.version import __version__
 logger = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
+# Joules the device has used so far, from a counter the platform keeps (Linux RAPL's
+# energy_uj, Android's BatteryManager charge counter x voltage, ...); None: unknown now.
+EnergyMeter = Callable[[], float | None]
 
 
 class Client:
@@ -67,6 +70,7 @@ class Client:
         options: ClientOptions | None = None,
         eval_data: DataSource | None = None,
         on_event: EventCallback | None = None,
+        energy_meter: EnergyMeter | None = None,
         transport: Transport | None = None,
         sleep: Sleep | None = None,
         clock: Callable[[], float] = time.time,
@@ -83,6 +87,7 @@ class Client:
         self._clock = clock
         self._rng = rng or random.Random(options.seed)
         self._emit = Emitter(task, on_event)
+        self._energy_meter = energy_meter
         self._state = ClientState(Path(storage))
         self._own_transport = transport is None
         self.transport: Transport = transport or AiohttpTransport(
@@ -213,10 +218,12 @@ class Client:
         return None
 
     async def _train_and_upload(self, pending: PendingSession, *, resumed: bool) -> RoundResult:
+        fetched_before = self.traffic.graph_bytes + self.traffic.param_bytes
         trainer = await self._artifacts.trainer(pending.artifacts)
         params = await self._artifacts.params(
             self.task, pending.version, pending.params_url, trainer.bundle.manifest
         )
+        fetched = self.traffic.graph_bytes + self.traffic.param_bytes - fetched_before
         evaluation = None
         if pending.evaluate and self._eval_data.count() > 0:
             evaluation = await self._evaluate(trainer, params, pending)
@@ -228,6 +235,7 @@ class Client:
             await self._abandon(pending)
             return Rejected("deadline_too_close", message=f"{budget:.1f}s left to train")
         seed = self._rng.randrange(2**31)
+        energy_before = self._energy()
         run = await train(
             trainer,
             params,
@@ -249,7 +257,16 @@ class Client:
         if self.options.clip_norm is not None:
             delta, _ = clip_by_global_norm(delta, self.options.clip_norm)
         num_examples = max(1, min(result.num_examples, self._data.count()))
-        metrics = {"loss": result.mean_loss, "steps": result.steps, "train_s": result.wall_s}
+        metrics = {
+            "loss": result.mean_loss,
+            "steps": result.steps,
+            "train_s": result.wall_s,
+            "download_bytes": fetched,
+        }
+        energy_after = self._energy()
+        # a counter that went backwards (wrapped, reset) tells nothing
+        if energy_before is not None and energy_after is not None and energy_after >= energy_before:
+            metrics["energy_j"] = energy_after - energy_before
         body = self.api.encode_update(
             pending.session, pending.version, num_examples, delta, metrics
         )
@@ -349,6 +366,8 @@ class Client:
         stored = self._state.credentials()
         if stored is None:
             info = dict(self._credentials.device_info)
+            if self.options.device_tier:
+                info.setdefault("tier", self.options.device_tier)
             device_id, token = await self.api.enroll(self._credentials.enrollment_key, info)
             stored = DeviceCredentials(device_id, token)
             self._state.save_credentials(stored)
@@ -357,6 +376,18 @@ class Client:
         return self._token
 
     # -- helpers ----------------------------------------------------------------------------
+    def _energy(self) -> float | None:
+        if self._energy_meter is None:
+            return None
+        try:
+            value = self._energy_meter()
+        except Exception:  # the platform's meter failed: energy unknown, training goes on
+            logger.exception("the energy meter failed")
+            return None
+        if value is None or not math.isfinite(value):
+            return None
+        return float(value)
+
     def _ineligible(self) -> tuple[str, ...]:
         try:
             return self._policy.reasons(self._device_state.current())

@@ -41,6 +41,9 @@ class ClientOptions:
     progress_every: int = 10  # steps between progress events
     eval_batch_size: int = 256
     seed: int | None = None  # None: fresh randomness per round
+    # The device's hardware class ("low", "mid", "high", ...): sent as device_info["tier"]
+    # at enrollment, so the server can report participation and fairness per tier.
+    device_tier: str = ""
     # run_forever: waits between rounds
     round_interval_s: float = 60.0  # after a round that trained, evaluated or was refused
     ineligible_poll_s: float = 60.0  # after NotEligible
@@ -56,5 +59,7 @@ class ClientOptions:
             raise ConfigError("threads, progress_every and eval_batch_size must be >= 1")
         if self.cache_max_bytes < 0:
             raise ConfigError("cache_max_bytes must be >= 0")
+        if len(self.device_tier) > 32:
+            raise ConfigError("device_tier must be at most 32 characters")
         if self.clip_norm is not None and not self.clip_norm > 0:
             raise ConfigError(f"clip_norm must be > 0, got {self.clip_norm}")

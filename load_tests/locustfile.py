@@ -243,7 +243,7 @@ class Device(FastHttpUser):
             COUNTERS["abandoned_at_deadline"] += 1
             return
         self._sleep(train_s)
-        self._upload(answer, started + float(answer["deadline_s"]) - self.margin_s / 2)
+        self._upload(answer, started + float(answer["deadline_s"]) - self.margin_s / 2, train_s)
 
     def _checkin(self) -> dict[str, Any] | None:
         path = f"/v1/tasks/{self.task_id}/checkin"
@@ -297,7 +297,7 @@ class Device(FastHttpUser):
             self.etags[key] = resp.headers.get("ETag", "")
             return bytes(resp.content or b"")
 
-    def _upload(self, answer: dict[str, Any], give_up_at: float) -> None:
+    def _upload(self, answer: dict[str, Any], give_up_at: float, train_s: float) -> None:
         assert self.manifest is not None
         body = msgpack.packb(
             {
@@ -306,7 +306,7 @@ class Device(FastHttpUser):
                 "num_examples": 32,
                 "encoding": "float32",
                 "tensors": _delta_tensors(self.manifest, self.manifest_digest),
-                "metrics": {"loss": 0.5, "train_s": 1.0},
+                "metrics": {"loss": 0.5, "train_s": train_s},
             }
         )
         path = f"/v1/tasks/{self.task_id}/updates"

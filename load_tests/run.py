@@ -13,6 +13,9 @@
    process or ``--processes`` workers): a linear ramp to ``--users`` over ``--ramp-s``
    (default: 100 new devices a second), then ``--seconds`` of steady state.
 4. Sample the server's RSS every second; write Locust's HTML report and CSVs to ``--out``.
+5. With ``--pages N``: keep N dashboard task pages open in headless Chromium
+   (:mod:`load_tests.pages`) for the whole Locust run, then ``--quiet-s`` more with the
+   fleet gone, then ``--quiet-s`` with no page: see ``dashboard`` below.
 
 Figures (the last stdout line; progress goes to stderr):
 
@@ -25,6 +28,14 @@ Figures (the last stdout line; progress goes to stderr):
 - ``server_rss_mb_start`` / ``server_rss_mb_end``: mean RSS over the first and the last
   ``min(60, seconds / 2)`` seconds of the steady state (the ramp-up is warm-up: it opens
   the connections and fills the session table); ``rss_growth_pct`` compares them.
+- ``dashboard`` (with ``--pages``), from the server's own ``/metrics``: over the steady
+  state, the dashboard requests served and the event-loop CPU the fleet figures cost
+  (``asyncfl_dashboard_cpu_seconds``) against the process' CPU
+  (``process_cpu_seconds``): ``loop_cpu_share_pct``. That gauge leaves out the SQL the
+  database driver's thread runs and the HTTP handling, so the quiet phases price a
+  request whole: process CPU with pages open and no fleet, minus the same time with no
+  page, per request (``quiet_cpu_per_request_ms``); times the steady request rate over
+  the steady process CPU, that is ``whole_cpu_share_pct``.
 """
 
 from __future__ import annotations
@@ -50,6 +61,7 @@ from typing import Any
 
 from load_tests.bundle import SIZES, linear_bundle, num_params
 from load_tests.rss import RssSampler
+from load_tests.scrape import MetricsScraper
 from load_tests.target import AdminApi, enroll_fleet, log, start_server
 from load_tests.training import SPECS, TrainTime
 from server.process import ServerProcess
@@ -77,6 +89,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--task-id", help="default: load-<time>")
     parser.add_argument("--out", type=Path, help="report dir (default out/load/<time>)")
     parser.add_argument("--keep-data", action="store_true", help="keep the server's data dir")
+    parser.add_argument("--pages", type=int, default=0, help="dashboard pages kept open")
+    parser.add_argument("--quiet-s", type=float, default=30.0, help="each quiet phase (--pages)")
     parser.add_argument(
         "--enroll-in-locust",
         action="store_true",
@@ -227,6 +241,65 @@ def figures(
     }
 
 
+def start_pages(args: argparse.Namespace, url: str, admin_token: str) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "load_tests.pages", "--url", url, "--task", args.task_id]
+    cmd += ["--pages", str(args.pages), "--out", str(args.out / "pages.json")]
+    env = {**os.environ, "ASYNCFL_LOAD_ADMIN_TOKEN": admin_token, "PYTHONPATH": str(REPO)}
+    log(f"opening {args.pages} dashboard page(s)")
+    with open(args.out / "pages.log", "wb") as out:
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+
+
+def stop_pages(proc: subprocess.Popen[bytes], args: argparse.Namespace) -> dict[str, Any]:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    path = args.out / "pages.json"
+    return json.loads(path.read_text()) if path.exists() else {"error": "pages wrote nothing"}
+
+
+def dashboard_figures(
+    doc: dict[str, Any],
+    scraper: MetricsScraper,
+    quiet: tuple[float, float],
+    idle: tuple[float, float],
+) -> dict[str, Any]:
+    """See the module docstring (``dashboard``)."""
+    steady = scraper.between(doc["steady_started_at"], doc["steady_ended_at"])
+    with_pages = scraper.between(*quiet)
+    without = scraper.between(*idle)
+    out: dict[str, Any] = {}
+    if steady:
+        rate = steady["dashboard_requests"] / steady["seconds"]
+        out.update(
+            steady_requests=int(steady["dashboard_requests"]),
+            steady_requests_per_s=round(rate, 2),
+            steady_server_cpu_cores=round(steady["process_cpu_s"] / steady["seconds"], 3),
+            steady_loop_cpu_s=round(steady["dashboard_cpu_s"], 4),
+            loop_cpu_share_pct=round(100 * steady["dashboard_cpu_s"] / steady["process_cpu_s"], 3),
+            loop_cpu_per_request_ms=round(
+                1000 * steady["dashboard_cpu_s"] / max(1.0, steady["dashboard_requests"]), 3
+            ),
+        )
+    if with_pages and without and with_pages["dashboard_requests"] > 0:
+        idle_rate = without["process_cpu_s"] / without["seconds"]
+        extra = with_pages["process_cpu_s"] - idle_rate * with_pages["seconds"]
+        per_request = extra / with_pages["dashboard_requests"]
+        out.update(
+            quiet_requests=int(with_pages["dashboard_requests"]),
+            quiet_cpu_cores_pages=round(with_pages["process_cpu_s"] / with_pages["seconds"], 4),
+            quiet_cpu_cores_idle=round(idle_rate, 4),
+            quiet_cpu_per_request_ms=round(1000 * per_request, 3),
+        )
+        if steady and steady["process_cpu_s"] > 0:
+            whole = per_request * steady["dashboard_requests"] / steady["process_cpu_s"]
+            out["whole_cpu_share_pct"] = round(100 * whole, 3)
+    return out
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
@@ -237,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="afl-load-"))
     server: ServerProcess | None = None
     rss: RssSampler | None = None
+    scraper: MetricsScraper | None = None
+    pages: subprocess.Popen[bytes] | None = None
     try:
         if args.url:
             url, pid = args.url.rstrip("/"), args.server_pid
@@ -263,12 +338,37 @@ def main(argv: list[str] | None = None) -> int:
             tokens.write_text("\n".join(enrolled) + "\n")
             tokens.chmod(0o600)
             log(f"enrolled {len(enrolled)} devices in {time.monotonic() - started:.0f} s")
+        if args.pages:
+            scraper = MetricsScraper(url).start()
+            pages = start_pages(args, url, admin_token)
         doc = json.loads(run_locust(args, url, key, tokens, rss).read_text())
         result = figures(args, doc, rss)
+        if pages is not None and scraper is not None:
+            log(f"quiet phases: {args.quiet_s:.0f} s with the pages open, then without")
+            scraper.sample()
+            t0 = time.time()
+            time.sleep(args.quiet_s)
+            scraper.sample()
+            t1 = time.time()
+            seen = stop_pages(pages, args)
+            pages = None
+            scraper.sample()
+            t2 = time.time()
+            time.sleep(args.quiet_s)
+            scraper.sample()
+            result["dashboard"] = {
+                "pages": args.pages,
+                **dashboard_figures(doc, scraper, (t0, t1), (t2, time.time())),
+                "page_side": seen,
+            }
         status = asyncio.run(admin.status(args.task_id))
         result["server_updates_accepted"] = status["updates_accepted"]
         result["server_updates_rejected"] = status["updates_rejected"]
     finally:
+        if pages is not None:
+            stop_pages(pages, args)
+        if scraper is not None:
+            scraper.stop()
         if rss is not None:
             rss.stop()
         if server is not None:

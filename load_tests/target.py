@@ -100,9 +100,15 @@ def _error(data: bytes) -> str:
     return str(doc.get("error", doc)) if isinstance(doc, dict) else str(doc)
 
 
-async def enroll(http: aiohttp.ClientSession, base: str, enrollment_key: str) -> str:
+TIERS = ("low", "mid", "high")  # the load fleet's device tiers, in turn
+
+
+async def enroll(
+    http: aiohttp.ClientSession, base: str, enrollment_key: str, tier: str = ""
+) -> str:
     """Enroll one device; returns its bearer token."""
-    body = pack({"enrollment_key": enrollment_key, "device_info": {"kind": "load"}})
+    info = {"kind": "load", **({"tier": tier} if tier else {})}
+    body = pack({"enrollment_key": enrollment_key, "device_info": info})
     async with http.post(f"{base}/v1/devices/enroll", data=body, headers=MSGPACK_HEADERS) as resp:
         data = await resp.read()
         if resp.status != 201:
@@ -155,8 +161,8 @@ async def enroll_fleet(
     todo = iter(range(count))
 
     async def worker(http: aiohttp.ClientSession) -> None:
-        for _ in todo:
-            tokens.append(await enroll(http, base, enrollment_key))
+        for i in todo:
+            tokens.append(await enroll(http, base, enrollment_key, TIERS[i % len(TIERS)]))
 
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector) as http:

@@ -25,9 +25,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
+from prometheus_client import ProcessCollector
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.api import admin, device, ops, sessions
+from server.api import admin, dashboard, device, fleet, ops, sessions
 from server.api.middleware import error_middleware, metrics_middleware
 from server.coordination.events import EventBus, LocalEvents, RedisEvents
 from server.coordination.keys import Keys
@@ -44,11 +46,14 @@ from server.coordination.tokens import TokenSigner
 from server.ingest.partials import ReplicaPartials
 from server.ingest.upload import Ingest
 from server.metrics import Metrics
+from server.monitor.collector import FleetCollector
+from server.monitor.service import Monitor
 from server.services import METRICS, SERVICES, Services
 from server.settings import Settings
 from server.storage.blobs import LocalBlobStore
 from server.storage.database import create_engine, ensure_schema
 from server.storage.devices import DeviceRepository
+from server.storage.fleet import FleetRepository
 from server.storage.ledger import LedgerRepository
 from server.storage.tasks import TaskRepository
 from server.tasks.leadership import AggregatorRegistry, Leadership
@@ -72,6 +77,7 @@ def create_app(settings: Settings) -> web.Application:
     routes = ops.routes()
     if settings.effective_role != "aggregator":
         routes = device.routes() + sessions.routes() + admin.routes() + routes
+        routes += fleet.routes() + dashboard.routes()
     app.add_routes(routes)
     app.cleanup_ctx.append(_services_ctx(settings, metrics))
     app.on_shutdown.append(_stop_admitting)
@@ -211,6 +217,9 @@ def _services_ctx(
             await manager.load_all()
             sync = StateSync(manager, coord.events)
             loops: list[Callable[[], Awaitable[None]]] = [ledger_writer.run, sync.poll]
+            if settings.effective_role != "aggregator":
+                services.monitor = _monitor(settings, engine, manager, metrics)
+                loops.append(services.monitor.run)
             if settings.distributed:
                 loops.append(sync.listen)
             if leadership is not None:
@@ -242,6 +251,11 @@ def _services_ctx(
                 await manager.stop()
                 with contextlib.suppress(Exception):
                     await ledger_writer.flush()
+                if services.monitor is not None:
+                    try:
+                        await services.monitor.tick(refresh=False)
+                    except Exception as exc:
+                        logger.warning("monitor: final flush failed: %s", exc)
         finally:
             if audit is not None:
                 await audit.close()
@@ -250,6 +264,25 @@ def _services_ctx(
             await engine.dispose()
 
     return ctx
+
+
+def _monitor(
+    settings: Settings,
+    engine: AsyncEngine,
+    manager: TaskManager,
+    metrics: Metrics,
+) -> Monitor:
+    """The fleet figures of this API process, exported on ``/metrics`` too."""
+    monitor = Monitor(
+        FleetRepository(engine),
+        manager,
+        metrics,
+        settings.cost_model,
+        refresh_s=settings.fleet_refresh_s,
+    )
+    metrics.registry.register(FleetCollector(monitor))
+    ProcessCollector(registry=metrics.registry)
+    return monitor
 
 
 async def _forever(loop: Callable[[], Awaitable[None]]) -> None:

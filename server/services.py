@@ -15,6 +15,7 @@ from server.coordination.sessions import SessionStore
 from server.coordination.tokens import TokenSigner
 from server.ingest.upload import Ingest
 from server.metrics import Metrics
+from server.monitor.service import Monitor
 from server.settings import Settings
 from server.storage.blobs import LocalBlobStore
 from server.storage.devices import DeviceRepository
@@ -40,6 +41,7 @@ class Services:
     ingest: Ingest
     leadership: Leadership | None = None  # set where this process aggregates
     redis: Redis | None = None  # set in distributed mode
+    monitor: Monitor | None = None  # fleet figures (API processes)
     ready: bool = False
     draining: bool = False
 

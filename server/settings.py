@@ -20,6 +20,14 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from server.errors import ConfigError
+from server.fleet.cost import (
+    DEFAULT_GRID_G_PER_KWH,
+    DEFAULT_POWER_TABLE,
+    DEFAULT_POWER_W,
+    CostModel,
+    PowerTableError,
+    parse_power_table,
+)
 
 LogFsync = Literal["always", "interval", "never"]
 Role = Literal["auto", "all", "api", "aggregator"]
@@ -59,6 +67,12 @@ class Settings:
     shutdown_timeout_s: float = 30.0
     log_format: LogFormat = "text"
     exports_dir: Path | None = None  # cache of zoo model exports; default <data_dir>/exports
+    # cost of training (server/fleet/cost.py): watts per device tier, for tiers not in the
+    # table, and the grid's carbon intensity
+    tier_power_w: str = DEFAULT_POWER_TABLE
+    default_power_w: float = DEFAULT_POWER_W
+    grid_g_co2e_per_kwh: float = DEFAULT_GRID_G_PER_KWH
+    fleet_refresh_s: float = 15.0  # how often /metrics' fleet figures are re-read
     migrations_dir: Path = field(
         default_factory=lambda: Path(__file__).resolve().parent.parent / "migrations"
     )
@@ -107,6 +121,12 @@ class Settings:
     @property
     def effective_exports_dir(self) -> Path:
         return self.exports_dir or self.data_dir / "exports"
+
+    @property
+    def cost_model(self) -> CostModel:
+        return CostModel(
+            parse_power_table(self.tier_power_w), self.default_power_w, self.grid_g_co2e_per_kwh
+        )
 
     # -- construction --------------------------------------------------------------
     @classmethod
@@ -175,6 +195,8 @@ class Settings:
             raise ConfigError("session_deadline_s must be > 0")
         if self.max_body_bytes < 1024:
             raise ConfigError("max_body_bytes must be >= 1024")
+        if self.fleet_refresh_s <= 0:
+            raise ConfigError("fleet_refresh_s must be > 0")
         if self.lease_ttl_s <= 0:
             raise ConfigError("lease_ttl_s must be > 0")
         if self.role == "aggregator" and not self.redis_url:
@@ -183,6 +205,10 @@ class Settings:
             raise ConfigError("group_commit_ms must be in 0..1000")
         if self.device_rate_per_s <= 0 or self.device_rate_burst < 1:
             raise ConfigError("device_rate_per_s must be > 0 and device_rate_burst >= 1")
+        try:
+            self.cost_model  # noqa: B018 - validates the power table and grid intensity
+        except PowerTableError as exc:
+            raise ConfigError(f"cost settings: {exc}") from exc
         for name, kind in (("log_fsync", LogFsync), ("role", Role), ("log_format", LogFormat)):
             if getattr(self, name) not in get_args(kind):
                 raise ConfigError(f"{name} must be one of {get_args(kind)}")

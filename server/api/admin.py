@@ -33,7 +33,7 @@ def routes() -> list[web.RouteDef]:
     ]
 
 
-def _admin(request: web.Request) -> Services:
+def require_admin(request: web.Request) -> Services:
     services = request.app[SERVICES]
     header = request.headers.get("Authorization", "")
     token = header[7:].strip() if header.startswith("Bearer ") else ""
@@ -43,7 +43,7 @@ def _admin(request: web.Request) -> Services:
 
 
 async def create_task(request: web.Request) -> web.Response:
-    services = _admin(request)
+    services = require_admin(request)
     body = await parse_body(request, ADMIN_BODY_LIMIT)
     if not isinstance(body, dict):
         raise BadRequest("body must be an object", code="malformed_body")
@@ -75,33 +75,33 @@ async def create_task(request: web.Request) -> web.Response:
 
 
 async def list_tasks(request: web.Request) -> web.Response:
-    services = _admin(request)
+    services = require_admin(request)
     tasks = [await status_of(services, rt) for rt in services.manager.runtimes.values()]
     return respond(request, {"tasks": tasks})
 
 
 async def task_status(request: web.Request) -> web.Response:
-    services = _admin(request)
+    services = require_admin(request)
     runtime = services.manager.get(request.match_info["task"])
     return respond(request, await status_of(services, runtime))
 
 
 async def pause_task(request: web.Request) -> web.Response:
-    services = _admin(request)
+    services = require_admin(request)
     runtime = await services.manager.set_paused(request.match_info["task"], True)
     return respond(request, await status_of(services, runtime))
 
 
 async def resume_task(request: web.Request) -> web.Response:
-    services = _admin(request)
+    services = require_admin(request)
     runtime = await services.manager.set_paused(request.match_info["task"], False)
     return respond(request, await status_of(services, runtime))
 
 
 async def list_versions(request: web.Request) -> web.Response:
-    services = _admin(request)
+    services = require_admin(request)
     state = services.manager.get(request.match_info["task"]).state
-    limit = _int_query(request, "limit", 100, 1, 10_000)
+    limit = int_query(request, "limit", 100, 1, 10_000)
     before = request.query.get("before")
     rows = await services.manager.repo.versions(
         state.id, limit=limit, before=int(before) if before and before.isdigit() else None
@@ -126,7 +126,7 @@ async def list_versions(request: web.Request) -> web.Response:
 
 
 async def download_model(request: web.Request) -> web.Response:
-    services = _admin(request)
+    services = require_admin(request)
     state = services.manager.get(request.match_info["task"]).state
     raw = request.match_info["version"]
     version = state.version if raw == "latest" else _parse_version(raw)
@@ -147,7 +147,7 @@ async def download_model(request: web.Request) -> web.Response:
 
 
 async def revoke_device(request: web.Request) -> web.Response:
-    services = _admin(request)
+    services = require_admin(request)
     device_id = request.match_info["device"]
     await services.devices.revoke(device_id)
     await services.sessions.revoke_device(device_id)  # every replica refuses it from now
@@ -159,10 +159,7 @@ async def status_of(services: Services, runtime: TaskRuntime) -> dict[str, Any]:
     state = runtime.state
     agg = state.config.aggregation
     leader = runtime.leader
-    if services.partials is not None:
-        accepted = await services.partials.appended_count(state.id)
-    else:  # embedded: what is applied, dropped, or durable in the buffer
-        accepted = state.applied + state.dropped + runtime.buffered()
+    accepted = await services.manager.accepted(state.id)
     mean_staleness = None
     if leader is not None:
         mean_staleness = leader.aggregator.stats.staleness_mean
@@ -201,7 +198,7 @@ def _parse_version(raw: str) -> int:
     return int(raw)
 
 
-def _int_query(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+def int_query(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
     raw = request.query.get(name)
     if raw is None:
         return default

@@ -58,6 +58,10 @@ async def report_evaluation(request: web.Request) -> web.Response:
     metrics = _metrics(body.get("metrics"))
     if not state.record_federated_eval(claims.sid, claims.version, metrics):
         return respond(request, {"status": "recorded", "duplicate": True})
+    if services.monitor is not None:  # fleet hook: kept per device (tier), durably
+        services.monitor.record_evaluation(
+            claims.sid, state.id, claims.device, claims.version, metrics
+        )
     return respond(request, {"status": "recorded"}, status=201)
 
 

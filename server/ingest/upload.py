@@ -40,6 +40,7 @@ from server.errors import (
     Unavailable,
     UpdateRejected,
 )
+from server.fleet.cost import cost_fields
 from server.ingest.partials import ReplicaPartials
 from server.metrics import Metrics
 from server.storage.records import LedgerEntry
@@ -130,6 +131,7 @@ class Ingest:
                 now,
                 payload.base_version,
                 payload.num_examples,
+                **cost_fields(payload.metrics, len(body)),  # what it cost (the dashboard)
             )
             ack = await self._store(runtime, claims, claim.token, payload, pending, body, now)
         except (UpdateRejected, SessionError) as exc:

@@ -49,6 +49,11 @@ class LedgerEntry:
     staleness: int | None = None
     weight: float | None = None
     applied_version: int | None = None
+    # cost as reported (see server/fleet/cost.py: cost_fields)
+    train_s: float | None = None
+    energy_j: float | None = None
+    bytes_up: int | None = None
+    bytes_down: int | None = None
 
     def as_row(self) -> dict[str, Any]:
         """The entry as plain values, a shallow copy (``asdict`` deep-copies: slow)."""
@@ -64,3 +69,17 @@ class DeviceRecord:
     created_at: float
     info: dict[str, Any] = field(default_factory=dict)
     revoked: bool = False
+
+
+@dataclass(frozen=True)
+class EvaluationRecord:
+    """One device's federated evaluation of the version its session was for."""
+
+    id: str  # the session id
+    task_id: str
+    device_id: str
+    version: int
+    created_at: float
+    num_examples: int
+    loss: float
+    accuracy: float | None = None

@@ -75,5 +75,41 @@ updates = sa.Table(
     sa.Column("staleness", sa.Integer, nullable=True),
     sa.Column("weight", sa.Float, nullable=True),
     sa.Column("applied_version", sa.Integer, nullable=True),
+    # What the update cost, as the device reported it (None: not reported); bytes_up is
+    # the upload's body as the server read it. See server/fleet/cost.py.
+    sa.Column("train_s", sa.Float, nullable=True),
+    sa.Column("energy_j", sa.Float, nullable=True),
+    sa.Column("bytes_up", sa.BigInteger, nullable=True),
+    sa.Column("bytes_down", sa.BigInteger, nullable=True),
     sa.Index(None, "task_id", "status"),
+    # the dashboard's incremental reads: by version committed; refusals by arrival time
+    sa.Index(None, "task_id", "applied_version"),
+    sa.Index(None, "task_id", "status", "created_at"),
+)
+
+evaluations = sa.Table(
+    "evaluations",
+    metadata,
+    # Federated evaluation: what one device measured on its own data for the version its
+    # session was for. One row a session.
+    sa.Column("id", sa.String(64), primary_key=True),  # the session id
+    sa.Column("task_id", sa.String(64), sa.ForeignKey("tasks.id"), nullable=False),
+    sa.Column("device_id", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("num_examples", sa.Integer, nullable=False),
+    sa.Column("loss", sa.Float, nullable=False),
+    sa.Column("accuracy", sa.Float, nullable=True),
+    sa.Index(None, "task_id", "version"),
+)
+
+checkin_counts = sa.Table(
+    "checkin_counts",
+    metadata,
+    # Check-ins by result per time bucket (UNIX seconds, a multiple of the bucket size);
+    # every API process adds its own counts, so the rows hold the cluster's sums.
+    sa.Column("task_id", sa.String(64), primary_key=True),
+    sa.Column("bucket", sa.BigInteger, primary_key=True),
+    sa.Column("result", sa.String(32), primary_key=True),
+    sa.Column("count", sa.BigInteger, nullable=False),
 )

@@ -171,6 +171,15 @@ class TaskManager:
             raise NotFound(f"unknown task {task_id!r}", code="unknown_task")
         return runtime
 
+    async def accepted(self, task_id: str) -> int:
+        """Updates ever acknowledged for the task: counted in Redis across replicas, or,
+        embedded, what is applied, dropped, or durable in the leader's buffer."""
+        if self.partials is not None:
+            return await self.partials.appended_count(task_id)
+        runtime = self.get(task_id)
+        state = runtime.state
+        return state.applied + state.dropped + runtime.buffered()
+
     # -- creation -------------------------------------------------------------------------
     async def export_zoo(self, model: str, optimizer: str) -> Bundle:
         return await artifacts.export_zoo_bundle(model, optimizer, self._exports_dir)

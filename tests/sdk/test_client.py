@@ -169,7 +169,7 @@ async def test_the_upload_carries_only_declared_fields_and_a_clipped_update(
 
     assert isinstance(result, Trained)
     assert set(body) == UPDATE_FIELDS
-    assert set(body["metrics"]) == {"loss", "steps", "train_s"}
+    assert set(body["metrics"]) == {"loss", "steps", "train_s", "download_bytes"}
     assert (body["base_version"], body["num_examples"], body["encoding"]) == (0, 120, "float32")
     assert [t.shape for t in tensors] == [(10, 64), (10,)]
     assert global_norm(tensors) <= 0.05 * (1 + 1e-5)

@@ -72,13 +72,15 @@ class Fleet:
         self.devices: list[Device] = []
         self.acked: list[dict[str, Any]] = []
 
-    async def enroll(self, n: int, seed: int = 0) -> Fleet:
+    async def enroll(
+        self, n: int, seed: int = 0, info: Callable[[int], dict[str, Any]] | None = None
+    ) -> Fleet:
         x, y, _, _ = load_dataset("digits")
         rng = np.random.default_rng(seed)
         for i in range(n):
             idx = rng.choice(len(x), size=40, replace=False)
             device = Device(self.api, self.task_id, x[idx], y[idx], cache=self.cache, seed=i)
-            await device.enroll(self.server.enrollment_key)
+            await device.enroll(self.server.enrollment_key, info(i) if info else None)
             self.devices.append(device)
         return self
 
