@@ -28,6 +28,7 @@ from server.aggregation.config import (
     StalenessConfig,
 )
 from server.aggregation.factory import make_aggregator, restore_aggregator
+from server.aggregation.masked import MaskedConfig, Release
 from server.aggregation.optimizers import ServerOptimizer, make_optimizer
 from server.aggregation.partial import Partial, PartialBuilder, PartialGroup
 from server.aggregation.privacy import clip_by_norm
@@ -50,6 +51,7 @@ __all__ = [
     "ExampleWeightingConfig",
     "FedBuffAggregator",
     "FoldResult",
+    "MaskedConfig",
     "MergeResult",
     "ModelSpec",
     "OptimizerConfig",
@@ -57,6 +59,7 @@ __all__ = [
     "PartialBuilder",
     "PartialGroup",
     "RejectReason",
+    "Release",
     "RoundState",
     "ServerOptimizer",
     "SnapshotError",

@@ -63,7 +63,7 @@ class FedBuffAggregator(AggregatorBase):
         except UpdateRejected as exc:
             self._count_rejection(exc)
             raise
-        step = self._step() if len(self._buffer.ids) >= self._goal else None
+        step = self._step() if len(self._active) >= self._goal else None
         return FoldResult(staleness, weight, norm, clipped, step)
 
     def merge(self, partial: Partial, now: float | None = None) -> MergeResult:
@@ -79,7 +79,7 @@ class FedBuffAggregator(AggregatorBase):
                     f"{self._version}: replicas only hand out committed versions"
                 )
             applied += self._merge_group(group, staleness)
-        step = self._step() if len(self._buffer.ids) >= self._goal else None
+        step = self._step() if len(self._active) >= self._goal else None
         return MergeResult(applied, step=step)
 
     def _fold_plain(

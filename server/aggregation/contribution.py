@@ -25,7 +25,7 @@ from server.aggregation.validation import (
 )
 from server.aggregation.weights import make_example_weight
 
-__all__ = ["Contribution", "Weigher", "checked_num_examples"]
+__all__ = ["Contribution", "Weigher", "checked_num_examples", "masked_flat"]
 
 
 class Contribution(NamedTuple):
@@ -54,6 +54,12 @@ class Weigher:
             config.example_weighting.kind, config.example_weighting.cap
         )
 
+    def example(self, num_examples: int) -> float:
+        """The example weight alone (for masked updates, which carry no norm to check)."""
+        if type(num_examples) is not int or not 1 <= num_examples <= MAX_NUM_EXAMPLES:
+            num_examples = checked_num_examples(num_examples)
+        return self._example_weight(num_examples) if self._weigh_examples else 1.0
+
     def weigh(self, tensors: Sequence[np.ndarray[Any, Any]], num_examples: int) -> Contribution:
         """Check count, shapes, dtypes, finiteness and the norm bound (UpdateRejected,
         nothing changed); the norm is computed here, never trusted from a caller."""
@@ -76,3 +82,19 @@ def checked_num_examples(num_examples: object) -> int:
         RejectReason.BAD_NUM_EXAMPLES,
         f"num_examples must be an integer in [1, {MAX_NUM_EXAMPLES}], got {num_examples!r}",
     )
+
+
+def masked_flat(tensors: Sequence[np.ndarray[Any, Any]], size: int) -> np.ndarray[Any, Any]:
+    """A masked update's one flat uint32 vector of the model's size (UpdateRejected)."""
+    given: object = tensors
+    if isinstance(given, np.ndarray) or len(tensors) != 1:
+        raise reject(RejectReason.TENSOR_COUNT, "a masked update is one flat uint32 tensor")
+    (flat,) = tensors
+    if not isinstance(flat, np.ndarray) or flat.dtype != np.uint32:
+        raise reject(RejectReason.DTYPE_MISMATCH, "a masked update is uint32")
+    if flat.shape != (size,):
+        raise reject(
+            RejectReason.SHAPE_MISMATCH,
+            f"a masked update has shape {list(flat.shape)}, the model needs [{size}]",
+        )
+    return flat

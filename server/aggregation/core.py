@@ -14,6 +14,13 @@ base_version, now=None)`` (``now`` matters to sync rounds only), and merge sums
 pre-aggregated elsewhere (:class:`~server.aggregation.partial.Partial`) with
 ``merge(partial)``. State goes out as plain values and arrays (:meth:`state`) and comes
 back with :meth:`from_state`; turning it into bytes is the storage layer's job.
+
+With ``masked`` (secure aggregation, :mod:`.masked`) updates are masked integers: the
+buffer sums them modulo 2**32 with integer weights, a full buffer is sealed into a
+:class:`~server.aggregation.masked.Release` (the version advances at once), and the
+step happens in :meth:`complete_release` once the mask service returned the sum of
+masks. ``params_version`` is then the version of the parameters, ``version`` the
+version the next update will be counted against.
 """
 
 from __future__ import annotations
@@ -29,7 +36,8 @@ import numpy as np
 from server.aggregation import blas
 from server.aggregation.accumulator import Accumulator
 from server.aggregation.config import AggregationConfig
-from server.aggregation.contribution import Weigher
+from server.aggregation.contribution import Weigher, masked_flat
+from server.aggregation.masked import MaskedAccumulator, MaskedConfig, Release
 from server.aggregation.optimizers import make_optimizer
 from server.aggregation.partial import Partial, PartialGroup
 from server.aggregation.privacy import GaussianNoise
@@ -50,7 +58,12 @@ class AggregatorBase:
     mode: ClassVar[str]
 
     def __init__(
-        self, params: Sequence[np.ndarray[Any, Any]], config: AggregationConfig, *, version: int = 0
+        self,
+        params: Sequence[np.ndarray[Any, Any]],
+        config: AggregationConfig,
+        *,
+        version: int = 0,
+        masked: MaskedConfig | None = None,
     ) -> None:
         if config.mode != self.mode:
             raise ConfigError(
@@ -85,6 +98,12 @@ class AggregatorBase:
         # accumulator is the pseudo-gradient when the buffer fills (no extra pass).
         self._fold_factor = 1.0 / config.aggregation_goal if config.normalization == "goal" else 1.0
         self._buffer = Accumulator(self._spec)
+        self._masked = masked
+        self._mbuffer = MaskedAccumulator(self._spec.total_size if masked else 0)
+        self._releases: list[Release] = []
+        self._params_version = version
+        if masked is not None:
+            self._plain = False
         self._recent = RecentIds(config.dedup_window)
         self._folded = self._steps = self._staleness_sum = self._clipped = 0
         self._rounds_abandoned = self._updates_dropped = 0
@@ -97,6 +116,20 @@ class AggregatorBase:
     @property
     def version(self) -> int:
         return self._version
+
+    @property
+    def params_version(self) -> int:
+        """The version of :attr:`params` (behind :attr:`version` while releases wait)."""
+        return self._params_version if self._masked is not None else self._version
+
+    @property
+    def masked(self) -> MaskedConfig | None:
+        return self._masked
+
+    @property
+    def pending_releases(self) -> tuple[Release, ...]:
+        """Sealed masked buffers waiting for their sum of masks, oldest first."""
+        return tuple(self._releases)
 
     @property
     def spec(self) -> ModelSpec:
@@ -117,13 +150,18 @@ class AggregatorBase:
 
     @property
     def buffered(self) -> int:
-        """Updates folded into the open buffer (or round) and not yet applied."""
-        return len(self._buffer)
+        """Updates folded into the open buffer (or round), or sealed, not yet applied."""
+        return len(self._active) + sum(len(r.ids) for r in self._releases)
+
+    @property
+    def _active(self) -> Accumulator | MaskedAccumulator:
+        return self._mbuffer if self._masked is not None else self._buffer
 
     @property
     def pending_ids(self) -> tuple[str, ...]:
-        """Ids of the updates in the open buffer, in fold order."""
-        return tuple(self._buffer.ids)
+        """Ids of the updates not yet applied (sealed first, then the open buffer)."""
+        sealed = tuple(uid for r in self._releases for uid in r.ids)
+        return sealed + tuple(self._active.ids)
 
     @property
     def stats(self) -> AggregatorStats:
@@ -139,8 +177,9 @@ class AggregatorBase:
         )
 
     def has_folded(self, update_id: str) -> bool:
-        """True for updates in the open buffer and the last ``dedup_window`` consumed ones."""
-        return update_id in self._buffer.id_set or update_id in self._recent
+        """True for updates in the open buffer and the last ``dedup_window`` consumed ones
+        (sealed ones are among the consumed)."""
+        return update_id in self._active.id_set or update_id in self._recent
 
     def staleness_weight(self, staleness: int) -> float:
         table = self._staleness_weights
@@ -149,7 +188,7 @@ class AggregatorBase:
     # -- folding -------------------------------------------------------------------------
 
     def _check_duplicate(self, update_id: str) -> None:
-        if update_id in self._buffer.id_set or update_id in self._recent:
+        if update_id in self._active.id_set or update_id in self._recent:
             raise reject(RejectReason.DUPLICATE_UPDATE, f"update {update_id!r} was already folded")
         if type(update_id) is not str:
             raise TypeError(f"update_id must be a str, got {type(update_id).__name__}")
@@ -164,7 +203,17 @@ class AggregatorBase:
         """Validate and fold an update whose id and version were accepted.
 
         Returns ``(weight, norm, clipped)``; raises UpdateRejected having changed nothing.
+        A masked update has no norm to give (0.0): the device clipped it.
         """
+        masked = self._masked
+        if masked is not None:
+            flat = masked_flat(tensors, self._spec.total_size)
+            e_int = masked.example_int(self._weigher.example(num_examples))
+            w_int = masked.staleness_int(self.staleness_weight(staleness)) * e_int
+            self._mbuffer.add(update_id, flat, w_int, masked.to_float(w_int))
+            self._folded += 1
+            self._staleness_sum += staleness
+            return masked.to_float(w_int), 0.0, False
         c = self._weigher.weigh(tensors, num_examples)
         weight = self.staleness_weight(staleness) * c.example_weight
         self._buffer.add(update_id, c.flats, weight * c.scale * self._fold_factor, weight)
@@ -184,6 +233,15 @@ class AggregatorBase:
         for uid in group.ids:
             self._check_duplicate(uid)
         s_weight = self.staleness_weight(staleness)
+        masked = self._masked
+        if masked is not None:
+            s_int = masked.staleness_int(s_weight)
+            e_ints = [int(w) for w in group.example_weights]
+            floats = [masked.to_float(s_int * e) for e in e_ints]
+            self._mbuffer.add_total(group.ids, group.total, s_int, e_ints, sum(floats))
+            self._folded += len(group.ids)
+            self._staleness_sum += staleness * len(group.ids)
+            return [(uid, staleness, w) for uid, w in zip(group.ids, floats, strict=True)]
         self._buffer.add_total(
             group.ids, group.total, s_weight * self._fold_factor, s_weight * group.weight_sum
         )
@@ -202,8 +260,15 @@ class AggregatorBase:
 
     # -- stepping ------------------------------------------------------------------------
 
-    def _step(self) -> StepResult:
-        """Turn the buffer into a pseudo-gradient, apply the optimizer, bump the version."""
+    def _step(self) -> StepResult | None:
+        """Turn the buffer into a pseudo-gradient, apply the optimizer, bump the version.
+        Masked: seal the buffer instead (None); :meth:`complete_release` steps."""
+        if self._masked is not None:
+            self._version += 1
+            sealed = list(self._mbuffer.ids)
+            self._releases.append(self._mbuffer.seal(self._version, self._release_key()))
+            self._recent.extend(sealed)
+            return None
         cfg, buf = self._config, self._buffer
         n = len(buf)
         pseudo_grad = buf.total
@@ -212,6 +277,37 @@ class AggregatorBase:
             pseudo_grad *= np.float32(1.0 / buf.weight_sum if buf.weight_sum > 0 else 0.0)
         elif n != cfg.aggregation_goal:  # a round closing short or a buffer past K: divide by n
             pseudo_grad *= np.float32(cfg.aggregation_goal / n)
+        ids = tuple(buf.ids)
+        step = self._apply(pseudo_grad, n, ids)
+        self._consume(ids)
+        return step
+
+    def _release_key(self) -> str:
+        return f"{self.kind}:{self._config.seed}"
+
+    def complete_release(self, mask_sum: np.ndarray[Any, Any]) -> StepResult:
+        """Step with the oldest sealed buffer, given the mask service's sum of masks."""
+        masked = self._masked
+        if masked is None or not self._releases:
+            raise SnapshotError("no sealed buffer waits for a release")
+        release = self._releases[0]
+        if mask_sum.dtype != np.uint32 or mask_sum.shape != release.total.shape:
+            raise SnapshotError("the sum of masks does not fit the sealed buffer")
+        self._releases.pop(0)
+        n = len(release.ids)
+        weighted = release.unmask(mask_sum, masked)  # sum of w_i * x_i (float weights)
+        if self._config.normalization == "weights":
+            divisor = release.weight_sum if release.weight_sum > 0 else math.inf
+        else:
+            divisor = float(n)
+        pseudo_grad = (weighted / divisor).astype(np.float32)
+        step = self._apply(pseudo_grad, n, release.ids)
+        self._params_version = release.version
+        return StepResult(release.version, n, release.ids, step.pseudo_grad_norm)
+
+    def _apply(self, pseudo_grad: Flat, n: int, ids: tuple[str, ...]) -> StepResult:
+        """Noise, then the optimizer step on the parameters."""
+        cfg = self._config
         if cfg.noise_multiplier > 0 and cfg.clip_norm is not None:
             self._noise.add(pseudo_grad, cfg.noise_multiplier * cfg.clip_norm / n)
         pg_norm = math.sqrt(blas.sq_norm(pseudo_grad))
@@ -219,16 +315,15 @@ class AggregatorBase:
             self._flat = self._flat.copy()
             self._params_shared = False
         self._optimizer.step([self._flat], [pseudo_grad])
-        self._version += 1
+        if self._masked is None:
+            self._version += 1
         self._steps += 1
-        ids = tuple(buf.ids)
-        self._consume(ids)
         return StepResult(self._version, n, ids, pg_norm)
 
     def _consume(self, ids: Sequence[str]) -> None:
         """Move the buffer's ids into the dedup window and empty the buffer."""
         self._recent.extend(ids)
-        self._buffer.reset()
+        self._active.reset()
 
     # -- state ---------------------------------------------------------------------------
 
@@ -242,6 +337,7 @@ class AggregatorBase:
             "shapes": [list(s) for s in self._spec.shapes],
             "params": self._flat.copy(),
             "optimizer": _copy_arrays(self._optimizer.state_dict()),
+            "masked": None if self._masked is None else self._masked.to_dict(),
             **self._buffer_state(buffer),
         }
 
@@ -251,27 +347,51 @@ class AggregatorBase:
         return self._buffer_state(True)
 
     def _buffer_state(self, with_buffer: bool) -> dict[str, Any]:
+        if self._masked is not None:
+            return self._masked_buffer_state(with_buffer)
         buf = self._buffer
         held = with_buffer and len(buf) > 0
         return {
             "version": self._version,
+            "params_version": self._version,
             "buffer": {
                 "total": buf.total.copy() if held else None,
                 "weight_sum": buf.weight_sum if held else 0.0,
                 "ids": list(buf.ids) if held else [],
             },
+            **self._counts(),
+        }
+
+    def _masked_buffer_state(self, with_buffer: bool) -> dict[str, Any]:
+        """Without the buffer: the state at the parameters' version (no sealed buffers)."""
+        buf = self._mbuffer
+        held = with_buffer and len(buf) > 0
+        return {
+            "version": self._version if with_buffer else self._params_version,
+            "params_version": self._params_version,
+            "buffer": {
+                "total": buf.total.view(np.float32).copy() if held else None,  # same bits
+                "weight_sum": buf.weight_sum if held else 0.0,
+                "ids": list(buf.ids) if held else [],
+                "weights": list(buf.weights) if held else [],
+            },
+            "releases": [r.to_state() for r in self._releases] if with_buffer else [],
+            **self._counts(),
+        }
+
+    def _counts(self) -> dict[str, Any]:
+        return {
             "counts": {name: getattr(self, f"_{name}") for name in _COUNTERS},
             "rejected": dict(sorted(self._rejected.items())),
             "rng": self._noise.state(),
         }
 
     def load_buffer_state(self, state: dict[str, Any]) -> None:
-        """Put back a :meth:`buffer_state` taken at this aggregator's version."""
+        """Put back a :meth:`buffer_state` taken at this aggregator's parameters' version."""
         try:
-            if int(state["version"]) != self._version:
-                raise SnapshotError(
-                    f"buffer state is for version {state['version']}, not {self._version}"
-                )
+            at = int(state.get("params_version", state["version"]))
+            if at != self.params_version:
+                raise SnapshotError(f"buffer state is for version {at}, not {self.params_version}")
             self._load_state(state)
         except (KeyError, TypeError, ValueError) as exc:
             raise SnapshotError(f"buffer state is incomplete: {exc!r}") from exc
@@ -290,7 +410,10 @@ class AggregatorBase:
                 flat[o : o + n].reshape(s)
                 for o, n, s in zip(spec.offsets, spec.sizes, spec.shapes, strict=True)
             ]
-            agg = cls(params, config, version=state["version"])
+            masked_cfg = state.get("masked")
+            masked = None if masked_cfg is None else MaskedConfig.from_dict(masked_cfg)
+            at = int(state.get("params_version", state["version"]))
+            agg = cls(params, config, version=at, masked=masked)
             opt = _checked_optimizer(state["optimizer"])
             if opt["name"] != config.optimizer.name:
                 raise SnapshotError("state optimizer does not match its config")
@@ -304,7 +427,17 @@ class AggregatorBase:
         buf = state["buffer"]
         total = checked_array(buf["total"], where="buffer.total", size=self._spec.total_size)
         ids = [str(i) for i in buf["ids"]]
-        self._buffer.load(total, float(buf["weight_sum"]), ids)
+        if self._masked is not None:
+            self._mbuffer.load(
+                None if total is None else total.view(np.uint32),
+                ids,
+                buf["weights"],
+                float(buf["weight_sum"]),
+            )
+            self._releases = [Release.from_state(r) for r in state["releases"]]
+            self._version = int(state["version"])
+        else:
+            self._buffer.load(total, float(buf["weight_sum"]), ids)
         for name in _COUNTERS:
             setattr(self, f"_{name}", int(state["counts"][name]))
         self._rejected = Counter({str(k): int(v) for k, v in state["rejected"].items()})

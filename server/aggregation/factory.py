@@ -9,6 +9,7 @@ import numpy as np
 
 from server.aggregation.buffer import FedBuffAggregator
 from server.aggregation.config import AggregationConfig
+from server.aggregation.masked import MaskedConfig
 from server.aggregation.state import SnapshotError
 from server.aggregation.sync import SyncRoundAggregator
 
@@ -18,12 +19,17 @@ Aggregator = FedBuffAggregator | SyncRoundAggregator
 
 
 def make_aggregator(
-    params: Sequence[np.ndarray[Any, Any]], config: AggregationConfig, *, version: int = 0
+    params: Sequence[np.ndarray[Any, Any]],
+    config: AggregationConfig,
+    *,
+    version: int = 0,
+    masked: MaskedConfig | None = None,
 ) -> Aggregator:
-    """A :class:`SyncRoundAggregator` for ``mode = "sync"``, else a FedBuffAggregator."""
+    """A :class:`SyncRoundAggregator` for ``mode = "sync"``, else a FedBuffAggregator;
+    ``masked``: they fold masked updates (secure aggregation)."""
     if config.mode == "sync":
-        return SyncRoundAggregator(params, config, version=version)
-    return FedBuffAggregator(params, config, version=version)
+        return SyncRoundAggregator(params, config, version=version, masked=masked)
+    return FedBuffAggregator(params, config, version=version, masked=masked)
 
 
 def restore_aggregator(state: dict[str, Any]) -> Aggregator:

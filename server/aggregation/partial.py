@@ -24,7 +24,8 @@ import numpy as np
 
 from server.aggregation.blas import add_scaled
 from server.aggregation.config import AggregationConfig
-from server.aggregation.contribution import Contribution, Weigher
+from server.aggregation.contribution import Contribution, Weigher, masked_flat
+from server.aggregation.masked import MaskedConfig
 from server.aggregation.validation import Flat, ModelSpec, RejectReason, reject
 
 __all__ = ["Partial", "PartialBuilder", "PartialGroup"]
@@ -37,7 +38,7 @@ class PartialGroup:
 
     base_version: int
     round_id: int
-    total: Flat
+    total: np.ndarray[Any, Any]  # float32; uint32 (masked, sums modulo 2**32)
     weight_sum: float
     ids: tuple[str, ...]
     example_weights: tuple[float, ...]
@@ -62,8 +63,8 @@ class Partial:
 
 @dataclass
 class _Open:
-    total: Flat
-    views: list[Flat]
+    total: np.ndarray[Any, Any]
+    views: list[np.ndarray[Any, Any]]
     weight_sum: float = 0.0
     ids: list[str] = field(default_factory=list)
     weights: list[float] = field(default_factory=list)
@@ -72,9 +73,12 @@ class _Open:
 class PartialBuilder:
     """Folds accepted updates into per-group sums until :meth:`seal`."""
 
-    def __init__(self, spec: ModelSpec, config: AggregationConfig) -> None:
+    def __init__(
+        self, spec: ModelSpec, config: AggregationConfig, *, masked: MaskedConfig | None = None
+    ) -> None:
         self._spec = spec
         self._weigher = Weigher(spec, config)
+        self._masked = masked
         self._groups: dict[tuple[int, int], _Open] = {}
         self._ids: set[str] = set()
 
@@ -98,8 +102,10 @@ class PartialBuilder:
             raise reject(RejectReason.DUPLICATE_UPDATE, f"update {update_id!r} is already here")
         if isinstance(base_version, bool) or not isinstance(base_version, int) or base_version < 0:
             raise reject(RejectReason.TOO_STALE, f"base version {base_version!r} is not valid")
-        contribution = self._weigher.weigh(tensors, num_examples)
         key = (base_version, round_id)
+        if self._masked is not None:
+            return self._add_masked(update_id, tensors, num_examples, key)
+        contribution = self._weigher.weigh(tensors, num_examples)
         group = self._groups.get(key)
         alpha = contribution.example_weight * contribution.scale
         if group is None:
@@ -115,6 +121,31 @@ class PartialBuilder:
         group.weights.append(contribution.example_weight)
         self._ids.add(update_id)
         return contribution
+
+    def _add_masked(
+        self,
+        update_id: str,
+        tensors: Sequence[np.ndarray[Any, Any]],
+        num_examples: int,
+        key: tuple[int, int],
+    ) -> Contribution:
+        """A masked update: its integer example weight times the masked vector, summed
+        modulo 2**32; the leader multiplies by the integer staleness weight."""
+        assert self._masked is not None
+        flat = masked_flat(tensors, self._spec.total_size)
+        e_int = self._masked.example_int(self._weigher.example(num_examples))
+        group = self._groups.get(key)
+        if group is None:
+            total = np.empty(self._spec.total_size, dtype=np.uint32)
+            group = self._groups[key] = _Open(total, [total])
+            np.multiply(flat, np.uint32(e_int), out=total)
+        else:
+            np.add(group.total, flat * np.uint32(e_int), out=group.total)
+        group.weight_sum += e_int
+        group.ids.append(update_id)
+        group.weights.append(float(e_int))
+        self._ids.add(update_id)
+        return Contribution([flat], 0.0, float(e_int), 1.0)
 
     def seal(self) -> Partial:
         """The groups summed so far, oldest base first; the builder starts empty again."""

@@ -18,6 +18,7 @@ import numpy as np
 
 from server.aggregation.config import AggregationConfig
 from server.aggregation.core import AggregatorBase
+from server.aggregation.masked import MaskedConfig
 from server.aggregation.partial import Partial
 from server.aggregation.results import FoldResult, MergeResult, RoundState, StepResult
 from server.aggregation.validation import RejectReason, reject
@@ -33,9 +34,14 @@ class SyncRoundAggregator(AggregatorBase):
     mode: ClassVar[str] = "sync"
 
     def __init__(
-        self, params: Sequence[np.ndarray[Any, Any]], config: AggregationConfig, *, version: int = 0
+        self,
+        params: Sequence[np.ndarray[Any, Any]],
+        config: AggregationConfig,
+        *,
+        version: int = 0,
+        masked: MaskedConfig | None = None,
     ) -> None:
-        super().__init__(params, config, version=version)
+        super().__init__(params, config, version=version, masked=masked)
         self._round_id = 0
         self._open = False
         self._deadline = 0.0
@@ -61,7 +67,7 @@ class SyncRoundAggregator(AggregatorBase):
             goal=self.goal,
             cohort_target=self.cohort_target,
             selected=len(self._selected),
-            received=len(self._buffer),
+            received=len(self._active),
             deadline=self._deadline,
         )
 
@@ -136,7 +142,7 @@ class SyncRoundAggregator(AggregatorBase):
         return MergeResult(applied, dropped, RejectReason.ROUND_CLOSED.value, step)
 
     def _step_if_full(self) -> StepResult | None:
-        if len(self._buffer) < self.goal:
+        if len(self._active) < self.goal:
             return None
         step = self._step()
         self._open = False
@@ -145,17 +151,19 @@ class SyncRoundAggregator(AggregatorBase):
     def close_if_expired(self, now: float) -> StepResult | None:
         """At/after the deadline, step (enough updates) or abandon the round; it closes.
 
-        Returns the step, or None when the round was abandoned or is not due.
+        Returns the step, or None when the round was abandoned, is not due, or (masked)
+        was sealed for a release: :attr:`pending_releases` grew then.
         """
         if not self._open or now < self._deadline:
             return None
         self._open = False
         need = max(1, math.ceil(self._config.min_round_fraction * self.goal))
-        if len(self._buffer) >= need:
+        if len(self._active) >= need:
             return self._step()
         self._rounds_abandoned += 1
-        self._updates_dropped += len(self._buffer)
-        self._consume(self._buffer.ids)  # dropped ids stay refused as duplicates
+        self._updates_dropped += len(self._active)
+        self._recent.extend(self._active.ids)  # dropped ids stay refused as duplicates
+        self._active.reset()
         return None
 
     def renumber_after(self, round_id: int) -> list[str]:
@@ -163,7 +171,7 @@ class SyncRoundAggregator(AggregatorBase):
         older open round is abandoned. Returns the ids it held (dropped, never applied)."""
         if round_id <= self._round_id:
             return []
-        dropped = list(self._buffer.ids) if self._open else []
+        dropped = list(self._active.ids) if self._open else []
         if self._open:
             self._rounds_abandoned += 1
             self._updates_dropped += len(dropped)
@@ -173,7 +181,7 @@ class SyncRoundAggregator(AggregatorBase):
         return dropped
 
     def _check_round(self, base_version: int, now: float) -> None:
-        if not self._open or len(self._buffer) >= self.goal:
+        if not self._open or len(self._active) >= self.goal:
             raise reject(RejectReason.ROUND_CLOSED, "no round is open for updates")
         if now > self._deadline:
             raise reject(

@@ -1,0 +1,201 @@
+"""Folding masked updates: integer weights, sums modulo 2**32, releases to unmask.
+
+With secure aggregation a device uploads ``masked = q + mask (mod 2**32)``, its clipped
+delta ``q`` in fixed point (``scale``) plus a mask only the mask service can expand.
+The aggregator never sees ``q``. It weights each masked vector by an *integer*
+``w = s * e`` (``s``: the staleness weight in ``staleness_levels`` steps, ``e``: the
+example weight in ``example_levels`` steps, 1 when weights are equal) and sums modulo
+2**32, which is linear: ``sum(w_i * masked_i) = sum(w_i * q_i) + sum(w_i * mask_i)``.
+
+When a buffer fills it is *sealed* into a :class:`Release`: the ids and integer weights
+the mask service is asked to sum masks for, and the masked total. Once the service
+answers ``sum(w_i * mask_i)``, :meth:`Release.unmask` gives ``sum(w_i * q_i)`` as
+floats, and the aggregator steps. Sealing advances the aggregator's (logical) version
+at once, so staleness keeps counting versions exactly as in the clear; the parameters
+follow when the release completes, in order. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["MaskedAccumulator", "MaskedConfig", "Release"]
+
+U32 = np.dtype(np.uint32)
+MaskedFlat = np.ndarray[Any, np.dtype[np.uint32]]
+
+
+@dataclass(frozen=True, slots=True)
+class MaskedConfig:
+    """How masked updates are weighted and decoded (agreed with the devices)."""
+
+    scale: float  # fixed point: q = round(x * scale)
+    staleness_levels: int = 64  # a staleness weight s(t) <= 1 becomes round(s * this) >= 1
+    example_levels: int = 1  # example weights in this many steps up to example_max
+    example_max: float = 1.0
+
+    @property
+    def max_weight(self) -> int:
+        return self.staleness_levels * self.example_levels
+
+    def staleness_int(self, weight: float) -> int:
+        return max(1, round(weight * self.staleness_levels))
+
+    def example_int(self, weight: float) -> int:
+        if self.example_levels == 1:
+            return 1
+        return max(
+            1, min(self.example_levels, round(weight / self.example_max * self.example_levels))
+        )
+
+    def to_float(self, weight: int) -> float:
+        """An integer weight as the float weight it stands for."""
+        return weight * self.example_max / self.max_weight
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scale": self.scale,
+            "staleness_levels": self.staleness_levels,
+            "example_levels": self.example_levels,
+            "example_max": self.example_max,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MaskedConfig:
+        return cls(
+            float(data["scale"]),
+            int(data["staleness_levels"]),
+            int(data["example_levels"]),
+            float(data["example_max"]),
+        )
+
+
+class MaskedAccumulator:
+    """``total = sum(w_i * masked_i) mod 2**32`` over one flat uint32 vector."""
+
+    def __init__(self, size: int) -> None:
+        self.total: MaskedFlat = np.zeros(size, dtype=np.uint32)
+        self._scratch: MaskedFlat = np.empty(size, dtype=np.uint32)
+        self.ids: list[str] = []
+        self.id_set: set[str] = set()
+        self.weights: list[int] = []
+        self.weight_sum = 0.0  # float weights, for normalization by weights
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(self, update_id: str, masked: MaskedFlat, weight: int, weight_float: float) -> None:
+        """Add ``weight * masked`` modulo 2**32 (uint32 arithmetic wraps)."""
+        w = np.uint32(weight)
+        if self.ids:
+            np.multiply(masked, w, out=self._scratch)
+            np.add(self.total, self._scratch, out=self.total)
+        else:
+            np.multiply(masked, w, out=self.total)
+        self._append([update_id], [weight], weight_float)
+
+    def add_total(
+        self,
+        ids: Sequence[str],
+        total: MaskedFlat,
+        factor: int,
+        weights: Sequence[int],
+        weight_float: float,
+    ) -> None:
+        """Add ``factor * total`` (a replica's sum, example-weighted); each id's weight
+        becomes ``factor * its example weight``."""
+        f = np.uint32(factor)
+        if self.ids:
+            np.multiply(total, f, out=self._scratch)
+            np.add(self.total, self._scratch, out=self.total)
+        else:
+            np.multiply(total, f, out=self.total)
+        self._append(list(ids), [factor * w for w in weights], weight_float)
+
+    def _append(self, ids: list[str], weights: list[int], weight_float: float) -> None:
+        self.ids.extend(ids)
+        self.id_set.update(ids)
+        self.weights.extend(weights)
+        self.weight_sum += weight_float
+
+    def seal(self, version: int, task_key: str) -> Release:
+        """The buffer as a release for ``version``; the accumulator starts empty."""
+        release = Release(
+            version=version,
+            ids=tuple(self.ids),
+            weights=tuple(self.weights),
+            total=self.total.copy(),
+            weight_sum=self.weight_sum,
+            release_id=release_id(task_key, self.ids, self.weights),
+        )
+        self.reset()
+        return release
+
+    def reset(self) -> None:
+        self.ids, self.id_set, self.weights, self.weight_sum = [], set(), [], 0.0
+
+    def load(
+        self,
+        total: MaskedFlat | None,
+        ids: Sequence[str],
+        weights: Sequence[int],
+        weight_sum: float,
+    ) -> None:
+        if ids and total is None:
+            raise ValueError("a non-empty buffer needs its total")
+        if total is not None:
+            self.total[...] = total
+        self.ids, self.id_set = list(ids), set(ids)
+        self.weights, self.weight_sum = [int(w) for w in weights], float(weight_sum)
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """A sealed buffer waiting for the mask service's ``sum(weights_i * mask_i)``."""
+
+    version: int  # the version its step makes
+    ids: tuple[str, ...]
+    weights: tuple[int, ...]
+    total: MaskedFlat
+    weight_sum: float
+    release_id: str
+
+    def unmask(self, mask_sum: MaskedFlat, config: MaskedConfig) -> np.ndarray[Any, Any]:
+        """``sum(w_i * x_i)`` in float64, the integer weights as their float weights."""
+        clear = (self.total - mask_sum).view(np.int32).astype(np.float64)
+        return clear * (config.to_float(1) / config.scale)
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "ids": list(self.ids),
+            "weights": list(self.weights),
+            "total": self.total.view(np.float32),  # states carry float32 arrays: same bits
+            "weight_sum": self.weight_sum,
+            "release_id": self.release_id,
+        }
+
+    @classmethod
+    def from_state(cls, data: dict[str, Any]) -> Release:
+        total = np.asarray(data["total"], dtype=np.float32).view(np.uint32).copy()
+        return cls(
+            int(data["version"]),
+            tuple(str(i) for i in data["ids"]),
+            tuple(int(w) for w in data["weights"]),
+            total,
+            float(data["weight_sum"]),
+            str(data["release_id"]),
+        )
+
+
+def release_id(task_key: str, ids: Sequence[str], weights: Sequence[int]) -> str:
+    """Names exactly this set of (id, weight): the same buffer asks for the same release."""
+    digest = hashlib.sha256(task_key.encode())
+    for uid, w in sorted(zip(ids, weights, strict=True)):
+        digest.update(f"|{uid}:{w}".encode())
+    return digest.hexdigest()[:32]
