@@ -284,6 +284,7 @@ class Client:
             bytes=len(body),
             update_id=update_id,
             duplicate=duplicate,
+            position=ack.get("position"),
         )
         logger.info("update %s accepted (version %d)", update_id, pending.version)
         staleness = ack.get("staleness")

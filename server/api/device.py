@@ -6,6 +6,7 @@ Handlers parse, call the core, and serialise; they hold no FL logic of their own
 from __future__ import annotations
 
 import hmac
+import json
 import random
 import time
 import uuid
@@ -13,8 +14,10 @@ from typing import Any
 
 from aiohttp import web
 
+from client_sdk.errors import WireFormatError
+from client_sdk.wire import check_tree
 from server.aggregation import validate_update
-from server.api.http import parse_body, read_body, respond
+from server.api.http import parse_body, parse_version, read_body, respond
 from server.coordination.queue import QueuedUpdate
 from server.coordination.sessions import Verdict
 from server.coordination.tokens import SessionClaims
@@ -37,6 +40,8 @@ from server.updates import UpdatePayload, parse_update
 
 SMALL_BODY = 64 * 1024
 IMMUTABLE = "public, max-age=31536000, immutable"
+DEVICE_INFO_BYTES = 4096
+DEVICE_INFO_DEPTH = 4
 
 
 def routes() -> list[web.RouteDef]:
@@ -76,6 +81,24 @@ async def _device(request: web.Request, services: Services) -> str:
     return device_id
 
 
+def _device_info(value: Any) -> dict[str, Any]:
+    """A device's self-description: a map of JSON values (no bin), shallow and small."""
+    if isinstance(value, dict):
+        try:
+            check_tree(value, max_depth=DEVICE_INFO_DEPTH)
+            text = json.dumps(value, allow_nan=False)
+        except (WireFormatError, TypeError, ValueError):
+            pass
+        else:
+            if len(text) <= DEVICE_INFO_BYTES:
+                return value
+    raise BadRequest(
+        f"device_info must be a map of JSON values (no bin, no NaN), at most "
+        f"{DEVICE_INFO_DEPTH} levels deep and {DEVICE_INFO_BYTES} bytes as JSON",
+        code="bad_field",
+    )
+
+
 def _etag_response(
     request: web.Request, digest: str, body: bytes, content_type: str
 ) -> web.Response:
@@ -97,9 +120,7 @@ async def enroll(request: web.Request) -> web.Response:
         key.encode(), services.settings.enrollment_key.encode()
     ):
         raise Unauthorized("wrong enrollment key", code="invalid_enrollment_key")
-    info = body.get("device_info", {})
-    if not isinstance(info, dict) or len(str(info)) > 4096:
-        raise BadRequest("device_info must be a small map", code="bad_field")
+    info = _device_info(body.get("device_info", {}))
     device_id = uuid.uuid4().hex
     await services.devices.create(DeviceRecord(device_id, time.time(), info))
     return respond(
@@ -118,6 +139,9 @@ async def checkin(request: web.Request) -> web.Response:
     body = await parse_body(request, SMALL_BODY)
     if not isinstance(body, dict):
         raise BadRequest("body must be a map", code="malformed_body")
+    if not isinstance(body.get("sdk_version", ""), str):
+        raise BadRequest("sdk_version must be a string", code="bad_field")
+    _device_info(body.get("device_info", {}))
     metrics = services.metrics
     if state.paused:
         metrics.checkins.labels(state.id, "paused").inc()
@@ -204,13 +228,7 @@ async def params(request: web.Request) -> web.Response:
     services = _services(request)
     await _device(request, services)
     state = services.manager.get(request.match_info["task"]).state
-    raw = request.match_info["version"]
-    if raw == "latest":
-        version = state.version
-    elif raw.isdigit():
-        version = int(raw)
-    else:
-        raise BadRequest("version must be an integer or 'latest'", code="bad_version")
+    version = parse_version(request.match_info["version"], state.version)
     published = state.published
     if version == published.version:
         return _etag_response(

@@ -48,7 +48,7 @@ from server.tasks.worker import Aggregator, TaskWorker
 
 logger = logging.getLogger(__name__)
 
-TASK_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+TASK_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}\Z")
 STOP_DRAIN_S = 10.0
 
 
