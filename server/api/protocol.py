@@ -62,7 +62,6 @@ class ShapedRequestHandler(RequestHandler):
         response.force_close()
         return response
 
-
     def log_exception(self, *args: Any, **kw: Any) -> None:
         """A body that fails to decode while aiohttp drains it after the answer (the
         handler did not read it; the answer said Connection: close) is the client's

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -50,6 +51,14 @@ trees = st.recursive(
 CONTENT_TYPES = st.sampled_from(
     [JSON, "application/msgpack", "application/octet-stream", "", "text/plain", "x/y"]
 )
+
+
+def _outcome(call: Callable[[], Any]) -> tuple[Any, AsyncflError | None]:
+    """What ``call()`` returned, or the AsyncflError it raised (anything else propagates)."""
+    try:
+        return call(), None
+    except AsyncflError as exc:
+        return None, exc
 
 
 def _refused(exc: AsyncflError) -> None:
@@ -96,12 +105,11 @@ def test_deep_json_is_a_400_not_a_recursion_error(opener: str, depth: int) -> No
     "text", ['{"a": NaN}', "[Infinity]", "-Infinity", "1" * 5000, str(2**64), '{"a": 1e400}']
 )
 def test_json_outside_the_format_is_refused_or_finite(text: str) -> None:
-    try:
-        value = loads_json(text.encode())
-    except BadRequest as exc:
-        assert exc.code == "malformed_body"
-        return
-    assert value == {"a": math.inf}  # 1e400 parses; config validation refuses it later
+    value, error = _outcome(lambda: loads_json(text.encode()))
+    if error is not None:
+        assert error.code == "malformed_body"
+    else:
+        assert value == {"a": math.inf}  # 1e400 parses; config validation refuses it later
 
 
 def test_mixed_str_and_bin_keys_are_refused_before_anyone_sorts_them() -> None:
@@ -113,12 +121,11 @@ def test_mixed_str_and_bin_keys_are_refused_before_anyone_sorts_them() -> None:
 @EXAMPLES
 @given(st.one_of(st.text(max_size=24), st.integers(-5, 2**70).map(str)))
 def test_any_path_integer_parses_in_range_or_is_a_400(raw: str) -> None:
-    try:
-        value = parse_int(raw, "before", low=0, high=2**63 - 1)
-    except BadRequest as exc:
-        assert exc.code == "bad_parameter"
-        return
-    assert raw.isascii() and raw.isdigit() and 0 <= value < 2**63 and value == int(raw)
+    value, error = _outcome(lambda: parse_int(raw, "before", low=0, high=2**63 - 1))
+    if error is not None:
+        assert error.code == "bad_parameter"
+    else:
+        assert raw.isascii() and raw.isdigit() and 0 <= value < 2**63 and value == int(raw)
 
 
 @pytest.mark.parametrize("raw", ["²", "٣", "1²", " 1", "1\n", "+1", "-1", "1" * 20, str(2**64)])
@@ -131,12 +138,11 @@ def test_digits_python_would_accept_are_refused(raw: str) -> None:
 @EXAMPLES
 @given(st.one_of(st.text(max_size=24), st.integers(0, 2**70).map(str), st.just("latest")))
 def test_any_version_segment_is_latest_a_version_or_a_400(raw: str) -> None:
-    try:
-        version = parse_version(raw, latest=7)
-    except BadRequest as exc:
-        assert exc.code == "bad_version"
-        return
-    assert version == 7 if raw == "latest" else 0 <= version == int(raw) < 2**63
+    version, error = _outcome(lambda: parse_version(raw, latest=7))
+    if error is not None:
+        assert error.code == "bad_version"
+    else:
+        assert version == 7 if raw == "latest" else 0 <= version == int(raw) < 2**63
 
 
 # -- config ----------------------------------------------------------------------------------
@@ -151,7 +157,7 @@ numbers = st.one_of(
 task_configs = st.fixed_dictionaries(
     {},
     optional={
-        **{k: numbers for k in TASK_KEYS},
+        **dict.fromkeys(TASK_KEYS, numbers),
         "plan": st.one_of(st.dictionaries(st.sampled_from(PLAN_KEYS), numbers), trees),
         "aggregation": st.one_of(
             st.dictionaries(
@@ -311,11 +317,9 @@ def test_a_token_verifies_in_exactly_one_spelling(token: str, at: int, char: str
     else:
         mutated = token + char
     assume(mutated != token)
+    verify = SIGNER.verify_session if token.startswith("s1.") else SIGNER.verify_device
     with pytest.raises((SessionError, Unauthorized)):
-        if token.startswith("s1."):
-            SIGNER.verify_session(mutated)
-        else:
-            SIGNER.verify_device(mutated)
+        verify(mutated)
 
 
 def test_padding_and_other_trailing_bits_do_not_verify() -> None:
