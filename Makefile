@@ -7,13 +7,14 @@ BIN := $(VENV)/bin
 EXTRAS ?= server,export,sim,load,dev
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test check fmt lint typecheck hadolint pytest bench clean
+.PHONY: help install demo test check fmt lint typecheck hadolint pytest fuzz bench clean
 
 help:
 	@echo "make demo       set up .venv and run the end-to-end demo (embedded default)"
 	@echo "make test       set up .venv, then lint, typecheck and the whole test suite"
 	@echo "make check      lint + format check + mypy + hadolint only"
 	@echo "make fmt        format the code"
+	@echo "make fuzz       fuzz the decoders for FUZZ_SECONDS (default 300; make test runs 20)"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +43,11 @@ hadolint: install
 
 pytest: install
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+FUZZ_SECONDS ?= 300
+fuzz: install
+	PYTHONPATH=. $(PY) tests/fuzz/parsers.py -max_total_time=$(FUZZ_SECONDS) \
+		-artifact_prefix=out/fuzz/ out/fuzz/corpus
 
 fmt: install
 	$(BIN)/ruff format .

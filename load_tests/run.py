@@ -24,7 +24,10 @@ Figures (the last stdout line; progress goes to stderr):
   the client measured them (Locust rounds times above 100 ms to 2 significant digits);
 - ``server_rss_mb_start`` / ``server_rss_mb_end``: mean RSS over the first and the last
   ``min(60, seconds / 2)`` seconds of the steady state (the ramp-up is warm-up: it opens
-  the connections and fills the session table); ``rss_growth_pct`` compares them.
+  the connections and fills the session table); ``rss_growth_pct`` compares them;
+- ``5xx``: answers with a 5xx status the server counted over the whole run (its
+  ``/metrics``), by status in ``5xx_by_status``: the budget is 0, and the exit status is 1
+  when it is not met.
 """
 
 from __future__ import annotations
@@ -39,12 +42,14 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +232,17 @@ def figures(
     }
 
 
+def server_errors(url: str) -> dict[str, int]:
+    """5xx answers the server counted (``asyncfl_http_requests_total``), by status."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=30) as resp:
+        text = resp.read().decode()
+    counts: dict[str, int] = {}
+    pattern = r'^asyncfl_http_requests_total\{[^}]*status="(5\d\d)"[^}]*\} (\S+)$'
+    for status, value in re.findall(pattern, text, re.M):
+        counts[status] = counts.get(status, 0) + int(float(value))
+    return dict(sorted(counts.items()))
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
@@ -268,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
         status = asyncio.run(admin.status(args.task_id))
         result["server_updates_accepted"] = status["updates_accepted"]
         result["server_updates_rejected"] = status["updates_rejected"]
+        by_status = server_errors(url)
+        result["5xx"] = sum(by_status.values())
+        result["5xx_by_status"] = by_status
     finally:
         if rss is not None:
             rss.stop()
@@ -276,10 +295,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep_data:
             shutil.rmtree(data_dir, ignore_errors=True)
     if not args.json:
-        for key_name in ("checkins_per_s", "uploads_per_s", "failures", "checkin_p99_ms"):
+        for key_name in ("checkins_per_s", "uploads_per_s", "failures", "checkin_p99_ms", "5xx"):
             print(f"{key_name:>20}: {result[key_name]}")
     print(json.dumps(result), flush=True)
-    return 0
+    return 1 if result["5xx"] else 0
 
 
 if __name__ == "__main__":

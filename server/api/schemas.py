@@ -9,6 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 INT64_MAX = 2**63 - 1
+# msgpack bin inside a msgpack body: JSON Schema has no bytes type, so OpenAPI 3.1's
+# spelling of raw bytes in a string (a body of its own is "format: binary").
+BIN = {
+    "type": "string",
+    "contentMediaType": "application/octet-stream",
+    "description": "msgpack bin",
+}
 
 
 def ref(name: str) -> dict[str, str]:
@@ -20,7 +27,6 @@ def component_schemas() -> dict[str, Any]:
 
 
 def _wire_schemas() -> dict[str, Any]:
-    binary = {"type": "string", "format": "binary", "description": "msgpack bin"}
     return {
         "Error": {
             "type": "object",
@@ -62,7 +68,7 @@ def _wire_schemas() -> dict[str, Any]:
                     "maxItems": 8,
                     "items": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
                 },
-                "data": binary | {"description": "msgpack bin, prod(shape) * itemsize bytes"},
+                "data": BIN | {"description": "msgpack bin, prod(shape) * itemsize bytes"},
             },
         },
         "Params": {"type": "array", "items": ref("Tensor")},
@@ -183,7 +189,6 @@ def _device_schemas() -> dict[str, Any]:
 
 def _admin_schemas() -> dict[str, Any]:
     number_or_null = {"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 2_592_000}
-    binary = {"type": "string", "format": "binary"}
     return {
         "CreateTask": {
             "type": "object",
@@ -206,13 +211,13 @@ def _admin_schemas() -> dict[str, Any]:
             "type": "object",
             "required": ["manifest", "graphs", "params"],
             "properties": {
-                "manifest": binary,
-                "params": binary,
+                "manifest": BIN,
+                "params": BIN,
                 "graphs": {
                     "type": "object",
                     "required": ["train_step", "eval_step", "infer"],
                     "additionalProperties": False,
-                    "properties": {"train_step": binary, "eval_step": binary, "infer": binary},
+                    "properties": {"train_step": BIN, "eval_step": BIN, "infer": BIN},
                 },
             },
         },
