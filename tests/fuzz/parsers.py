@@ -24,7 +24,6 @@ import msgpack
 import numpy  # noqa: F401  (imported before instrumenting: only our own code is traced)
 
 with atheris.instrument_imports(include=["client_sdk", "server"]):
-    from client_sdk.bundle import Manifest, TensorSpec
     from client_sdk.errors import WireFormatError
     from client_sdk.wire import WIRE_DTYPES, decode_tensor, decode_tensors, pack, unpack
     from server.api.http import decode_body, parse_int, parse_version
@@ -32,24 +31,9 @@ with atheris.instrument_imports(include=["client_sdk", "server"]):
     from server.tasks.artifacts import eval_set_from_request
     from server.tasks.config import TaskConfig
     from server.updates import parse_update
+    from tests.strategies import small_manifest
 
-MANIFEST = Manifest(
-    format_version=1,
-    model="fuzz",
-    task_type="classification",
-    params=(TensorSpec("w", (4, 2), "float32"),),
-    x=TensorSpec("x", (None, 4), "float32"),
-    y=TensorSpec("y", (None,), "int64"),
-    optimizer="sgd",
-    optimizer_hparams={},
-    optimizer_state=(),
-    loss="cross_entropy",
-    opset=20,
-    graphs={},
-    params_sha256="0" * 64,
-    torch_version="",
-    onnx_version="",
-)
+MANIFEST = small_manifest(features=4, classes=2)
 
 
 def _update(body: bytes) -> None:

@@ -21,23 +21,9 @@ from client_sdk.wire import (
     pack,
     unpack,
 )
+from tests.strategies import trees as trees_of
 
-scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**64), max_value=2**64 - 1),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=8),
-    st.binary(max_size=8),
-)
-trees = st.recursive(
-    scalars,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=4),
-        st.dictionaries(st.one_of(st.text(max_size=4), st.binary(max_size=4)), inner, max_size=4),
-    ),
-    max_leaves=30,
-)
+trees = trees_of(st.one_of(st.text(max_size=4), st.binary(max_size=4)), max_leaves=30)
 dims = st.one_of(
     st.integers(0, 5),
     st.sampled_from([0, 2**31 - 1, 2**31, 2**40, 2**61, 2**62, 2**63 - 1, 2**64 - 1]),

@@ -18,7 +18,6 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from client_sdk.bundle import Manifest, TensorSpec
 from client_sdk.wire import check_tree, encode_tensor, pack
 from server.aggregation import AggregationConfig
 from server.api.device import _device_info
@@ -29,25 +28,12 @@ from server.tasks.artifacts import eval_set_from_request
 from server.tasks.config import TaskConfig
 from server.tasks.manager import TASK_ID
 from server.updates import parse_update
+from tests.strategies import small_manifest
+from tests.strategies import trees as trees_of
 
 EXAMPLES = settings(max_examples=300, deadline=None)
 
-scalars = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(),
-    st.text(max_size=6),
-    st.binary(max_size=6),
-)
-trees = st.recursive(
-    scalars,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=4),
-        st.dictionaries(st.one_of(st.text(max_size=6), st.binary(max_size=3)), inner, max_size=4),
-    ),
-    max_leaves=25,
-)
+trees = trees_of(max_int=2**70)
 CONTENT_TYPES = st.sampled_from(
     [JSON, "application/msgpack", "application/octet-stream", "", "text/plain", "x/y"]
 )
@@ -224,23 +210,7 @@ def test_task_ids_match_the_whole_string(task_id: str) -> None:
 
 
 # -- evaluation sets, device info ----------------------------------------------------------
-MANIFEST = Manifest(
-    format_version=1,
-    model="logreg",
-    task_type="classification",
-    params=(TensorSpec("w", (64, 10), "float32"),),
-    x=TensorSpec("x", (None, 64), "float32"),
-    y=TensorSpec("y", (None,), "int64"),
-    optimizer="sgd",
-    optimizer_hparams={},
-    optimizer_state=(),
-    loss="cross_entropy",
-    opset=20,
-    graphs={},
-    params_sha256="0" * 64,
-    torch_version="",
-    onnx_version="",
-)
+MANIFEST = small_manifest()
 shapes = st.lists(
     st.one_of(st.integers(0, 3), st.sampled_from([64, 2**31, 2**62])), min_size=0, max_size=3
 )

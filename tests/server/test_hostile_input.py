@@ -26,6 +26,7 @@ from client_sdk.wire import pack
 from server.admin_client import AdminClient
 from server.process import ServerProcess
 from tests.server.fleet import create_task
+from tests.strategies import trees
 
 MSGPACK = "application/msgpack"
 JSON = "application/json"
@@ -326,44 +327,21 @@ ENDPOINTS = [
     ("GET", "/admin/v1/tasks/{task}/versions/{segment}/model.onnx", "admin"),
     ("POST", "/admin/v1/devices/{segment}/revoke", "admin"),
 ]
-leaves = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-(2**63), 2**64 - 1),
-    st.floats(),
-    st.text(max_size=8),
-    st.binary(max_size=8),
-)
-bodies = st.recursive(
-    leaves,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=3),
-        st.dictionaries(
-            st.one_of(
-                st.sampled_from(
-                    [
-                        "id",
-                        "model",
-                        "config",
-                        "session",
-                        "version",
-                        "metrics",
-                        "device_info",
-                        "enrollment_key",
-                        "tensors",
-                        "base_version",
-                        "num_examples",
-                        "evaluation",
-                    ]
-                ),
-                st.binary(max_size=2),
-            ),
-            inner,
-            max_size=4,
-        ),
-    ),
-    max_leaves=12,
-)
+BODY_KEYS = [
+    "id",
+    "model",
+    "config",
+    "session",
+    "version",
+    "metrics",
+    "device_info",
+    "enrollment_key",
+    "tensors",
+    "base_version",
+    "num_examples",
+    "evaluation",
+]
+bodies = trees(st.one_of(st.sampled_from(BODY_KEYS), st.binary(max_size=2)), max_leaves=12)
 segments = st.one_of(
     st.sampled_from(["0", "latest", "t1", "²", "1" * 25, str(2**64), "%00", "..", "a%2Fb"]),
     st.text(alphabet=st.characters(codec="ascii", categories=["L", "N"]), min_size=1, max_size=6),
