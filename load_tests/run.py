@@ -12,7 +12,8 @@
 3. Run Locust headless (:mod:`load_tests.locustfile`, FastHttpUser + gevent, in one
    process or ``--processes`` workers): a linear ramp to ``--users`` over ``--ramp-s``
    (default: 100 new devices a second), then ``--seconds`` of steady state.
-4. Sample the server's RSS every second; write Locust's HTML report and CSVs to ``--out``.
+4. Sample the server's RSS every second; write Locust's HTML report and CSVs, and the
+   server's log, to ``--out``.
 
 Figures (the last stdout line; progress goes to stderr):
 
@@ -292,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
             rss.stop()
         if server is not None:
             server.stop()
+            if server.log_file.exists():  # the request ids of any 5xx are in it
+                shutil.copy(server.log_file, args.out / "server.log")
         if not args.keep_data:
             shutil.rmtree(data_dir, ignore_errors=True)
     if not args.json:
