@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= server,export,sim,load,dev
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test check fmt lint typecheck hadolint pytest bench clean web-install webcheck
+.PHONY: help install demo test check fmt lint typecheck hadolint pytest fuzz bench clean web-install webcheck
 
 help:
 	@echo "make demo       set up .venv and run the end-to-end demo (embedded default)"
@@ -15,6 +15,7 @@ help:
 	@echo "make check      lint + format check + mypy + hadolint only"
 	@echo "make fmt        format the code"
 	@echo "make web-install  chromium + the web SDK's npm packages (.ci/install-browser)"
+	@echo "make fuzz       fuzz the decoders for FUZZ_SECONDS (default 300; make test runs 20)"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -50,6 +51,10 @@ web-install:
 
 webcheck: web-install
 	cd client_sdk/web && node node_modules/typescript/bin/tsc -p tsconfig.json --noEmit
+FUZZ_SECONDS ?= 300
+fuzz: install
+	PYTHONPATH=. $(PY) tests/fuzz/parsers.py -max_total_time=$(FUZZ_SECONDS) \
+		-artifact_prefix=out/fuzz/ out/fuzz/corpus
 
 fmt: install
 	$(BIN)/ruff format .

@@ -18,6 +18,7 @@ import numpy as np
 
 from client_sdk.errors import ServerError, WireFormatError
 from client_sdk.retry import Retrier
+from client_sdk.secagg import ENCODING, FixedPoint, SealedSeed
 from client_sdk.transport import Response, Transport
 from client_sdk.wire import CONTENT_TYPE, encode_tensors, pack, unpack
 
@@ -47,6 +48,8 @@ class Checkin:
     params_url: str = ""
     evaluate: bool = False
     train: bool = True
+    # secure aggregation: {mask_key, mask_key_signature (hex), fixed_point, threshold}
+    secure_aggregation: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,7 @@ class ServerApi:
                 params_url=str(obj["params"]["url"]),
                 evaluate=bool(obj.get("evaluate", False)),
                 train=bool(obj.get("train", True)),
+                secure_aggregation=_secure_aggregation(obj),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise WireFormatError(f"check-in answer is missing or mistypes {exc}") from exc
@@ -127,6 +131,28 @@ class ServerApi:
                 "num_examples": num_examples,
                 "encoding": "float32",
                 "tensors": encode_tensors([np.asarray(d, np.float32) for d in delta]),
+                "metrics": {k: float(v) for k, v in metrics.items()},
+            }
+        )
+
+    def encode_masked_update(
+        self,
+        session: str,
+        base_version: int,
+        num_examples: int,
+        masked: np.ndarray[Any, Any],
+        sealed: SealedSeed,
+        metrics: Mapping[str, float],
+    ) -> bytes:
+        """A secure-aggregation upload body: the masked vector and the sealed seed."""
+        return pack(
+            {
+                "session": session,
+                "base_version": base_version,
+                "num_examples": num_examples,
+                "encoding": ENCODING,
+                "tensors": encode_tensors([masked]),
+                "secagg": sealed.to_wire(),
                 "metrics": {k: float(v) for k, v in metrics.items()},
             }
         )
@@ -208,3 +234,17 @@ def parse_retry_after(raw: str | None, *, now: float | None = None) -> float | N
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _secure_aggregation(obj: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The check-in's secure-aggregation terms, JSON-able (keys as hex) for the state."""
+    if obj.get("encoding", "float32") != ENCODING:
+        return None
+    terms = obj["secure_aggregation"]
+    signature = terms.get("mask_key_signature")
+    return {
+        "mask_key": bytes(terms["mask_key"]).hex(),
+        "mask_key_signature": None if signature is None else bytes(signature).hex(),
+        "fixed_point": FixedPoint.from_dict(terms["fixed_point"]).to_dict(),
+        "threshold": int(terms["threshold"]),
+    }

@@ -22,6 +22,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from client_sdk.api import Checkin, ServerApi
 from client_sdk.artifacts import ArtifactStore, Traffic
 from client_sdk.cache import DiskCache
@@ -40,6 +42,7 @@ from client_sdk.options import ClientOptions, Credentials
 from client_sdk.privacy import clip_by_global_norm
 from client_sdk.results import Evaluated, NoSlot, NotEligible, Rejected, RoundResult, Trained
 from client_sdk.retry import Retrier, is_retryable
+from client_sdk.secagg import FixedPoint, SecaggError, mask_update, seed_context
 from client_sdk.state import ClientState, DeviceCredentials, PendingSession
 from client_sdk.trainer import Trainer
 from client_sdk.training import evaluate, plan_from, train
@@ -267,9 +270,18 @@ class Client:
         # a counter that went backwards (wrapped, reset) tells nothing
         if energy_before is not None and energy_after is not None and energy_after >= energy_before:
             metrics["energy_j"] = energy_after - energy_before
-        body = self.api.encode_update(
-            pending.session, pending.version, num_examples, delta, metrics
-        )
+        terms = pending.secure_aggregation
+        if terms is None:
+            body = self.api.encode_update(
+                pending.session, pending.version, num_examples, delta, metrics
+            )
+        else:
+            try:
+                body = self._masked_body(pending, terms, num_examples, delta, metrics)
+            except SecaggError as exc:
+                await self._abandon(pending)
+                logger.warning("secure aggregation refused by this device: %s", exc)
+                return Rejected("secagg_untrusted", message=str(exc))
         summary: dict[str, Any] = {
             "num_examples": num_examples,
             "steps": result.steps,
@@ -280,6 +292,29 @@ class Client:
         }
         pending = self._state.save_update(pending, body, summary)
         return await self._upload(pending, body, resumed=resumed)
+
+    def _masked_body(
+        self,
+        pending: PendingSession,
+        terms: dict[str, Any],
+        num_examples: int,
+        delta: list[np.ndarray[Any, Any]],
+        metrics: dict[str, float],
+    ) -> bytes:
+        """Clip, encode, mask and seal: only masked bytes and a sealed seed leave."""
+        trust = self.options.secagg_trust
+        if trust is None:
+            raise SecaggError("no trust anchor for a mask service (ClientOptions.secagg_trust)")
+        key = bytes.fromhex(terms["mask_key"])
+        signature = terms.get("mask_key_signature")
+        trust.verify(key, None if signature is None else bytes.fromhex(signature))
+        context = seed_context(self.task, pending.session_id, pending.session_id)
+        masked, sealed = mask_update(
+            delta, FixedPoint.from_dict(terms["fixed_point"]), key, context
+        )
+        return self.api.encode_masked_update(
+            pending.session, pending.version, num_examples, masked, sealed, metrics
+        )
 
     async def _upload(self, pending: PendingSession, body: bytes, *, resumed: bool) -> RoundResult:
         try:
@@ -301,6 +336,7 @@ class Client:
             bytes=len(body),
             update_id=update_id,
             duplicate=duplicate,
+            position=ack.get("position"),
         )
         logger.info("update %s accepted (version %d)", update_id, pending.version)
         staleness = ack.get("staleness")

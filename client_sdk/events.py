@@ -6,7 +6,8 @@ Kinds and their ``data``:
 - ``resume``: session_id, phase ("training" | "trained"), action ("continue" | "drop")
 - ``progress``: steps, examples, elapsed_s (every ``progress_every`` steps, and at the end)
 - ``evaluation``: version, loss, accuracy, num_examples
-- ``upload``: version, num_examples, bytes, update_id, duplicate
+- ``upload``: version, num_examples, bytes, update_id, duplicate, position (the server's
+  queue position of the update, when its answer names one)
 - ``not_eligible``: reasons, during_training
 - ``retry``: what, attempt, delay_s, error
 - ``error``: error (message), type

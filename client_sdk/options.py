@@ -9,6 +9,7 @@ from typing import Any
 
 from client_sdk.errors import ConfigError
 from client_sdk.retry import RetryPolicy
+from client_sdk.secagg import TrustAnchor
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,10 @@ class ClientOptions:
     # The device's hardware class ("low", "mid", "high", ...): sent as device_info["tier"]
     # at enrollment, so the server can report participation and fairness per tier.
     device_tier: str = ""
+    # Secure aggregation: how this app knows the mask service's key is genuine (a pinned
+    # key, or an operator key that signed it). Without one the device does not take part
+    # in secure-aggregation tasks (it gives the session back).
+    secagg_trust: TrustAnchor | None = None
     # run_forever: waits between rounds
     round_interval_s: float = 60.0  # after a round that trained, evaluated or was refused
     ineligible_poll_s: float = 60.0  # after NotEligible

@@ -55,6 +55,7 @@ class PendingSession:
     train: bool = True
     phase: Phase = "training"
     summary: dict[str, Any] = field(default_factory=dict)  # the training that made the update
+    secure_aggregation: dict[str, Any] | None = None  # the check-in's terms (masked uploads)
 
     @classmethod
     def from_checkin(cls, task: str, checkin: Checkin, now: float) -> PendingSession:
@@ -70,6 +71,9 @@ class PendingSession:
             params_url=checkin.params_url,
             evaluate=checkin.evaluate,
             train=checkin.train,
+            secure_aggregation=(
+                None if checkin.secure_aggregation is None else dict(checkin.secure_aggregation)
+            ),
         )
 
     def to_checkin(self, now: float) -> Checkin:

@@ -4,6 +4,12 @@ A tensor is a map ``{"dtype": "float32", "shape": [...], "data": <bin>}``. Decod
 is zero-copy (``np.frombuffer``) and checks that ``len(data) == prod(shape) * itemsize``
 before anything looks at the bytes. The server and the SDK both use this module, so
 there is exactly one implementation of the format.
+
+What a decoded message may hold, whatever its source (:func:`check_tree`): maps with
+string keys, lists, strings, bin, booleans, nil, floats and integers that fit a signed
+64-bit column, nested at most :data:`MAX_DEPTH` deep. Anything else (bin map keys, ext
+types, 2**64 - 1, a 1,000-deep list) is a :class:`WireFormatError` here, at the edge,
+not a ``TypeError`` or ``RecursionError`` wherever the value is used later.
 """
 
 from __future__ import annotations
@@ -22,10 +28,28 @@ CONTENT_TYPE = "application/msgpack"
 # dtypes a tensor may carry on the wire; anything else is refused when decoding.
 WIRE_DTYPES: dict[str, np.dtype[Any]] = {
     name: np.dtype(name)
-    for name in ("float32", "float64", "float16", "int64", "int32", "int8", "uint8", "bool")
+    for name in (
+        "float32",
+        "float64",
+        "float16",
+        "int64",
+        "int32",
+        "uint32",
+        "int8",
+        "uint8",
+        "bool",
+    )
 }
 
 MAX_RANK = 8
+# One dimension is at most an int32 (as in ONNX shapes), and the bytes a shape spans,
+# zero dimensions left out, must fit far inside numpy's intp: numpy checks that product
+# even for an empty array, so [0, 2**62] would pass a size check and fail in reshape.
+MAX_DIM = 2**31 - 1
+MAX_SPAN_BYTES = 2**62
+MAX_DEPTH = 32
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_SCALARS = frozenset({str, bytes, float, bool, type(None)})
 
 
 def pack(obj: Any) -> bytes:
@@ -36,9 +60,46 @@ def pack(obj: Any) -> bytes:
 def unpack(data: bytes | bytearray | memoryview) -> Any:
     """Parse a MessagePack body; any malformation becomes a :class:`WireFormatError`."""
     try:
-        return msgpack.unpackb(data, raw=False, strict_map_key=True)
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise WireFormatError(f"body is not valid msgpack: {exc}") from exc
+    check_tree(obj)
+    return obj
+
+
+def check_tree(obj: Any, *, max_depth: int = MAX_DEPTH) -> None:
+    """Refuse what no asyncfl message holds (see the module docstring), iteratively:
+    a deep message costs a loop here, never the interpreter's recursion limit."""
+    stack: list[tuple[Any, int]] = [(obj, 0)]
+    while stack:
+        node, depth = stack.pop()
+        kind = type(node)
+        if kind is dict:
+            if any(type(key) is not str for key in node):
+                raise WireFormatError("map keys must be strings")
+            children = node.values()
+        elif kind is list:
+            children = node
+        else:
+            _check_scalar(node)
+            continue
+        if depth >= max_depth:
+            raise WireFormatError(f"message is nested deeper than {max_depth} levels")
+        for child in children:
+            kind = type(child)
+            if kind is dict or kind is list:
+                stack.append((child, depth + 1))
+            elif kind not in _SCALARS:
+                _check_scalar(child)
+
+
+def _check_scalar(value: Any) -> None:
+    kind = type(value)
+    if kind is int:
+        if not INT64_MIN <= value <= INT64_MAX:
+            raise WireFormatError(f"integer {value} does not fit in 64 signed bits")
+    elif kind not in _SCALARS:
+        raise WireFormatError(f"values of type {kind.__name__} are not part of the format")
 
 
 def encode_tensor(array: np.ndarray[Any, Any]) -> dict[str, Any]:
@@ -64,12 +125,17 @@ def decode_tensor(obj: Any, *, where: str = "tensor") -> np.ndarray[Any, Any]:
     if (
         not isinstance(shape, list)
         or len(shape) > MAX_RANK
-        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        or not all(type(d) is int and 0 <= d <= MAX_DIM for d in shape)
     ):
-        raise WireFormatError(f"{where}: shape must be a list of at most {MAX_RANK} ints >= 0")
+        raise WireFormatError(
+            f"{where}: shape must be a list of at most {MAX_RANK} ints in 0..{MAX_DIM}"
+        )
     if not isinstance(data, bytes | bytearray | memoryview):
         raise WireFormatError(f"{where}: data must be msgpack bin")
     dtype = WIRE_DTYPES[dtype_name]
+    span = math.prod(d for d in shape if d) * dtype.itemsize
+    if span > MAX_SPAN_BYTES:
+        raise WireFormatError(f"{where}: shape {shape} of {dtype_name} is too large")
     expected = math.prod(shape) * dtype.itemsize
     if len(data) != expected:
         raise WireFormatError(

@@ -2,7 +2,8 @@
 
 ``python load_tests/failover.py --json`` starts on loopback two API replicas and two
 aggregators against the local Redis and PostgreSQL (a fresh database and a fresh Redis
-namespace, both removed afterwards), drives SDK devices through both replicas, and:
+namespace, both removed afterwards), drives SDK clients (`client_sdk.Client`, the object
+an app embeds) through both replicas, and:
 
 1. kill -9s the aggregator leading the task while uploads flow, and times how long
    until another aggregator leads it again (``failover_s``: kill -> the new leader holds
@@ -46,11 +47,12 @@ import asyncpg
 import sqlalchemy as sa
 from redis.asyncio import Redis
 
-from client_sdk.api import ServerApi
-from client_sdk.device import ArtifactCache, Device
-from client_sdk.errors import ServerError, TransportError
-from client_sdk.transport import AiohttpTransport
+from client_sdk.client import Client
+from client_sdk.errors import SdkError
+from client_sdk.events import Event
+from client_sdk.results import NoSlot
 from server.admin_client import AdminClient
+from server.clientfleet import ClientFleet
 from server.cluster import LocalCluster
 from server.coordination.keys import Keys
 from server.coordination.partials import position_key
@@ -95,34 +97,41 @@ class Drill:
         raise RuntimeError(f"no new leader within {timeout_s}s")
 
     async def devices(self) -> None:
+        """SDK clients (:class:`client_sdk.Client`) on both replicas until ``stop``."""
         x, y, _, _ = load_dataset("digits")
-        runners, transports = [], []
-        for r, replica in enumerate(self.cluster.replicas):
-            transport = AiohttpTransport(replica.url, limit=64)
-            transports.append(transport)
-            api, cache = ServerApi(transport), ArtifactCache()
-            for i in range(self.args.devices // len(self.cluster.replicas)):
-                idx = slice((i * 13) % (len(x) - 40), (i * 13) % (len(x) - 40) + 40)
-                device = Device(api, TASK, x[idx], y[idx], cache=cache, seed=r * 1000 + i)
-                await device.enroll(self.cluster.enrollment_key)
-                runners.append(self._run(device))
+        per_replica = self.args.devices // len(self.cluster.replicas)
+        fleets = [
+            ClientFleet(replica.url, TASK, on_event=self._event)
+            for replica in self.cluster.replicas
+        ]
         try:
+            runners = []
+            for r, fleet in enumerate(fleets):
+                starts = [(i * 13) % (len(x) - 40) for i in range(per_replica)]
+                await fleet.enroll(
+                    self.cluster.enrollment_key,
+                    [(x[s : s + 40], y[s : s + 40]) for s in starts],
+                    seed=r * 1000,
+                )
+                runners += [self._run(device.client) for device in fleet.devices]
             await asyncio.gather(*runners)
         finally:
-            for transport in transports:
-                await transport.close()
+            for fleet in fleets:
+                await fleet.close()
 
-    async def _run(self, device: Device) -> None:
+    def _event(self, device: int, event: Event) -> None:
+        if event.kind == "upload":
+            self.acked[str(event.data["update_id"])] = str(event.data.get("position"))
+
+    async def _run(self, client: Client) -> None:
         while not self.stop.is_set():
             try:
-                outcome = await device.run_once()
-            except (ServerError, TransportError):
+                result = await client.run_once()
+            except SdkError:
                 self.errors += 1
                 await asyncio.sleep(0.2)
                 continue
-            if outcome.status == "uploaded" and outcome.ack is not None:
-                self.acked[str(outcome.ack["update_id"])] = str(outcome.ack.get("position"))
-            await asyncio.sleep(outcome.retry_after if outcome.status != "uploaded" else 0.05)
+            await asyncio.sleep(result.retry_after if isinstance(result, NoSlot) else 0.05)
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -250,7 +259,7 @@ async def _audit(drill: Drill, database_url: str, result: dict[str, Any]) -> dic
     buffered = {
         uid
         for uid, pos in drill.acked.items()
-        if uid not in applied and position_key(pos) > position_key(head)
+        if uid not in applied and pos != "None" and position_key(pos) > position_key(head)
     }
     stale = sum(
         _metric(a, "asyncfl_stale_commits_refused_total")

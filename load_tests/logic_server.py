@@ -110,7 +110,7 @@ async def build(secret: str, model: str, goal: int, group_ms: float) -> Ingest:
     )
     ledger = NoLedger()
     no_db = NoDatabase()
-    aggregator = worker_aggregator(params, config.aggregation)  # as the server builds it
+    aggregator = worker_aggregator(params, config)  # as the server builds it
     local = LocalAggregation(
         state,
         aggregator,

@@ -12,7 +12,8 @@
 3. Run Locust headless (:mod:`load_tests.locustfile`, FastHttpUser + gevent, in one
    process or ``--processes`` workers): a linear ramp to ``--users`` over ``--ramp-s``
    (default: 100 new devices a second), then ``--seconds`` of steady state.
-4. Sample the server's RSS every second; write Locust's HTML report and CSVs to ``--out``.
+4. Sample the server's RSS every second; write Locust's HTML report and CSVs, and the
+   server's log, to ``--out``.
 5. With ``--pages N``: keep N dashboard task pages open in headless Chromium
    (:mod:`load_tests.pages`) for the whole Locust run, then ``--quiet-s`` more with the
    fleet gone, then ``--quiet-s`` with no page: see ``dashboard`` below.
@@ -27,7 +28,10 @@ Figures (the last stdout line; progress goes to stderr):
   the client measured them (Locust rounds times above 100 ms to 2 significant digits);
 - ``server_rss_mb_start`` / ``server_rss_mb_end``: mean RSS over the first and the last
   ``min(60, seconds / 2)`` seconds of the steady state (the ramp-up is warm-up: it opens
-  the connections and fills the session table); ``rss_growth_pct`` compares them.
+  the connections and fills the session table); ``rss_growth_pct`` compares them;
+- ``5xx``: answers with a 5xx status the server counted over the whole run (its
+  ``/metrics``), by status in ``5xx_by_status``: the budget is 0, and the exit status is 1
+  when it is not met.
 - ``dashboard`` (with ``--pages``), from the server's own ``/metrics``: over the steady
   state, the dashboard requests served and the event-loop CPU the fleet figures cost
   (``asyncfl_dashboard_cpu_seconds``) against the process' CPU
@@ -50,12 +54,14 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -300,6 +306,17 @@ def dashboard_figures(
     return out
 
 
+def server_errors(url: str) -> dict[str, int]:
+    """5xx answers the server counted (``asyncfl_http_requests_total``), by status."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=30) as resp:
+        text = resp.read().decode()
+    counts: dict[str, int] = {}
+    pattern = r'^asyncfl_http_requests_total\{[^}]*status="(5\d\d)"[^}]*\} (\S+)$'
+    for status, value in re.findall(pattern, text, re.M):
+        counts[status] = counts.get(status, 0) + int(float(value))
+    return dict(sorted(counts.items()))
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
@@ -364,6 +381,9 @@ def main(argv: list[str] | None = None) -> int:
         status = asyncio.run(admin.status(args.task_id))
         result["server_updates_accepted"] = status["updates_accepted"]
         result["server_updates_rejected"] = status["updates_rejected"]
+        by_status = server_errors(url)
+        result["5xx"] = sum(by_status.values())
+        result["5xx_by_status"] = by_status
     finally:
         if pages is not None:
             stop_pages(pages, args)
@@ -373,13 +393,15 @@ def main(argv: list[str] | None = None) -> int:
             rss.stop()
         if server is not None:
             server.stop()
+            if server.log_file.exists():  # the request ids of any 5xx are in it
+                shutil.copy(server.log_file, args.out / "server.log")
         if not args.keep_data:
             shutil.rmtree(data_dir, ignore_errors=True)
     if not args.json:
-        for key_name in ("checkins_per_s", "uploads_per_s", "failures", "checkin_p99_ms"):
+        for key_name in ("checkins_per_s", "uploads_per_s", "failures", "checkin_p99_ms", "5xx"):
             print(f"{key_name:>20}: {result[key_name]}")
     print(json.dumps(result), flush=True)
-    return 0
+    return 1 if result["5xx"] else 0
 
 
 if __name__ == "__main__":

@@ -48,6 +48,8 @@ from server.ingest.upload import Ingest
 from server.metrics import Metrics
 from server.monitor.collector import FleetCollector
 from server.monitor.service import Monitor
+from server.secagg.client import ProvidedReleases
+from server.secagg.provider import MaskServiceProvider
 from server.services import METRICS, SERVICES, Services
 from server.settings import Settings
 from server.storage.blobs import LocalBlobStore
@@ -135,6 +137,11 @@ def _services_ctx(
         coord: Coordination | None = None
         audit: AuditLog | None = None
         partials: ReplicaPartials | None = None
+        secagg = MaskServiceProvider(
+            url=settings.secagg_url,
+            token=settings.secagg_token,
+            child_dir=None if settings.distributed else settings.data_dir / "secagg",
+        )
         try:
             await ensure_schema(
                 engine, settings.migrations_dir, auto_migrate=settings.should_auto_migrate
@@ -161,6 +168,7 @@ def _services_ctx(
                 on_stale_commit=lambda task: metrics.stale_commits.labels(task).inc(),
                 on_group=lambda task, n, s: metrics.group_commit(task, n, s),
                 on_quarantine=lambda task, n: metrics.quarantined.labels(task).inc(n),
+                releases=ProvidedReleases(secagg),
             )
             if settings.audit_log:
                 audit = AuditLog(
@@ -195,6 +203,7 @@ def _services_ctx(
                 rate_limiter=coord.rate_limiter,
                 partials=coord.partials,
                 rounds=coord.rounds,
+                secagg=secagg,
                 blobs=manager.blobs,
                 devices=devices,
                 manager=manager,
@@ -208,6 +217,7 @@ def _services_ctx(
                     ledger_writer=ledger_writer,
                     partials=partials,
                     rounds=coord.rounds,
+                    secagg=secagg,
                     audit=audit,
                 ),
                 leadership=leadership,
@@ -257,6 +267,7 @@ def _services_ctx(
                     except Exception as exc:
                         logger.warning("monitor: final flush failed: %s", exc)
         finally:
+            await secagg.close()
             if audit is not None:
                 await audit.close()
             if coord is not None and coord.redis is not None:

@@ -21,6 +21,7 @@ _COMMAND_MODULES: dict[str, str] = {
     "demo": "server.demo",
     "model": "server.modeling.cli",
     "simulate": "simulator.cli",
+    "secagg": "server.secagg.cli",
 }
 _OWN_PACKAGES = frozenset({"server", "client_sdk", "simulator"})
 

@@ -102,12 +102,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 async def serve(settings: Settings, *, port_file: Path | None = None) -> None:
     """Run until SIGINT/SIGTERM, then shut down gracefully."""
+    from server.api.protocol import AppRunner
     from server.app import create_app
 
     if settings.malloc_tuning:
         _tune_malloc()
     app = create_app(settings)
-    runner = web.AppRunner(app, shutdown_timeout=settings.shutdown_timeout_s, access_log=None)
+    runner = AppRunner(app, shutdown_timeout=settings.shutdown_timeout_s, access_log=None)
     await runner.setup()
     _tune_gc()
     try:

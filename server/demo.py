@@ -3,8 +3,10 @@
 Starts ``asyncfl serve`` on the embedded default (SQLite, one process) on a free
 loopback port, creates an async FedBuff task (the MLP on digits, with the held-out
 split for server-side evaluation), runs N devices as asyncio tasks over real HTTP,
-each with a non-IID shard (Dirichlet label skew) and a heavy-tailed speed, shows live
-progress, prints a summary, writes a plot and ends with one JSON line.
+each the SDK's own :class:`client_sdk.Client` (its own storage folder, on tmpfs: see
+:mod:`server.clientfleet`) with a non-IID shard (Dirichlet label skew) and a heavy-tailed
+speed (a slower uplink), shows live progress, prints a summary, writes a plot and ends
+with one JSON line.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import shutil
 import sys
@@ -23,10 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from client_sdk.api import ServerApi
-from client_sdk.device import ArtifactCache, Device, RoundOutcome, run_device
-from client_sdk.transport import AiohttpTransport
+from client_sdk.events import Event
 from server.admin_client import AdminClient
+from server.clientfleet import ClientFleet
 from server.process import ServerProcess
 
 TASK = "digits-demo"
@@ -71,16 +73,16 @@ class Progress:
     started: float = field(default_factory=time.monotonic)
     uploads: int = 0
     turned_away: int = 0
-    rejected: int = 0
+    errors: int = 0
     trace: list[tuple[float, int, float | None, int]] = field(default_factory=list)
 
-    def on_outcome(self, outcome: RoundOutcome) -> None:
-        if outcome.status == "uploaded":
+    def on_event(self, device: int, event: Event) -> None:
+        if event.kind == "upload":
             self.uploads += 1
-        elif outcome.status == "no_slot":
+        elif event.kind == "checkin" and not event.data.get("admitted"):
             self.turned_away += 1
-        else:
-            self.rejected += 1
+        elif event.kind == "error":
+            self.errors += 1
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -91,6 +93,8 @@ def _main(args: argparse.Namespace) -> int:
         from server.demo_web_run import run
 
         return run(args)
+    # a hundred clients each log every round at INFO: the progress line says it better
+    logging.getLogger("client_sdk").setLevel(max(logging.WARNING, logging.root.level))
     result = asyncio.run(run_demo(args))
     print(json.dumps(result))
     return 0 if result["accuracy"] is not None and result["accuracy"] >= args.target else 1
@@ -161,36 +165,25 @@ async def _run_fleet(
     speeds: np.ndarray[Any, Any],
     say: Callable[..., None],
 ) -> Progress:
-    transport = AiohttpTransport(server.url, limit=200)
-    api = ServerApi(transport)
-    cache = ArtifactCache()
-    devices = []
-    for i, idx in enumerate(shards):
-        device = Device(
-            api,
-            TASK,
-            x[idx],
-            y[idx],
-            cache=cache,
-            seed=args.seed * 7919 + i,
-            extra_train_time=_constant(float(speeds[i])),
-        )
-        await device.enroll(server.enrollment_key, {"model": "demo", "tier": int(speeds[i] > 1)})
-        devices.append(device)
     progress = Progress()
+    fleet = ClientFleet(server.url, TASK, limit=200, on_event=progress.on_event)
+    await fleet.enroll(
+        server.enrollment_key,
+        [(x[idx], y[idx]) for idx in shards],
+        seed=args.seed,
+        info=lambda i: {"model": "demo", "tier": int(speeds[i] > 1)},
+        uplink_delay=lambda i: float(speeds[i]),
+    )
+    progress.started = time.monotonic()
     done = asyncio.Event()
-    fleet = [
-        asyncio.create_task(run_device(d, stop=done.is_set, on_outcome=progress.on_outcome))
-        for d in devices
-    ]
+    training = asyncio.create_task(fleet.run_forever(done))
     try:
         await _watch(args, admin, progress, done, say)
     finally:
         done.set()
-        for task in fleet:
-            task.cancel()
-        await asyncio.gather(*fleet, return_exceptions=True)
-        await transport.close()
+        training.cancel()
+        await asyncio.gather(training, return_exceptions=True)
+        await fleet.close()
     return progress
 
 
@@ -231,10 +224,6 @@ async def _watch(
             if tty:
                 print()
             return
-
-
-def _constant(value: float) -> Callable[[], float]:
-    return lambda: value
 
 
 def _plot(progress: Progress, target: float, path: Path) -> Path | None:

@@ -63,6 +63,8 @@ CODES: Final[dict[str, ErrorSpec]] = {
         "bad_task_id",
         "bad_version",
         "bad_query",
+        "bad_parameter",
+        "bad_content_encoding",
         "unsupported_encoding",
         "bad_preset",
     ),
@@ -104,10 +106,15 @@ CODES: Final[dict[str, ErrorSpec]] = {
         "not_current_round",
         "round_closed",
         "late",
+        # secure aggregation: releases the mask service refuses
+        "release_refused",
+        "release_overlap",
+        "release_below_threshold",
+        "release_unknown_update",
     ),
     **_codes(410, "session_expired"),
     **_codes(413, "payload_too_large"),
-    **_codes(415, "unsupported_media_type"),
+    **_codes(415, "unsupported_media_type", "unsupported_content_encoding"),
     **_codes(
         422,
         "update_rejected",
@@ -118,8 +125,11 @@ CODES: Final[dict[str, ErrorSpec]] = {
         "norm_exceeded",
         "base_version_mismatch",
         "encoding_mismatch",
+        "seed_refused",
     ),
     **_codes(429, "rate_limited"),
+    # nginx's "client closed request": never sent (nobody is listening), logged and counted
+    **_codes(499, "client_disconnected"),
     **_codes(
         500,
         "internal_error",
@@ -143,6 +153,7 @@ CODES: Final[dict[str, ErrorSpec]] = {
     **_codes(503, "redis_unavailable", public="a coordination backend is unavailable; retry"),
     **_codes(503, "sync_unavailable", public="sync rounds are not served here; retry"),
     **_codes(503, "task_not_led", public="no aggregator leads this task yet; retry shortly"),
+    **_codes(503, "secagg_unavailable", public="the mask service is unavailable; retry later"),
 }
 
 

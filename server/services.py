@@ -16,6 +16,7 @@ from server.coordination.tokens import TokenSigner
 from server.ingest.upload import Ingest
 from server.metrics import Metrics
 from server.monitor.service import Monitor
+from server.secagg.provider import MaskServiceProvider
 from server.settings import Settings
 from server.storage.blobs import LocalBlobStore
 from server.storage.devices import DeviceRepository
@@ -33,6 +34,7 @@ class Services:
     rate_limiter: RateLimiter
     partials: RedisPartialQueue | None  # distributed mode: the partial streams
     rounds: RedisRounds | None  # distributed mode: the shared sync rounds
+    secagg: MaskServiceProvider  # the mask service (secure aggregation)
     blobs: LocalBlobStore
     devices: DeviceRepository
     manager: TaskManager

@@ -61,6 +61,8 @@ class Settings:
     log_fsync: LogFsync = "always"  # checkpoints (and the audit log): when is a write durable
     group_commit_ms: float = 5.0  # how long an ingest group gathers before it is written
     audit_log: bool = False  # also append every accepted body to a local log
+    secagg_url: str = ""  # the mask service (empty: embedded starts its own when needed)
+    secagg_token: str = ""  # the server's credential at the mask service
     malloc_tuning: bool = True  # keep freed upload bodies in the heap (glibc mallopt)
     log_segment_bytes: int = 64 * 1024 * 1024
     eval_threads: int = 1
@@ -171,7 +173,7 @@ class Settings:
             except (OSError, ValueError) as exc:
                 raise ConfigError(f"cannot read {path}: {exc}") from exc
         changed = False
-        for name in wanted:
+        for name in (*wanted, "secagg_token"):
             if not stored.get(name):
                 stored[name] = secrets.token_urlsafe(32)
                 changed = True
@@ -186,6 +188,7 @@ class Settings:
             admin_token=self.admin_token or stored["admin_token"],
             enrollment_key=self.enrollment_key or stored["enrollment_key"],
             secret_key=self.secret_key or stored["secret_key"],
+            secagg_token=self.secagg_token or stored.get("secagg_token", ""),
         )
 
     def __post_init__(self) -> None:
@@ -216,7 +219,7 @@ class Settings:
     def public_dict(self) -> dict[str, Any]:
         """Settings without secrets, for logs and the admin API."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        for name in ("admin_token", "enrollment_key", "secret_key"):
+        for name in ("admin_token", "enrollment_key", "secret_key", "secagg_token"):
             out[name] = "***" if out[name] else ""
         out["database_url"] = _redact_url(self.effective_database_url)
         out["redis_url"] = _redact_url(self.redis_url)

@@ -5,9 +5,11 @@ Fields (msgpack map)::
     session       str    the signed session token from check-in
     base_version  int    the model version the device trained from
     num_examples  int    examples the device trained on (1 .. MAX_EXAMPLES)
-    encoding      str    "float32" (plain deltas); "masked_fixed_point" is reserved for
-                         secure aggregation and refused until that ships
+    encoding      str    "float32" (plain deltas, the default) or "masked-fixed32" (secure
+                         aggregation: one flat uint32 tensor, the masked fixed-point delta)
     tensors       list   the delta (new - base) per parameter, wire tensors
+    secagg        map    with "masked-fixed32" only: the sealed mask seed
+                         {ephemeral_key, nonce, ciphertext} (client_sdk.secagg)
     metrics       map    optional numeric client metrics (loss, steps, train_s, ...)
 
 Unknown fields are refused: a device sends only what the protocol declares.
@@ -22,14 +24,18 @@ from typing import Any
 import numpy as np
 
 from client_sdk.errors import WireFormatError
+from client_sdk.secagg import ENCODING, SealedSeed, SecaggError
 from client_sdk.wire import decode_tensors, unpack
 from server.errors import BadRequest
 
-ENCODINGS = frozenset({"float32"})
-RESERVED_ENCODINGS = frozenset({"masked_fixed_point"})
+PLAIN, MASKED = "float32", ENCODING
+ENCODINGS = frozenset({PLAIN, MASKED})
 MAX_EXAMPLES = 10_000_000
+MAX_VERSION = 2**31 - 1  # versions are 32-bit integers in the database
 MAX_METRICS = 32
-FIELDS = frozenset({"session", "base_version", "num_examples", "encoding", "tensors", "metrics"})
+FIELDS = frozenset(
+    {"session", "base_version", "num_examples", "encoding", "tensors", "metrics", "secagg"}
+)
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,11 @@ class UpdatePayload:
     encoding: str
     tensors: list[np.ndarray[Any, Any]]
     metrics: dict[str, float]
+    sealed: SealedSeed | None = None  # the mask seed of a masked update
+
+    @property
+    def masked(self) -> bool:
+        return self.encoding == MASKED
 
 
 def parse_update(body: bytes | bytearray | memoryview) -> UpdatePayload:
@@ -60,23 +71,31 @@ def parse_update(body: bytes | bytearray | memoryview) -> UpdatePayload:
     if not isinstance(session, str) or not session:
         raise BadRequest("session must be a non-empty string", code="bad_field")
     base_version = _int(obj["base_version"], "base_version")
-    if base_version < 0:
-        raise BadRequest("base_version must be >= 0", code="bad_field")
+    if not 0 <= base_version <= MAX_VERSION:
+        raise BadRequest(f"base_version must be in 0..{MAX_VERSION}", code="bad_field")
     num_examples = _int(obj["num_examples"], "num_examples")
     if not 1 <= num_examples <= MAX_EXAMPLES:
         raise BadRequest(
             f"num_examples must be in 1..{MAX_EXAMPLES}, got {num_examples}",
             code="bad_num_examples",
         )
-    encoding = obj.get("encoding", "float32")
-    if encoding in RESERVED_ENCODINGS:
-        raise BadRequest(f"encoding {encoding!r} is not enabled", code="unsupported_encoding")
-    if encoding not in ENCODINGS:
-        raise BadRequest(f"unknown encoding {encoding!r}", code="unsupported_encoding")
+    encoding = obj.get("encoding", PLAIN)
+    if not isinstance(encoding, str) or encoding not in ENCODINGS:
+        raise BadRequest(
+            f"encoding must be one of {sorted(ENCODINGS)}", code="unsupported_encoding"
+        )
     try:
         tensors = decode_tensors(obj["tensors"])
     except WireFormatError as exc:
         raise BadRequest(str(exc), code="bad_tensor") from exc
+    sealed = None
+    if encoding == MASKED:
+        try:
+            sealed = SealedSeed.from_wire(obj.get("secagg"))
+        except SecaggError as exc:
+            raise BadRequest(f"secagg: {exc}", code="bad_field") from exc
+    elif "secagg" in obj:
+        raise BadRequest("secagg comes only with a masked encoding", code="unknown_field")
     return UpdatePayload(
         session=session,
         base_version=base_version,
@@ -84,6 +103,7 @@ def parse_update(body: bytes | bytearray | memoryview) -> UpdatePayload:
         encoding=encoding,
         tensors=tensors,
         metrics=_metrics(obj.get("metrics", {})),
+        sealed=sealed,
     )
 
 

@@ -60,7 +60,7 @@ def _fail(where: str, message: str) -> ConfigError:
 def _check_keys(where: str, data: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
     if not isinstance(data, Mapping):
         raise _fail(where, f"must be a mapping, got {type(data).__name__}")
-    unknown = sorted(set(data) - set(allowed))
+    unknown = sorted(set(data) - set(allowed), key=str)
     if unknown:
         raise _fail(where, f"has unknown key(s) {unknown} (allowed: {sorted(allowed)})")
 
@@ -88,7 +88,7 @@ def _float(
     low_open: bool = False,
     high_open: bool = False,
 ) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value):
         raise _fail(where, f"must be a finite number, got {value!r}")
     below = value <= low if low_open else value < low
     above = value >= high if high_open else value > high
@@ -96,6 +96,13 @@ def _float(
         lo, hi = "(" if low_open else "[", ")" if high_open else "]"
         raise _fail(where, f"must be in {lo}{low}, {high}{hi}, got {value}")
     return float(value)
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond any float
+        return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -158,6 +158,11 @@ class AggregatorBase:
         return self._mbuffer if self._masked is not None else self._buffer
 
     @property
+    def open_ids(self) -> tuple[str, ...]:
+        """Ids in the open buffer (or round), in fold order."""
+        return tuple(self._active.ids)
+
+    @property
     def pending_ids(self) -> tuple[str, ...]:
         """Ids of the updates not yet applied (sealed first, then the open buffer)."""
         sealed = tuple(uid for r in self._releases for uid in r.ids)
@@ -304,6 +309,17 @@ class AggregatorBase:
         step = self._apply(pseudo_grad, n, release.ids)
         self._params_version = release.version
         return StepResult(release.version, n, release.ids, step.pseudo_grad_norm)
+
+    def skip_release(self) -> StepResult:
+        """The mask service refused the oldest sealed buffer: its version is made with
+        the parameters unchanged (versions stay consecutive) and its updates are dropped;
+        ``update_ids`` of the result is empty."""
+        if self._masked is None or not self._releases:
+            raise SnapshotError("no sealed buffer waits for a release")
+        release = self._releases.pop(0)
+        self._updates_dropped += len(release.ids)
+        self._params_version = release.version
+        return StepResult(release.version, 0, (), 0.0)
 
     def _apply(self, pseudo_grad: Flat, n: int, ids: tuple[str, ...]) -> StepResult:
         """Noise, then the optimizer step on the parameters."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from fractions import Fraction
 from typing import Any, ClassVar
 
 import numpy as np
@@ -53,7 +54,12 @@ class SyncRoundAggregator(AggregatorBase):
 
     @property
     def cohort_target(self) -> int:
-        return math.ceil(self.goal * (1 + self._config.over_selection))
+        """``ceil(goal * (1 + over_selection))`` in exact decimal arithmetic, reading
+        ``over_selection`` as the decimal it was written as (``repr`` gives the shortest
+        one that round-trips): in binary floats 100 * 1.1 is 110.00000000000001, one
+        device too many."""
+        over = Fraction(repr(self._config.over_selection))
+        return math.ceil(self.goal * (1 + over))
 
     @property
     def current_round(self) -> RoundState | None:

@@ -9,15 +9,15 @@ from typing import Any
 
 from aiohttp import web
 
-from server.api.http import parse_body, respond
-from server.errors import BadRequest, ConfigError, Unauthorized
+from server.api.http import parse_body, parse_int, parse_version, query_int, respond
+from server.errors import BadRequest, Unauthorized
 from server.services import SERVICES, Services
 from server.tasks import artifacts
 from server.tasks.config import TaskConfig
 from server.tasks.deploy import inference_model
 from server.tasks.manager import CreateTask, TaskRuntime
 
-ADMIN_BODY_LIMIT = 512 * 1024 * 1024
+CREATE_FIELDS = frozenset({"id", "model", "bundle", "client_optimizer", "config", "evaluation"})
 
 
 def routes() -> list[web.RouteDef]:
@@ -44,10 +44,10 @@ def require_admin(request: web.Request) -> Services:
 
 async def create_task(request: web.Request) -> web.Response:
     services = require_admin(request)
-    body = await parse_body(request, ADMIN_BODY_LIMIT)
+    body = await parse_body(request, services.settings.max_body_bytes)
     if not isinstance(body, dict):
         raise BadRequest("body must be an object", code="malformed_body")
-    unknown = set(body) - {"id", "model", "bundle", "client_optimizer", "config", "evaluation"}
+    unknown = set(body) - CREATE_FIELDS
     if unknown:
         raise BadRequest(f"unknown fields: {sorted(unknown)}", code="unknown_field")
     task_id = body.get("id")
@@ -57,10 +57,11 @@ async def create_task(request: web.Request) -> web.Response:
     if ("model" in body) == ("bundle" in body):
         raise BadRequest("give exactly one of model (a zoo name) or bundle", code="bad_model")
     if "model" in body:
-        model = body["model"]
+        model, optimizer = body["model"], body.get("client_optimizer", "sgd")
         if not isinstance(model, str):
             raise BadRequest("model must be a zoo name or module:factory", code="bad_model")
-        optimizer = str(body.get("client_optimizer", "sgd"))
+        if not isinstance(optimizer, str):
+            raise BadRequest("client_optimizer must be a string", code="bad_field")
         bundle = await services.manager.export_zoo(model, optimizer)
     else:
         bundle = artifacts.bundle_from_upload(body["bundle"])
@@ -101,10 +102,10 @@ async def resume_task(request: web.Request) -> web.Response:
 async def list_versions(request: web.Request) -> web.Response:
     services = require_admin(request)
     state = services.manager.get(request.match_info["task"]).state
-    limit = int_query(request, "limit", 100, 1, 10_000)
+    limit = query_int(request, "limit", 100, 1, 10_000)
     before = request.query.get("before")
     rows = await services.manager.repo.versions(
-        state.id, limit=limit, before=int(before) if before and before.isdigit() else None
+        state.id, limit=limit, before=None if before is None else parse_int(before, "before")
     )
     return respond(
         request,
@@ -128,8 +129,7 @@ async def list_versions(request: web.Request) -> web.Response:
 async def download_model(request: web.Request) -> web.Response:
     services = require_admin(request)
     state = services.manager.get(request.match_info["task"]).state
-    raw = request.match_info["version"]
-    version = state.version if raw == "latest" else _parse_version(raw)
+    version = parse_version(request.match_info["version"], state.version)
     record = await services.manager.repo.version(state.id, version)
     params = artifacts.decode_version_params(
         await services.blobs.get(record.params_blob), state.manifest
@@ -190,18 +190,3 @@ async def status_of(services: Services, runtime: TaskRuntime) -> dict[str, Any]:
         "config": state.config.to_dict(),
         "artifacts": state.record.artifacts,
     }
-
-
-def _parse_version(raw: str) -> int:
-    if not raw.isdigit():
-        raise BadRequest("version must be an integer or 'latest'", code="bad_version")
-    return int(raw)
-
-
-def int_query(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
-        raise ConfigError(f"query parameter {name} must be an integer in {lo}..{hi}")
-    return int(raw)

@@ -6,6 +6,7 @@ Handlers parse, call the core, and serialise; they hold no FL logic of their own
 from __future__ import annotations
 
 import hmac
+import json
 import random
 import time
 import uuid
@@ -13,7 +14,9 @@ from typing import Any
 
 from aiohttp import web
 
-from server.api.http import parse_body, read_body, respond
+from client_sdk.errors import WireFormatError
+from client_sdk.wire import check_tree
+from server.api.http import parse_body, parse_version, read_body, respond
 from server.coordination.sessions import DeviceRevoked
 from server.coordination.tokens import SessionClaims
 from server.errors import (
@@ -29,6 +32,8 @@ from server.tasks.manager import TaskRuntime
 
 SMALL_BODY = 64 * 1024
 IMMUTABLE = "public, max-age=31536000, immutable"
+DEVICE_INFO_BYTES = 4096
+DEVICE_INFO_DEPTH = 4
 
 
 def routes() -> list[web.RouteDef]:
@@ -68,6 +73,24 @@ async def _device(request: web.Request, services: Services) -> str:
     return device_id
 
 
+def _device_info(value: Any) -> dict[str, Any]:
+    """A device's self-description: a map of JSON values (no bin), shallow and small."""
+    if isinstance(value, dict):
+        try:
+            check_tree(value, max_depth=DEVICE_INFO_DEPTH)
+            text = json.dumps(value, allow_nan=False)
+        except (WireFormatError, TypeError, ValueError):
+            pass
+        else:
+            if len(text) <= DEVICE_INFO_BYTES:
+                return value
+    raise BadRequest(
+        f"device_info must be a map of JSON values (no bin, no NaN), at most "
+        f"{DEVICE_INFO_DEPTH} levels deep and {DEVICE_INFO_BYTES} bytes as JSON",
+        code="bad_field",
+    )
+
+
 def _etag_response(
     request: web.Request, digest: str, body: bytes, content_type: str
 ) -> web.Response:
@@ -89,9 +112,7 @@ async def enroll(request: web.Request) -> web.Response:
         key.encode(), services.settings.enrollment_key.encode()
     ):
         raise Unauthorized("wrong enrollment key", code="invalid_enrollment_key")
-    info = body.get("device_info", {})
-    if not isinstance(info, dict) or len(str(info)) > 4096:
-        raise BadRequest("device_info must be a small map", code="bad_field")
+    info = _device_info(body.get("device_info", {}))
     device_id = uuid.uuid4().hex
     await services.devices.create(DeviceRecord(device_id, time.time(), info))
     return respond(
@@ -110,6 +131,9 @@ async def checkin(request: web.Request) -> web.Response:
     body = await parse_body(request, SMALL_BODY)
     if not isinstance(body, dict):
         raise BadRequest("body must be a map", code="malformed_body")
+    if not isinstance(body.get("sdk_version", ""), str):
+        raise BadRequest("sdk_version must be a string", code="bad_field")
+    _device_info(body.get("device_info", {}))
     metrics = services.metrics
     if state.paused:
         metrics.checkins.labels(state.id, "paused").inc()
@@ -124,6 +148,7 @@ async def checkin(request: web.Request) -> web.Response:
             metrics.checkins.labels(state.id, "no_slot").inc()
             return respond(request, _turned_away("no_slot", state.retry_after(random.random())))
         version, expires_at, round_id = admitted_round
+    encoding = await _encoding(services, state)  # before a slot is taken: it may fail
     claims = SessionClaims(
         uuid.uuid4().hex, state.id, device_id, version, now, expires_at, round=round_id
     )
@@ -150,11 +175,29 @@ async def checkin(request: web.Request) -> web.Response:
                 "version": version,
                 "url": f"/v1/tasks/{state.id}/versions/{version}/params",
             },
-            "encoding": "float32",
             "evaluate": random.random() < state.config.federated_eval_fraction,
             "train": True,
+            **encoding,
         },
     )
+
+
+async def _encoding(services: Services, state: Any) -> dict[str, Any]:
+    """How the device must encode its update: plainly, or masked for secure aggregation
+    (the mask service's key, its operator signature, the fixed-point parameters)."""
+    secure = state.config.secure_aggregation
+    if secure is None:
+        return {"encoding": "float32"}
+    key = await (await services.secagg.client()).key()
+    return {
+        "encoding": "masked-fixed32",
+        "secure_aggregation": {
+            "mask_key": key.public_key,
+            "mask_key_signature": key.signature,
+            "fixed_point": secure.fixed_point(state.config.aggregation).to_dict(),
+            "threshold": secure.threshold,
+        },
+    }
 
 
 async def _admit_to_round(
@@ -203,13 +246,7 @@ async def params(request: web.Request) -> web.Response:
     services = _services(request)
     await _device(request, services)
     state = services.manager.get(request.match_info["task"]).state
-    raw = request.match_info["version"]
-    if raw == "latest":
-        version = state.version
-    elif raw.isdigit():
-        version = int(raw)
-    else:
-        raise BadRequest("version must be an integer or 'latest'", code="bad_version")
+    version = parse_version(request.match_info["version"], state.version)
     published = state.published
     if version == published.version:
         return _etag_response(

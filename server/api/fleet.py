@@ -24,8 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
-from server.api.admin import int_query, require_admin, status_of
-from server.api.http import respond
+from server.api.admin import require_admin, status_of
+from server.api.http import query_int, respond
 from server.errors import Unavailable
 from server.fleet.rollup import BUCKET_S, TaskRollup
 from server.fleet.views import (
@@ -117,12 +117,12 @@ async def overview(request: web.Request) -> web.Response:
 def _after(request: web.Request) -> int:
     if "after_version" not in request.query:
         return -1
-    return int_query(request, "after_version", 0, 0, 2**31)
+    return query_int(request, "after_version", 0, 0, 2**31)
 
 
 def _since(request: web.Request) -> tuple[int, int]:
-    since = int_query(request, "since", 0, 0, MAX_UNIX)
-    return since, int_query(request, "bucket_s", BUCKET_S, BUCKET_S, 86_400)
+    since = query_int(request, "since", 0, 0, MAX_UNIX)
+    return since, query_int(request, "bucket_s", BUCKET_S, BUCKET_S, 86_400)
 
 
 async def history(request: web.Request) -> web.Response:

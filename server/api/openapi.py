@@ -1,54 +1,88 @@
-"""The OpenAPI 3.1 document served at ``/v1/openapi.json``."""
+"""The OpenAPI 3.1 document served at ``/v1/openapi.json``.
+
+It describes what the handlers accept and answer, no more and no less: every route and
+method (``tests/server/test_openapi.py`` compares the document with the route table),
+every request and response media type (answers follow ``Accept``, else the request's
+type: MessagePack or JSON), and request schemas as strict as the handlers (unknown
+fields are declared refused exactly where the handler refuses them). A schema-driven
+run (``tests/server/test_schemathesis.py``) sends generated requests to a real server
+and checks every answer against this document.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from server import __version__
+from server.api.schemas import INT64_MAX, component_schemas, ref
 
 MSGPACK = "application/msgpack"
+JSON = "application/json"
+OCTETS = "application/octet-stream"
+BOTH = (MSGPACK, JSON)
 
-
-def _error(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
-
-
-def _body(schema: str, *types: str) -> dict[str, Any]:
-    return {
-        "required": True,
-        "content": {t: {"schema": {"$ref": f"#/components/schemas/{schema}"}} for t in types},
-    }
-
-
-def _ok(schema: str, *types: str, description: str = "OK") -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {t: {"schema": {"$ref": f"#/components/schemas/{schema}"}} for t in types},
-    }
-
-
-TASK = {"name": "task", "in": "path", "required": True, "schema": {"type": "string"}}
-VERSION = {
-    "name": "version",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "description": "integer or 'latest'"},
+# Why a status can come back, per status; each operation lists the ones it can answer.
+ERRORS = {
+    "400": "malformed body, field, path or query parameter",
+    "401": "missing or invalid credential",
+    "403": "valid credential, not for this resource (revoked device, another task)",
+    "404": "unknown task, version or artifact",
+    "409": "conflict: task exists, session used, upload in progress, too stale",
+    "410": "the session's deadline has passed",
+    "413": "body above the server's limit",
+    "415": "unsupported Content-Type or Content-Encoding",
+    "422": "update refused by validation (shape, dtype, NaN/Inf, norm) or export failed",
+    "429": "rate limited (Retry-After)",
+    "503": "starting, draining or a backend is down (Retry-After)",
 }
-COMMON_ERRORS = {
-    "400": _error("malformed body or field"),
-    "401": _error("missing or invalid credential"),
-    "404": _error("unknown task, version or artifact"),
-    "429": _error("rate limited (Retry-After)"),
-    "503": _error("starting, draining or a backend is down (Retry-After)"),
-}
+DEVICE_ERRORS = ("400", "401", "403", "404", "429", "503")
+BODY_ERRORS = ("413", "415")
+ADMIN_ERRORS = ("400", "401", "404", "503")
+
+
+def _content(schema: dict[str, Any], types: tuple[str, ...]) -> dict[str, Any]:
+    return {t: {"schema": schema} for t in types}
+
+
+def _body(schema: str, *, required: bool = True, types: tuple[str, ...] = BOTH) -> dict[str, Any]:
+    return {"required": required, "content": _content(ref(schema), types)}
+
+
+def _responses(
+    ok: dict[str, Any], *codes: str, status: str = "200", extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    out = {status: ok, **(extra or {})}
+    for code in sorted(set(codes)):
+        out[code] = {"description": ERRORS[code], "content": _content(ref("Error"), BOTH)}
+    return out
+
+
+def _ok(schema: str, types: tuple[str, ...] = BOTH, description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": _content(ref(schema), types)}
+
+
+def _path(name: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema or {"type": "string"}}
+
+
+TASK = _path("task")
+VERSION = _path(
+    "version",
+    {
+        "oneOf": [
+            {"type": "integer", "minimum": 0, "maximum": INT64_MAX},
+            {"type": "string", "const": "latest"},
+        ],
+        "description": "a committed version number, or latest",
+    },
+)
+NOT_MODIFIED = {"304": {"description": "not modified (If-None-Match matched the ETag)"}}
 
 
 def openapi_document() -> dict[str, Any]:
     device: list[dict[str, list[str]]] = [{"deviceToken": []}]
     admin: list[dict[str, list[str]]] = [{"adminToken": []}]
+    session: list[dict[str, list[str]]] = []  # the session token travels in the body
     return {
         "openapi": "3.1.0",
         "info": {
@@ -60,84 +94,99 @@ def openapi_document() -> dict[str, Any]:
             "/v1/devices/enroll": {
                 "post": {
                     "summary": "Enroll a device with the deployment's enrollment key",
-                    "requestBody": _body("EnrollRequest", MSGPACK, "application/json"),
-                    "responses": {
-                        "201": _ok("EnrollResponse", MSGPACK, "application/json"),
-                        **COMMON_ERRORS,
-                    },
+                    "security": session,
+                    "requestBody": _body("EnrollRequest"),
+                    "responses": _responses(
+                        _ok("EnrollResponse"), "400", "401", "503", *BODY_ERRORS, status="201"
+                    ),
                 }
             },
             "/v1/tasks/{task}/checkin": {
                 "post": {
-                    "summary": "Ask for a training session",
+                    "summary": "Ask for a training session (the body is optional)",
                     "security": device,
                     "parameters": [TASK],
-                    "requestBody": _body("CheckinRequest", MSGPACK),
-                    "responses": {"200": _ok("CheckinResponse", MSGPACK), **COMMON_ERRORS},
+                    "requestBody": _body("CheckinRequest", required=False),
+                    "responses": _responses(_ok("CheckinResponse"), *DEVICE_ERRORS, *BODY_ERRORS),
                 }
             },
             "/v1/artifacts/{digest}": {
                 "get": {
                     "summary": "A graph or manifest by sha256 (ETag, If-None-Match -> 304)",
                     "security": device,
-                    "parameters": [
-                        {
-                            "name": "digest",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        }
-                    ],
-                    "responses": {
-                        "200": {"description": "the bytes"},
-                        "304": {"description": "not modified"},
-                        **COMMON_ERRORS,
-                    },
+                    "parameters": [_path("digest")],
+                    "responses": _responses(
+                        _ok("Binary", (OCTETS,), "the bytes"), *DEVICE_ERRORS, extra=NOT_MODIFIED
+                    ),
                 }
             },
             "/v1/tasks/{task}/versions/{version}/params": {
                 "get": {
-                    "summary": "Parameters of a committed version (msgpack wire tensors)",
+                    "summary": "Parameters of a committed version (msgpack list of tensors)",
                     "security": device,
                     "parameters": [TASK, VERSION],
-                    "responses": {
-                        "200": {"description": "msgpack list of tensors"},
-                        "304": {"description": "not modified"},
-                        **COMMON_ERRORS,
-                    },
+                    "responses": _responses(
+                        _ok("Params", (MSGPACK,), "the parameters"),
+                        *DEVICE_ERRORS,
+                        extra=NOT_MODIFIED,
+                    ),
                 }
             },
             "/v1/tasks/{task}/updates": {
                 "post": {
                     "summary": "Upload a delta; answered once durable; idempotent per session",
+                    "security": session,
                     "parameters": [TASK],
-                    "requestBody": _body("Update", MSGPACK),
-                    "responses": {
-                        "200": _ok("UpdateAck", MSGPACK),
-                        **COMMON_ERRORS,
-                        "403": _error("session of another task"),
-                        "409": _error("session used, upload in progress, too stale"),
-                        "410": _error("session deadline passed"),
-                        "413": _error("body too large"),
-                        "422": _error("update refused by validation (shape, dtype, NaN/Inf, norm)"),
-                    },
+                    "requestBody": _body("Update", types=(MSGPACK,)),
+                    "responses": _responses(
+                        _ok("UpdateAck"), *DEVICE_ERRORS, *BODY_ERRORS, "409", "410", "422"
+                    ),
+                }
+            },
+            "/v1/tasks/{task}/evaluations": {
+                "post": {
+                    "summary": "Report on-device metrics of the session's version",
+                    "security": session,
+                    "parameters": [TASK],
+                    "requestBody": _body("EvaluationReport"),
+                    "responses": _responses(
+                        _ok("EvaluationRecorded", description="recorded"),
+                        *DEVICE_ERRORS,
+                        *BODY_ERRORS,
+                        "409",
+                        "410",
+                        status="201",
+                        extra={"200": _ok("EvaluationRecorded", description="already recorded")},
+                    ),
+                }
+            },
+            "/v1/tasks/{task}/sessions/release": {
+                "post": {
+                    "summary": "Give a session's concurrency slot back before its deadline",
+                    "security": session,
+                    "parameters": [TASK],
+                    "requestBody": _body("ReleaseRequest"),
+                    "responses": _responses(
+                        {"description": "released (or already finished)"},
+                        *DEVICE_ERRORS,
+                        *BODY_ERRORS,
+                        status="204",
+                    ),
                 }
             },
             "/admin/v1/tasks": {
                 "post": {
-                    "summary": "Create a task (zoo model or uploaded bundle)",
+                    "summary": "Create a task (a zoo model or an uploaded bundle)",
                     "security": admin,
-                    "requestBody": _body("CreateTask", "application/json", MSGPACK),
-                    "responses": {
-                        "201": _ok("TaskStatus", "application/json"),
-                        **COMMON_ERRORS,
-                        "409": _error("task exists"),
-                    },
+                    "requestBody": _body("CreateTask", types=(JSON, MSGPACK)),
+                    "responses": _responses(
+                        _ok("TaskStatus"), *ADMIN_ERRORS, *BODY_ERRORS, "409", "422", status="201"
+                    ),
                 },
                 "get": {
                     "summary": "List tasks with their status",
                     "security": admin,
-                    "responses": {"200": {"description": "{tasks: [TaskStatus]}"}, **COMMON_ERRORS},
+                    "responses": _responses(_ok("TaskList"), *ADMIN_ERRORS),
                 },
             },
             "/admin/v1/tasks/{task}": {
@@ -145,7 +194,7 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "Task status",
                     "security": admin,
                     "parameters": [TASK],
-                    "responses": {"200": _ok("TaskStatus", "application/json"), **COMMON_ERRORS},
+                    "responses": _responses(_ok("TaskStatus"), *ADMIN_ERRORS),
                 }
             },
             "/admin/v1/tasks/{task}/pause": {
@@ -153,7 +202,7 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "Stop admitting devices",
                     "security": admin,
                     "parameters": [TASK],
-                    "responses": {"200": _ok("TaskStatus", "application/json"), **COMMON_ERRORS},
+                    "responses": _responses(_ok("TaskStatus"), *ADMIN_ERRORS),
                 }
             },
             "/admin/v1/tasks/{task}/resume": {
@@ -161,15 +210,27 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "Admit devices again",
                     "security": admin,
                     "parameters": [TASK],
-                    "responses": {"200": _ok("TaskStatus", "application/json"), **COMMON_ERRORS},
+                    "responses": _responses(_ok("TaskStatus"), *ADMIN_ERRORS),
                 }
             },
             "/admin/v1/tasks/{task}/versions": {
                 "get": {
-                    "summary": "Versions with their evaluation metrics",
+                    "summary": "Versions with their evaluation metrics, newest first",
                     "security": admin,
-                    "parameters": [TASK],
-                    "responses": {"200": {"description": "{versions: [...]}"}, **COMMON_ERRORS},
+                    "parameters": [
+                        TASK,
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 10_000},
+                        },
+                        {
+                            "name": "before",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 0, "maximum": INT64_MAX},
+                        },
+                    ],
+                    "responses": _responses(_ok("VersionList"), *ADMIN_ERRORS),
                 }
             },
             "/admin/v1/tasks/{task}/versions/{version}/model.onnx": {
@@ -177,40 +238,53 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "A version as a deployable ONNX inference model",
                     "security": admin,
                     "parameters": [TASK, VERSION],
-                    "responses": {"200": {"description": "ONNX model bytes"}, **COMMON_ERRORS},
+                    "responses": _responses(
+                        _ok("Binary", (OCTETS,), "ONNX model bytes"), *ADMIN_ERRORS
+                    ),
                 }
             },
             "/admin/v1/devices/{device}/revoke": {
                 "post": {
                     "summary": "Revoke a device",
                     "security": admin,
-                    "parameters": [
-                        {
-                            "name": "device",
-                            "in": "path",
-                            "required": True,
-                            "schema": {"type": "string"},
-                        }
-                    ],
-                    "responses": {"200": {"description": "revoked"}, **COMMON_ERRORS},
+                    "parameters": [_path("device")],
+                    "responses": _responses(_ok("Revoked"), *ADMIN_ERRORS),
                 }
             },
             "/healthz": {
-                "get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}
+                "get": {
+                    "summary": "Liveness",
+                    "security": session,
+                    "responses": {"200": _ok("Health", (JSON,), "alive")},
+                }
             },
             "/readyz": {
                 "get": {
                     "summary": "Readiness",
+                    "security": session,
                     "responses": {
-                        "200": {"description": "ready"},
-                        "503": {"description": "not ready"},
+                        "200": _ok("Readiness", (JSON,), "ready"),
+                        "503": _ok("Readiness", (JSON,), "not ready"),
                     },
                 }
             },
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics",
-                    "responses": {"200": {"description": "text exposition"}},
+                    "security": session,
+                    "responses": {
+                        "200": {
+                            "description": "text exposition format",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/v1/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "security": session,
+                    "responses": {"200": _ok("Document", (JSON,), "the OpenAPI document")},
                 }
             },
         },
@@ -219,155 +293,6 @@ def openapi_document() -> dict[str, Any]:
                 "deviceToken": {"type": "http", "scheme": "bearer"},
                 "adminToken": {"type": "http", "scheme": "bearer"},
             },
-            "schemas": _schemas(),
-        },
-    }
-
-
-def _schemas() -> dict[str, Any]:
-    tensor = {
-        "type": "object",
-        "required": ["dtype", "shape", "data"],
-        "properties": {
-            "dtype": {
-                "type": "string",
-                "enum": [
-                    "float32",
-                    "float64",
-                    "float16",
-                    "int64",
-                    "int32",
-                    "int8",
-                    "uint8",
-                    "bool",
-                ],
-            },
-            "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-            "data": {
-                "type": "string",
-                "format": "binary",
-                "description": "msgpack bin, prod(shape) * itemsize bytes",
-            },
-        },
-    }
-    return {
-        "Error": {
-            "type": "object",
-            "required": ["error"],
-            "properties": {
-                "error": {
-                    "type": "object",
-                    "required": ["code", "message"],
-                    "properties": {
-                        "code": {"type": "string"},
-                        "message": {"type": "string"},
-                        "details": {"type": "object"},
-                    },
-                }
-            },
-        },
-        "Tensor": tensor,
-        "EnrollRequest": {
-            "type": "object",
-            "required": ["enrollment_key"],
-            "properties": {"enrollment_key": {"type": "string"}, "device_info": {"type": "object"}},
-        },
-        "EnrollResponse": {
-            "type": "object",
-            "properties": {"device_id": {"type": "string"}, "device_token": {"type": "string"}},
-        },
-        "CheckinRequest": {
-            "type": "object",
-            "properties": {"sdk_version": {"type": "string"}, "device_info": {"type": "object"}},
-        },
-        "CheckinResponse": {
-            "type": "object",
-            "required": ["admitted"],
-            "properties": {
-                "admitted": {"type": "boolean"},
-                "reason": {"type": "string"},
-                "retry_after": {"type": "number"},
-                "session": {"type": "string"},
-                "session_id": {"type": "string"},
-                "version": {"type": "integer"},
-                "deadline": {"type": "number"},
-                "deadline_s": {"type": "number"},
-                "plan": {
-                    "type": "object",
-                    "properties": {
-                        "lr": {"type": "number"},
-                        "batch_size": {"type": "integer"},
-                        "epochs": {"type": "integer"},
-                        "max_steps": {"type": ["integer", "null"]},
-                        "time_budget_s": {"type": ["number", "null"]},
-                    },
-                },
-                "artifacts": {"type": "object", "additionalProperties": {"type": "string"}},
-                "params": {
-                    "type": "object",
-                    "properties": {"version": {"type": "integer"}, "url": {"type": "string"}},
-                },
-                "encoding": {"type": "string"},
-            },
-        },
-        "Update": {
-            "type": "object",
-            "required": ["session", "base_version", "num_examples", "tensors"],
-            "additionalProperties": False,
-            "properties": {
-                "session": {"type": "string"},
-                "base_version": {"type": "integer", "minimum": 0},
-                "num_examples": {"type": "integer", "minimum": 1},
-                "encoding": {"type": "string", "enum": ["float32"]},
-                "tensors": {"type": "array", "items": {"$ref": "#/components/schemas/Tensor"}},
-                "metrics": {"type": "object", "additionalProperties": {"type": "number"}},
-            },
-        },
-        "UpdateAck": {
-            "type": "object",
-            "properties": {
-                "status": {"type": "string"},
-                "update_id": {"type": "string"},
-                "position": {"type": "string"},
-                "staleness": {"type": "integer"},
-                "duplicate": {"type": "boolean"},
-            },
-        },
-        "CreateTask": {
-            "type": "object",
-            "required": ["id"],
-            "properties": {
-                "id": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$"},
-                "model": {"type": "string"},
-                "client_optimizer": {"type": "string", "enum": ["sgd", "momentum", "adam"]},
-                "bundle": {"type": "object"},
-                "config": {"type": "object"},
-                "evaluation": {"type": "object"},
-            },
-        },
-        "TaskStatus": {
-            "type": "object",
-            "properties": {
-                k: {}
-                for k in (
-                    "id",
-                    "status",
-                    "model",
-                    "mode",
-                    "version",
-                    "concurrency",
-                    "aggregation_goal",
-                    "active_sessions",
-                    "updates_accepted",
-                    "updates_applied",
-                    "updates_buffered",
-                    "updates_dropped",
-                    "updates_rejected",
-                    "mean_staleness",
-                    "last_eval",
-                    "config",
-                    "artifacts",
-                )
-            },
+            "schemas": component_schemas(),
         },
     }

@@ -42,6 +42,9 @@ from server.errors import Conflict
 
 logger = logging.getLogger(__name__)
 
+# Group sums: float32, or uint32 for masked updates (secure aggregation); 4 bytes each.
+GROUP_DTYPES = {"float32": np.float32, "uint32": np.uint32}
+
 # The position before the first entry of a stream.
 START = "0"
 READ_COUNT = 64
@@ -129,6 +132,7 @@ def encode(
                 "ids": list(g.ids),
                 "weights": list(g.example_weights),
                 "size": int(g.total.size),
+                "dtype": g.total.dtype.name,
             }
             for g in partial.groups
         ],
@@ -159,10 +163,11 @@ def decode(meta_bytes: bytes, body: bytes, position: str) -> PartialRecord:
         offset = 0
         for g in meta["groups"]:
             size = int(g["size"])
+            dtype = np.dtype(GROUP_DTYPES[str(g.get("dtype", "float32"))])
             nbytes = size * 4
             if size < 0 or offset + nbytes > len(body):
                 raise ValueError("group sums run past the body")
-            total = np.frombuffer(body, np.float32, size, offset).copy()
+            total = np.frombuffer(body, dtype, size, offset).copy()
             offset += nbytes
             groups.append(
                 PartialGroup(

@@ -1,8 +1,11 @@
 """Signed, self-verifying tokens for devices and sessions (HMAC-SHA256).
 
-A token is ``<kind>.<base64url payload>.<base64url signature>``. Verification is
-constant-time and needs no database read, so any replica can check any token; what a
-token may still do (is the session used? is the device revoked?) is decided elsewhere.
+A token is ``<kind>.<base64url payload>.<base64url signature>``, base64url without
+padding. Verification is constant-time and needs no database read, so any replica can
+check any token; what a token may still do (is the session used? is the device revoked?)
+is decided elsewhere. A token verifies in exactly the one spelling it was issued in:
+padding, characters outside the alphabet, or other trailing bits of the last character
+are refused, not decoded leniently.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -21,8 +25,15 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+
+
+def _unb64(text: str) -> bytes | None:
+    """Strict base64url without padding: the one spelling :func:`_b64` writes, else None."""
+    if _B64URL.fullmatch(text) is None or len(text) % 4 == 1:
+        return None
+    data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    return data if _b64(data) == text else None
 
 
 @dataclass(frozen=True)
@@ -58,12 +69,8 @@ class TokenSigner:
             return None
         body = f"{parts[0]}.{parts[1]}"
         expected = hmac.new(self._key, body.encode(), hashlib.sha256).digest()
-        try:
-            given = _unb64(parts[2])
-            payload = _unb64(parts[1])
-        except (ValueError, TypeError):
-            return None
-        if not hmac.compare_digest(expected, given):
+        given, payload = _unb64(parts[2]), _unb64(parts[1])
+        if given is None or payload is None or not hmac.compare_digest(expected, given):
             return None
         return payload
 

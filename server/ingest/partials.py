@@ -76,7 +76,12 @@ class PartialShipper:
         self._interval = interval_s
         self._group_max = group_max
         self._on_ship = on_ship
-        self._builder = PartialBuilder(state.spec, state.config.aggregation)
+        secure = state.config.secure_aggregation
+        self._builder = PartialBuilder(
+            state.spec,
+            state.config.aggregation,
+            masked=None if secure is None else secure.masked(state.config.aggregation),
+        )
         self._loop = asyncio.get_running_loop()
         self._open = Batch(self._loop.create_future())
         self._wake = asyncio.Event()

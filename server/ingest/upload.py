@@ -43,6 +43,7 @@ from server.errors import (
 from server.fleet.cost import cost_fields
 from server.ingest.partials import ReplicaPartials
 from server.metrics import Metrics
+from server.secagg.provider import MaskServiceProvider
 from server.storage.records import LedgerEntry
 from server.tasks.leader import entry
 from server.tasks.ledgerwriter import LedgerWriter
@@ -77,6 +78,7 @@ class Ingest:
         ledger_writer: LedgerWriter,
         partials: ReplicaPartials | None = None,
         rounds: RedisRounds | None = None,
+        secagg: MaskServiceProvider | None = None,
         audit: AuditLog | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -87,6 +89,7 @@ class Ingest:
         self._ledger = ledger_writer
         self._partials = partials
         self._rounds = rounds
+        self._secagg = secagg
         self._audit = audit
         self._clock = clock
         self.inflight = 0
@@ -124,6 +127,7 @@ class Ingest:
             return answer
         try:
             self._check(state, claims, payload, now)
+            await self._register_seed(state, claims, payload)
             pending = entry(
                 claims.sid,
                 state.id,
@@ -201,6 +205,32 @@ class Ingest:
             raise UpdateRejected(
                 f"staleness {staleness} is above the task's limit {limit}", code="too_stale"
             )
+
+    async def _register_seed(
+        self, state: TaskState, claims: SessionClaims, payload: UpdatePayload
+    ) -> None:
+        """Secure aggregation: the encoding must match the task, and the mask service must
+        have accepted the update's sealed seed before it is folded."""
+        secure = state.config.secure_aggregation
+        if (secure is not None) != payload.masked:
+            want = "masked-fixed32" if secure is not None else "float32"
+            raise UpdateRejected(
+                f"this task takes {want} updates, not {payload.encoding}", code="encoding_mismatch"
+            )
+        if secure is None:
+            return
+        assert payload.sealed is not None
+        if self._secagg is None:
+            raise Unavailable("no mask service here", code="secagg_unavailable")
+        client = await self._secagg.client()
+        await client.register(
+            state.id,
+            update_id=claims.sid,
+            session_id=claims.sid,
+            device_id=claims.device,
+            threshold=secure.threshold,
+            sealed=payload.sealed,
+        )
 
     async def _store(
         self,

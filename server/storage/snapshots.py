@@ -16,7 +16,7 @@ from client_sdk.errors import WireFormatError
 from client_sdk.wire import decode_tensor, encode_tensor, pack, unpack
 from server.aggregation import SnapshotError
 
-__all__ = ["FORMAT", "dump", "load"]
+__all__ = ["FORMAT", "decode", "dump", "encode", "load"]
 
 FORMAT: Final = "asyncfl.aggregator/2"
 _TENSOR_KEYS: Final = frozenset({"dtype", "shape", "data"})
@@ -37,6 +37,16 @@ def load(data: bytes | bytearray | memoryview) -> dict[str, Any]:
     decoded = _decode(state, "state")
     assert isinstance(decoded, dict)
     return decoded
+
+
+def encode(value: Any) -> Any:
+    """A state (or part of one) as msgpack-ready values: arrays as wire tensors."""
+    return _encode(value)
+
+
+def decode(value: Any) -> Any:
+    """The inverse of :func:`encode` (SnapshotError on a bad tensor)."""
+    return _decode(value, "state")
 
 
 def _encode(value: Any) -> Any:

@@ -119,18 +119,24 @@ def eval_set_from_request(
     """``{"dataset": name}`` (a built-in held-out split) or ``{"x": tensor, "y": tensor}``."""
     if obj is None:
         return None
-    if not isinstance(obj, dict):
-        raise BadRequest("evaluation must be a map", code="bad_evaluation")
+    if not isinstance(obj, dict) or set(obj) not in ({"dataset"}, {"x", "y"}):
+        raise BadRequest(
+            'evaluation must be {"dataset": name} or {"x": tensor, "y": tensor}',
+            code="bad_evaluation",
+        )
     if "dataset" in obj:
         from server.modeling.datasets import load_dataset
 
+        name = obj["dataset"]
         try:
-            _, _, x, y = load_dataset(str(obj["dataset"]))
+            if not isinstance(name, str):
+                raise ValueError(name)
+            _, _, x, y = load_dataset(name)
         except (KeyError, ValueError, AsyncflError) as exc:
-            raise BadRequest(f"unknown dataset {obj['dataset']!r}", code="bad_evaluation") from exc
+            raise BadRequest(f"unknown dataset {name!r}", code="bad_evaluation") from exc
     else:
         try:
-            x, y = decode_tensor(obj.get("x"), where="x"), decode_tensor(obj.get("y"), where="y")
+            x, y = decode_tensor(obj["x"], where="x"), decode_tensor(obj["y"], where="y")
         except WireFormatError as exc:
             raise BadRequest(str(exc), code="bad_evaluation") from exc
     _check_against_spec(x, y, manifest)
@@ -140,9 +146,9 @@ def eval_set_from_request(
 def _check_against_spec(
     x: np.ndarray[Any, Any], y: np.ndarray[Any, Any], manifest: Manifest
 ) -> None:
-    if len(x) != len(y) or len(x) == 0:
+    if x.ndim == 0 or y.ndim == 0 or len(x) != len(y) or len(x) == 0:
         raise BadRequest(
-            "evaluation x and y must be non-empty and of equal length", code="bad_evaluation"
+            "evaluation x and y must be non-empty arrays of equal length", code="bad_evaluation"
         )
     for name, arr, spec in (("x", x, manifest.x), ("y", y, manifest.y)):
         if arr.dtype.name != spec.dtype or tuple(arr.shape[1:]) != tuple(spec.shape[1:]):

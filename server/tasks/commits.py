@@ -48,6 +48,7 @@ class CommitJob:
     mean_staleness: float | None
     params_arrays: list[np.ndarray[Any, Any]] = field(compare=False)
     stepped_at: float = field(default_factory=time.time)
+    release_id: str | None = None  # secure aggregation: the release that made it
 
 
 class LeadershipLost(AsyncflError):

@@ -12,11 +12,35 @@ JSON form, as the admin API takes it (every field optional)::
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from server.aggregation import AggregationConfig
 from server.errors import ConfigError
+from server.secagg.config import SecureAggregation
+
+MAX_DEADLINE_S = 30 * 86400.0
+MAX_COUNT = 10**9
+
+
+def _int(name: str, value: Any, low: int, high: int) -> None:
+    if type(value) is not int or not low <= value <= high:
+        raise ConfigError(f"{name} must be an integer in {low}..{high}, got {value!r}")
+
+
+def _real(name: str, value: Any, low: float, high: float, *, open_low: bool = True) -> None:
+    """A finite number in ``(low, high]`` (``[low, high]`` when not ``open_low``)."""
+    ok = type(value) in (int, float) and -1e300 < value < 1e300 and not math.isnan(value)
+    if not (ok and (low < value if open_low else low <= value) and value <= high):
+        interval = f"{'(' if open_low else '['}{low}, {high}]"
+        raise ConfigError(f"{name} must be a finite number in {interval}, got {value!r}")
+
+
+def _as_float(obj: object, name: str) -> None:
+    value = getattr(obj, name)
+    if value is not None:
+        object.__setattr__(obj, name, float(value))
 
 
 @dataclass(frozen=True)
@@ -30,16 +54,15 @@ class ClientPlan:
     time_budget_s: float | None = None
 
     def __post_init__(self) -> None:
-        if not (self.lr > 0 and self.lr < 1e3):
-            raise ConfigError(f"plan.lr must be in (0, 1000), got {self.lr}")
-        if not 1 <= self.batch_size <= 65536:
-            raise ConfigError(f"plan.batch_size must be in 1..65536, got {self.batch_size}")
-        if not 1 <= self.epochs <= 1000:
-            raise ConfigError(f"plan.epochs must be in 1..1000, got {self.epochs}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError("plan.max_steps must be >= 1")
-        if self.time_budget_s is not None and self.time_budget_s <= 0:
-            raise ConfigError("plan.time_budget_s must be > 0")
+        _real("plan.lr", self.lr, 0.0, 1e3)
+        _int("plan.batch_size", self.batch_size, 1, 65536)
+        _int("plan.epochs", self.epochs, 1, 1000)
+        if self.max_steps is not None:
+            _int("plan.max_steps", self.max_steps, 1, MAX_COUNT)
+        if self.time_budget_s is not None:
+            _real("plan.time_budget_s", self.time_budget_s, 0.0, MAX_DEADLINE_S)
+        _as_float(self, "lr")
+        _as_float(self, "time_budget_s")
 
 
 @dataclass(frozen=True)
@@ -50,16 +73,22 @@ class TaskConfig:
     federated_eval_fraction: float = 0.0  # share of check-ins asked to evaluate on-device
     plan: ClientPlan = field(default_factory=ClientPlan)
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
+    secure_aggregation: SecureAggregation | None = None
 
     def __post_init__(self) -> None:
-        if not 1 <= self.concurrency <= 10_000_000:
-            raise ConfigError(f"concurrency must be in 1..10000000, got {self.concurrency}")
-        if self.session_deadline_s is not None and self.session_deadline_s <= 0:
-            raise ConfigError("session_deadline_s must be > 0")
-        if self.eval_every < 0:
-            raise ConfigError("eval_every must be >= 0")
-        if not 0.0 <= self.federated_eval_fraction <= 1.0:
-            raise ConfigError("federated_eval_fraction must be in [0, 1]")
+        _int("concurrency", self.concurrency, 1, 10_000_000)
+        if self.session_deadline_s is not None:
+            _real("session_deadline_s", self.session_deadline_s, 0.0, MAX_DEADLINE_S)
+        _int("eval_every", self.eval_every, 0, MAX_COUNT)
+        _real("federated_eval_fraction", self.federated_eval_fraction, 0.0, 1.0, open_low=False)
+        if not isinstance(self.plan, ClientPlan):
+            raise ConfigError("plan must be a ClientPlan")
+        if not isinstance(self.aggregation, AggregationConfig):
+            raise ConfigError("aggregation must be an AggregationConfig")
+        _as_float(self, "session_deadline_s")
+        _as_float(self, "federated_eval_fraction")
+        if self.secure_aggregation is not None:
+            self.secure_aggregation.check(self.aggregation)
 
     @property
     def mode(self) -> str:
@@ -72,18 +101,24 @@ class TaskConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ConfigError(f"unknown task config fields: {sorted(unknown)}")
+            raise ConfigError(f"unknown task config fields: {sorted(unknown, key=str)}")
         values = dict(data)
+        aggregation = values.pop("aggregation", {})
+        if not isinstance(aggregation, dict):
+            raise ConfigError("aggregation must be a JSON object")
+        secure = values.pop("secure_aggregation", None)
+        if secure is not None:
+            values["secure_aggregation"] = SecureAggregation.from_dict(secure)
         plan = values.pop("plan", {})
         if not isinstance(plan, dict):
             raise ConfigError("plan must be a JSON object")
         plan_fields = {f.name for f in dataclasses.fields(ClientPlan)}
         if set(plan) - plan_fields:
-            raise ConfigError(f"unknown plan fields: {sorted(set(plan) - plan_fields)}")
+            raise ConfigError(f"unknown plan fields: {sorted(set(plan) - plan_fields, key=str)}")
         try:
             return cls(
                 plan=ClientPlan(**plan),
-                aggregation=AggregationConfig.from_dict(values.pop("aggregation", {})),
+                aggregation=AggregationConfig.from_dict(aggregation),
                 **values,
             )
         except TypeError as exc:
@@ -97,4 +132,7 @@ class TaskConfig:
             "federated_eval_fraction": self.federated_eval_fraction,
             "plan": dataclasses.asdict(self.plan),
             "aggregation": self.aggregation.to_dict(),
+            "secure_aggregation": (
+                None if self.secure_aggregation is None else self.secure_aggregation.to_dict()
+            ),
         }

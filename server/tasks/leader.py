@@ -64,7 +64,7 @@ class LeaderBase:
         """Folded into the open buffer or among the recently applied."""
         return self.aggregator.has_folded(update_id)
 
-    def _job(self, step: StepResult, position: str) -> CommitJob:
+    def _job(self, step: StepResult, position: str, release_id: str | None = None) -> CommitJob:
         # the version's ledger rows say "applied" and the version (see commit_versions)
         applied = [self.pending.pop(uid) for uid in step.update_ids if uid in self.pending]
         staleness = [e.staleness for e in applied if e.staleness is not None]
@@ -77,6 +77,7 @@ class LeaderBase:
             applied=applied,
             mean_staleness=sum(staleness) / len(staleness) if staleness else None,
             params_arrays=params,
+            release_id=release_id,
         )
 
     def _on_step(self, step: StepResult) -> None:
@@ -125,10 +126,13 @@ class LeaderBase:
         assert isinstance(agg, SyncRoundAggregator)
         current = agg.current_round
         if current is not None and now >= current.deadline:
-            in_round = agg.pending_ids
+            in_round = agg.open_ids
+            sealed = len(agg.pending_releases)
             step = agg.close_if_expired(now)
             if step is not None:
                 self._on_step(step)
+            elif len(agg.pending_releases) > sealed:
+                pass  # masked: sealed for its release, which steps it
             else:  # abandoned: what it had folded is dropped, never applied
                 abandoned = [self.pending.pop(u) for u in in_round if u in self.pending]
                 self._drop(

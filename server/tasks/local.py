@@ -33,8 +33,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from server.aggregation import FoldResult, StepResult
-from server.errors import AsyncflError, StorageError, Unavailable
+from server.aggregation import FoldResult, Release, StepResult
+from server.errors import AsyncflError, Conflict, StorageError, Unavailable
 from server.storage import snapshots
 from server.storage.records import LedgerEntry
 from server.tasks.checkpoints import Checkpoint
@@ -50,6 +50,14 @@ class Versions(Protocol):
     """Where a group's versions go (:class:`~server.tasks.commits.Committer`)."""
 
     async def commit(self, batch: list[CommitJob], snapshot: bytes) -> None: ...
+
+
+class Releases(Protocol):
+    """Where sums of masks come from (secure aggregation: the mask service)."""
+
+    async def release(self, task_id: str, release: Release, size: int) -> np.ndarray[Any, Any]: ...
+
+    async def forget(self, task_id: str, release_ids: list[str]) -> None: ...
 
 
 class Checkpoints(Protocol):
@@ -98,11 +106,13 @@ class LocalAggregation(LeaderBase):
         group_max: int = GROUP_MAX,
         on_fold: Callable[[FoldResult, float], None] | None = None,
         on_group: Callable[[int, float], None] | None = None,
+        releases: Releases | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(state, aggregator, record_drops=record_drops, on_fold=on_fold, clock=clock)
         self._committer = committer
         self._log = log
+        self._releases = releases
         self._interval = group_interval_s
         self._group_max = group_max
         self._on_group = on_group
@@ -124,20 +134,23 @@ class LocalAggregation(LeaderBase):
             return 0
         meta = latest.meta
         version = int(meta.get("version", -1))
-        if meta.get("task") != self.state.id or version < self.aggregator.version:
+        head = self.aggregator.params_version
+        if meta.get("task") != self.state.id or version < head:
             return 0  # spent: everything in it was applied into a committed version
-        if version > self.aggregator.version:
+        if version > head:
             raise StorageError(
                 f"task {self.state.id}: checkpoint of version {version} is ahead of the "
-                f"committed head {self.aggregator.version}"
+                f"committed head {head}"
             )
-        state = meta["state"]
+        state = snapshots.decode(meta["state"])
         raw = latest.total
         state["buffer"]["total"] = np.frombuffer(raw, np.float32).copy() if len(raw) else None
         self.aggregator.load_buffer_state(state)
         for row in meta.get("entries", []):
             restored = LedgerEntry(**row)
             self.pending[restored.id] = restored
+        if self.aggregator.pending_releases:
+            self._changed()  # the next group asks for them again: the same releases
         return len(self.pending)
 
     # -- folding ---------------------------------------------------------------------------
@@ -234,20 +247,58 @@ class LocalAggregation(LeaderBase):
         state["buffer"]["total"] = None
         meta = {
             "task": self.state.id,
-            "version": agg.version,
-            "state": state,
+            "version": agg.params_version,  # the committed head once this group is written
+            "state": snapshots.encode(state),
             "entries": [self.pending[u].as_row() for u in agg.pending_ids],
         }
         raw = b"" if total is None else total.data.cast("B")
-        return self._write(jobs, snapshot, meta, raw)
+        return self._write(jobs, snapshot, meta, raw, len(agg.pending_releases))
 
     async def _write(
-        self, jobs: list[CommitJob], snapshot: bytes | None, meta: dict[str, Any], raw: Any
+        self,
+        jobs: list[CommitJob],
+        snapshot: bytes | None,
+        meta: dict[str, Any],
+        raw: Any,
+        sealed: int,
     ) -> None:
         if jobs:
             assert snapshot is not None
             await self._committer.commit(jobs, snapshot)
         await self._log.write(meta, raw)
+        if sealed:  # the sealed buffers this checkpoint holds are durable: release them
+            await self._release(sealed)
+
+    async def _release(self, count: int) -> None:
+        """Ask the mask service for the sums of masks of the oldest ``count`` sealed
+        buffers (each is durable, so a crash asks again for exactly the same release),
+        step with each; the versions go out with the next group."""
+        assert self._releases is not None
+        agg = self.aggregator
+        backoff = 0.2
+        while count > 0 and agg.pending_releases:
+            release = agg.pending_releases[0]
+            try:
+                mask_sum = await self._releases.release(self.state.id, release, agg.spec.total_size)
+            except Unavailable as exc:
+                logger.warning(
+                    "task %s: release waits for the mask service: %s", self.state.id, exc
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(5.0, backoff * 2)
+                continue
+            except Conflict as exc:  # refused: the version is made without these updates
+                logger.error("task %s: release refused (%s): %s", self.state.id, exc.code, exc)
+                dropped = [self.pending.pop(u) for u in release.ids if u in self.pending]
+                self._drop(
+                    [dataclasses.replace(e, status="dropped", reason=exc.code) for e in dropped]
+                )
+                step = agg.skip_release()
+            else:
+                step = agg.complete_release(mask_sum)
+            self._jobs.append(self._job(step, str(self._open.seq), release.release_id))
+            count -= 1
+            self._changed()
 
     def _fail(self, exc: BaseException) -> None:
         if self._broken is None:

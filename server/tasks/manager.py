@@ -29,7 +29,6 @@ from typing import Any
 from client_sdk.bundle import Bundle
 from client_sdk.trainer import Trainer
 from server.aggregation import (
-    AggregationConfig,
     FoldResult,
     ModelSpec,
     make_aggregator,
@@ -53,13 +52,13 @@ from server.tasks.config import TaskConfig
 from server.tasks.evaluation import Evaluator
 from server.tasks.leader import Aggregator, LeaderBase
 from server.tasks.ledgerwriter import LedgerWriter
-from server.tasks.local import LocalAggregation
+from server.tasks.local import LocalAggregation, Releases
 from server.tasks.state import PublishedVersion, TaskState
 from server.tasks.worker import PartialWorker
 
 logger = logging.getLogger(__name__)
 
-TASK_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+TASK_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}\Z")
 STOP_DRAIN_S = 10.0
 
 
@@ -112,11 +111,13 @@ class CreateTask:
     eval_set: tuple[Any, Any] | None = None
 
 
-def worker_aggregator(params: list[Any], config: AggregationConfig) -> Aggregator:
-    """The aggregator a worker runs. The API enforces ``max_staleness`` when it
-    acknowledges; an acknowledged update must never be refused later by the worker, so
-    the worker's copy has no bound."""
-    return make_aggregator(params, replace(config, max_staleness=None))
+def worker_aggregator(params: list[Any], config: TaskConfig) -> Aggregator:
+    """The aggregator a leader runs. The ingest enforces ``max_staleness`` before it
+    acknowledges; an acknowledged update must never be refused later by the leader, so
+    the leader's copy has no bound. Secure aggregation: it folds masked updates."""
+    secure = config.secure_aggregation
+    masked = None if secure is None else secure.masked(config.aggregation)
+    return make_aggregator(params, replace(config.aggregation, max_staleness=None), masked=masked)
 
 
 class TaskManager:
@@ -141,6 +142,7 @@ class TaskManager:
         on_stale_commit: Callable[[str], None] | None = None,
         on_group: Callable[[str, int, float], None] | None = None,
         on_quarantine: Callable[[str, int], None] | None = None,
+        releases: Releases | None = None,
     ) -> None:
         self.repo = repo
         self.ledger = ledger
@@ -152,6 +154,7 @@ class TaskManager:
         self._group_interval_s = group_interval_s
         self._on_group = on_group
         self._on_quarantine = on_quarantine
+        self._releases = releases
         self.sessions = sessions
         self.events = events
         self._ledger_writer = ledger_writer
@@ -196,7 +199,7 @@ class TaskManager:
         eval_blob = None
         if request.eval_set is not None:
             eval_blob = await self.blobs.put(artifacts.encode_eval_set(*request.eval_set))
-        aggregator = worker_aggregator(bundle.initial_params, request.config.aggregation)
+        aggregator = worker_aggregator(bundle.initial_params, request.config)
         now = time.time()
         record = TaskRecord(
             id=request.id,
@@ -392,6 +395,7 @@ class TaskManager:
                 group_interval_s=self._group_interval_s,
                 on_fold=on_fold,
                 on_group=self._group_hook(record.id),
+                releases=self._releases,
             )
             try:
                 restored = local.resume()
@@ -418,6 +422,7 @@ class TaskManager:
             on_fold=on_fold,
             on_quarantine=self._quarantine_hook(record.id),
             rounds=self._rounds,
+            releases=self._releases,
         )
         runtime.worker, runtime.committer, runtime.evaluator = worker, committer, evaluator
         caught_up = asyncio.Event()
@@ -467,6 +472,8 @@ class TaskManager:
                 runtime.evaluator.request(job.version, job.params_arrays)
             if self._on_commit is not None:
                 self._on_commit(task_id, job, elapsed)
+            if job.release_id is not None and self._releases is not None:
+                await self._releases.forget(task_id, [job.release_id])  # seeds may go now
             try:  # replicas also poll; an event is a hint
                 await self.events.publish(
                     {"type": "version", "task": task_id, "version": job.version}

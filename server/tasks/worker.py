@@ -27,11 +27,12 @@ from typing import Any
 from server.aggregation import FoldResult, StepResult, SyncRoundAggregator
 from server.coordination.partials import PartialRecord, PoisonRecord, RedisPartialQueue
 from server.coordination.rounds import RedisRounds
-from server.errors import AsyncflError
+from server.errors import AsyncflError, Conflict, Unavailable
 from server.storage import snapshots
 from server.storage.records import LedgerEntry
 from server.tasks.commits import Committer
 from server.tasks.leader import Aggregator, LeaderBase, cancel_and_wait
+from server.tasks.local import Releases
 from server.tasks.state import TaskState
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class PartialWorker(LeaderBase):
         on_fold: Callable[[FoldResult, float], None] | None = None,
         on_quarantine: Callable[[int], None] | None = None,
         rounds: RedisRounds | None = None,
+        releases: Releases | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(state, aggregator, record_drops=record_drops, on_fold=on_fold, clock=clock)
@@ -58,6 +60,7 @@ class PartialWorker(LeaderBase):
         self.position = position
         self._on_quarantine = on_quarantine
         self._rounds = rounds
+        self._releases = releases
         self._round_changed = asyncio.Event()
         self.quarantined = 0
 
@@ -81,6 +84,8 @@ class PartialWorker(LeaderBase):
                     self._quarantine(item.position, item.reason, [])
                 else:
                     self.merge(item)
+                    if self.aggregator.pending_releases:
+                        await self._release_all()
                 if not caught_up.is_set() and key(self.position) >= end:
                     caught_up.set()
         finally:
@@ -115,6 +120,37 @@ class PartialWorker(LeaderBase):
 
     def _changed(self) -> None:
         self._round_changed.set()
+
+    async def _release_all(self) -> None:
+        """Masked: step with each sealed buffer once the mask service released it. The
+        stream replays the same partials in the same order, so a new leader asks for
+        exactly the same releases."""
+        agg = self.aggregator
+        backoff = 0.2
+        while agg.pending_releases:
+            release = agg.pending_releases[0]
+            if self._releases is None:
+                raise Unavailable("no mask service for a masked task", code="secagg_unavailable")
+            try:
+                mask_sum = await self._releases.release(self.state.id, release, agg.spec.total_size)
+            except Unavailable as exc:
+                logger.warning(
+                    "task %s: release waits for the mask service: %s", self.state.id, exc
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(5.0, backoff * 2)
+                continue
+            except Conflict as exc:
+                logger.error("task %s: release refused (%s): %s", self.state.id, exc.code, exc)
+                dropped = [self.pending.pop(u) for u in release.ids if u in self.pending]
+                self._drop([replace(e, status="dropped", reason=exc.code) for e in dropped])
+                step = agg.skip_release()
+            else:
+                step = agg.complete_release(mask_sum)
+            self._committer.submit(
+                self._job(step, self.position, release.release_id),
+                snapshots.dump(agg.state(buffer=False)),
+            )
 
     async def _resume_rounds(self, agg: SyncRoundAggregator) -> None:
         """Never reuse a round id replicas may have handed out under a previous leader."""
@@ -158,7 +194,7 @@ class PartialWorker(LeaderBase):
 
     def _on_step(self, step: StepResult) -> None:
         self._committer.submit(
-            self._job(step, self.position), snapshots.dump(self.aggregator.state())
+            self._job(step, self.position), snapshots.dump(self.aggregator.state(buffer=False))
         )
 
     def _quarantine(self, position: str, reason: str, entries: list[dict[str, Any]]) -> None:

@@ -1,7 +1,13 @@
 from __future__ import annotations
 
+import math
+from decimal import Decimal
+from fractions import Fraction
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from server.aggregation import RejectReason, SyncRoundAggregator
 from server.errors import Conflict, UpdateRejected
@@ -161,3 +167,27 @@ def test_round_ids_increase_across_rounds() -> None:
     agg.close_if_expired(now=1.0)
 
     assert agg.start_round(now=2.0).round_id == 2
+
+
+@pytest.mark.parametrize(
+    ("goal", "over", "target"), [(100, 0.1, 110), (10, 0.3, 13), (3, 0.0, 3), (7, 0.15, 9)]
+)
+def test_the_cohort_is_sized_in_exact_decimal_arithmetic(
+    goal: int, over: float, target: int
+) -> None:
+    agg = sync(aggregation_goal=goal, over_selection=over)
+    assert agg.cohort_target == target
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(1, 100_000),
+    st.decimals(min_value=0, max_value=10, places=4, allow_nan=False, allow_infinity=False),
+)
+def test_the_cohort_is_the_ceiling_of_goal_times_one_plus_the_written_decimal(
+    goal: int, over: Decimal
+) -> None:
+    agg = sync(aggregation_goal=goal, over_selection=float(over))
+    exact = Fraction(goal) * (1 + Fraction(over))
+    assert agg.cohort_target == math.ceil(exact)
+    assert agg.cohort_target >= goal

@@ -263,7 +263,7 @@ async def test_figures_need_the_admin_token(trained: Devices) -> None:
     bad = await _bad_query(server)
 
     assert codes == [401, 401, 401, 401]
-    assert bad == (400, "invalid_config")
+    assert bad == (400, "bad_parameter")
 
 
 async def _bad_query(server: ServerProcess) -> tuple[int, str]:

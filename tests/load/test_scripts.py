@@ -66,6 +66,7 @@ def test_run_py_prints_the_fleet_figures_last(tmp_path: Path) -> None:
     assert 0 < doc["checkin_p50_ms"] <= doc["checkin_p99_ms"]
     assert doc["server_rss_mb_start"] > 0 and doc["server_rss_mb_end"] > 0
     assert doc["server_updates_accepted"] > 0 and doc["server_updates_rejected"] == {}
+    assert doc["5xx"] == 0 and doc["5xx_by_status"] == {}
     assert (tmp_path / "report" / "report.html").exists()
     assert (tmp_path / "report" / "locust_stats.csv").exists()
 

@@ -43,7 +43,7 @@ def test_the_base_install_is_exactly_the_sdk_dependencies() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     names = {dep.split(">")[0].split("=")[0].split("[")[0] for dep in project["dependencies"]}
 
-    assert names == {"numpy", "msgpack", "onnxruntime", "aiohttp"}
+    assert names == {"numpy", "msgpack", "onnxruntime", "aiohttp", "cryptography"}
 
 
 def test_all_is_sorted_and_every_name_resolves() -> None:

@@ -1,4 +1,4 @@
-"""Test helpers: a task on a running server and SDK devices that train against it."""
+"""Test helpers: a task on a running server and SDK clients that train against it."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from client_sdk.api import ServerApi
-from client_sdk.device import ArtifactCache, Device, RoundOutcome
-from client_sdk.errors import ServerError, TransportError
-from client_sdk.transport import AiohttpTransport
+from client_sdk.errors import SdkError, ServerError
+from client_sdk.options import ClientOptions
+from client_sdk.results import NoSlot, RoundResult, Trained
 from server.admin_client import AdminClient
+from server.clientfleet import ClientFleet, FleetDevice
 from server.modeling.datasets import load_dataset
 from server.process import ServerProcess
 
@@ -61,15 +61,16 @@ def settled(accepted: int, goal: int) -> Callable[[dict[str, Any]], bool]:
 
 
 class Fleet:
-    """N enrolled devices sharing one HTTP connection pool and artifact cache."""
+    """N enrolled SDK clients (:class:`client_sdk.Client`) sharing one connection pool."""
 
-    def __init__(self, server: ServerProcess, task_id: str = "t1") -> None:
+    def __init__(
+        self, server: ServerProcess, task_id: str = "t1", *, options: ClientOptions | None = None
+    ) -> None:
         self.server = server
         self.task_id = task_id
-        self.transport = AiohttpTransport(server.url, limit=64)
-        self.api = ServerApi(self.transport)
-        self.cache = ArtifactCache()
-        self.devices: list[Device] = []
+        self._fleet = ClientFleet(server.url, task_id, **({"options": options} if options else {}))
+        self.api = self._fleet.api
+        self.devices = self._fleet.devices
         self.acked: list[dict[str, Any]] = []
 
     async def enroll(
@@ -77,36 +78,42 @@ class Fleet:
     ) -> Fleet:
         x, y, _, _ = load_dataset("digits")
         rng = np.random.default_rng(seed)
-        for i in range(n):
-            idx = rng.choice(len(x), size=40, replace=False)
-            device = Device(self.api, self.task_id, x[idx], y[idx], cache=self.cache, seed=i)
-            await device.enroll(self.server.enrollment_key, info(i) if info else None)
-            self.devices.append(device)
+        shards = [rng.choice(len(x), size=40, replace=False) for _ in range(n)]
+        await self._fleet.enroll(
+            self.server.enrollment_key, [(x[i], y[i]) for i in shards], seed=seed, info=info
+        )
         return self
 
-    async def round(self, device: Device) -> RoundOutcome:
-        outcome = await device.run_once()
-        if outcome.status == "uploaded" and outcome.ack is not None:
-            self.acked.append(dict(outcome.ack))
-        return outcome
+    async def round(self, device: FleetDevice) -> RoundResult:
+        result = await device.client.run_once()
+        if isinstance(result, Trained):
+            self.acked.append(
+                {
+                    "update_id": result.update_id,
+                    "version": result.version,
+                    "staleness": result.staleness,
+                    "duplicate": result.duplicate,
+                }
+            )
+        return result
 
-    async def run(self, rounds: int) -> list[RoundOutcome]:
+    async def run(self, rounds: int) -> list[RoundResult]:
         """Every device does ``rounds`` sessions (waiting when turned away)."""
 
-        async def one(device: Device) -> list[RoundOutcome]:
-            done: list[RoundOutcome] = []
+        async def one(device: FleetDevice) -> list[RoundResult]:
+            done: list[RoundResult] = []
             while len(done) < rounds:
                 try:
-                    outcome = await self.round(device)
-                except ServerError as exc:  # a backend blip: retry as the SDK would
+                    result = await self.round(device)
+                except ServerError as exc:  # a backend blip the client's retries outlasted
                     if exc.status not in (429, 503):
                         raise
                     await asyncio.sleep(min(exc.retry_after or 0.2, 0.5))
                     continue
-                if outcome.status == "no_slot":
-                    await asyncio.sleep(min(outcome.retry_after, 0.2))
+                if isinstance(result, NoSlot):
+                    await asyncio.sleep(min(result.retry_after, 0.2))
                     continue
-                done.append(outcome)
+                done.append(result)
             return done
 
         results = await asyncio.gather(*(one(d) for d in self.devices))
@@ -115,17 +122,17 @@ class Fleet:
     async def run_until(self, stop: Callable[[], bool]) -> None:
         """Keep training until ``stop()``; connection errors (a dying server) end a device."""
 
-        async def one(device: Device) -> None:
+        async def one(device: FleetDevice) -> None:
             while not stop():
                 try:
-                    outcome = await self.round(device)
-                except (TransportError, ServerError):
+                    result = await self.round(device)
+                except SdkError:
                     await asyncio.sleep(0.05)
                     continue
-                if outcome.status == "no_slot":
-                    await asyncio.sleep(min(outcome.retry_after, 0.1))
+                if isinstance(result, NoSlot):
+                    await asyncio.sleep(min(result.retry_after, 0.1))
 
         await asyncio.gather(*(one(d) for d in self.devices))
 
     async def close(self) -> None:
-        await self.transport.close()
+        await self._fleet.close()

@@ -6,6 +6,7 @@ import aiohttp
 import numpy as np
 import onnxruntime as ort
 
+from client_sdk.results import Trained
 from server.admin_client import AdminClient
 from server.modeling.datasets import load_dataset
 from tests.conftest import ServerProcessFactory
@@ -23,7 +24,7 @@ async def test_a_fleet_trains_a_task_through_the_api(
     finally:
         await fleet.close()
 
-    uploaded = [o for o in outcomes if o.status == "uploaded"]
+    uploaded = [o for o in outcomes if isinstance(o, Trained)]
     final = await wait_for(
         server, lambda s: s["updates_buffered"] == 0 or s["updates_applied"] >= 12
     )
@@ -122,5 +123,5 @@ async def test_sync_mode_runs_rounds(start_server: ServerProcessFactory) -> None
     final = await wait_for(server, lambda s: s["version"] >= 2)
 
     assert final["mode"] == "sync"
-    assert [o.status for o in outcomes].count("uploaded") == 6
+    assert sum(isinstance(o, Trained) for o in outcomes) == 6
     assert final["updates_applied"] == 6

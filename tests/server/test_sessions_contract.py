@@ -136,3 +136,37 @@ async def test_held_sessions_add_nothing_for_the_garbage_collector(finish: str) 
         "accepted": Verdict.ACCEPTED,
         "rejected": Verdict.REJECTED,
     }[finish]
+
+
+async def test_the_in_process_store_holds_a_bounded_number_of_finished_sessions() -> None:
+    store = InProcessSessionStore(max_retained=100)
+    early = [claims(i, deadline=10.0) for i in range(500)]
+    late = [claims(i, deadline=15.0) for i in range(500, 1000)]
+    for c in early + late:
+        assert await store.admit(c, 10_000, NOW)
+        await store.claim_upload(c, NOW)
+        await store.complete_upload(c, {"status": "accepted", "update_id": c.sid})
+    open_ = [claims(i, deadline=3600.0) for i in range(1000, 1050)]
+    for c in open_:
+        assert await store.admit(c, 10_000, NOW + 20)  # every finished one is past its deadline
+    held = len(store._entries)
+
+    newest = [(await store.claim_upload(c, NOW + 20)).verdict for c in late[-100:]]
+    oldest = await store.claim_upload(early[0], NOW + 20)
+    still_open = [(await store.claim_upload(c, NOW + 20)).verdict for c in open_]
+
+    assert held == 100 + len(open_)
+    assert newest == [Verdict.ACCEPTED] * 100  # the latest deadlines are the ones kept
+    assert oldest.recreated  # the caller falls back to its ledger
+    assert still_open == [Verdict.GRANTED] * len(open_)
+
+
+async def test_finished_sessions_before_their_deadline_are_never_dropped() -> None:
+    store = InProcessSessionStore(max_retained=10)
+    sessions = [claims(i, deadline=60.0) for i in range(50)]
+    for c in sessions:
+        await store.admit(c, 1000, NOW)
+        await store.claim_upload(c, NOW)
+        await store.complete_upload(c, {"status": "accepted", "update_id": c.sid})
+    verdicts = [(await store.claim_upload(c, NOW + 30)).verdict for c in sessions]
+    assert verdicts == [Verdict.ACCEPTED] * 50

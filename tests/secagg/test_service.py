@@ -1,0 +1,142 @@
+"""The mask service as a real process: what it accepts, what it refuses, what it keeps."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from client_sdk.secagg import SealedSeed, expand_mask, seal_seed, seed_context
+from server.aggregation import Release
+from server.errors import Conflict, UpdateRejected
+from server.secagg.client import MaskClient
+from server.secagg.provider import MaskServiceProvider
+
+SIZE = 64
+THRESHOLD = 3
+
+
+@pytest.fixture
+async def service(tmp_path: Path) -> AsyncIterator[MaskClient]:
+    provider = MaskServiceProvider(url="", token="", child_dir=tmp_path / "secagg")
+    try:
+        yield await provider.client()
+    finally:
+        await provider.close()
+
+
+async def _register(client: MaskClient, n: int, *, devices: int | None = None) -> dict[str, bytes]:
+    key = (await client.key()).public_key
+    seeds = {}
+    for i in range(n):
+        uid, seed = f"u{i}", os.urandom(32)
+        sealed = seal_seed(key, seed, seed_context("t", uid, uid))
+        await client.register(
+            "t",
+            update_id=uid,
+            session_id=uid,
+            device_id=f"d{i % (devices or n)}",
+            threshold=THRESHOLD,
+            sealed=sealed,
+        )
+        seeds[uid] = seed
+    return seeds
+
+
+def _release(ids: list[str], weights: list[int], version: int = 1) -> Release:
+    return Release(
+        version, tuple(ids), tuple(weights), np.zeros(SIZE, np.uint32), 0.0, "-".join(ids)
+    )
+
+
+async def test_a_release_is_the_weighted_sum_of_masks_and_repeats_exactly(
+    service: MaskClient,
+) -> None:
+    seeds = await _register(service, 4)
+    release = _release(["u0", "u1", "u2"], [3, 1, 7])
+
+    first = await service.release("t", release, SIZE)
+    again = await service.release("t", release, SIZE)
+
+    expected = sum(
+        (
+            expand_mask(seeds[u], SIZE) * np.uint32(w)
+            for u, w in zip(release.ids, release.weights, strict=True)
+        ),
+        np.zeros(SIZE, np.uint32),
+    )
+    assert np.array_equal(first, expected)
+    assert np.array_equal(again, first)  # a crashed aggregator can finish its commit
+
+
+@pytest.mark.parametrize(
+    ("ids", "weights", "code"),
+    [
+        (["u0", "u1"], [1, 1], "release_below_threshold"),
+        (["u0", "u1", "nope"], [1, 1, 1], "release_unknown_update"),
+    ],
+)
+async def test_releases_below_threshold_or_naming_unknown_updates_are_refused(
+    service: MaskClient, ids: list[str], weights: list[int], code: str
+) -> None:
+    await _register(service, 4)
+
+    with pytest.raises(Conflict) as refused:
+        await service.release("t", _release(ids, weights), SIZE)
+
+    assert refused.value.code == code
+    # nothing was used up: a proper release of the same updates still goes through
+    await service.release("t", _release(["u0", "u1", "u2"], [1, 1, 1]), SIZE)
+
+
+async def test_overlapping_releases_are_refused(service: MaskClient) -> None:
+    await _register(service, 5)
+    await service.release("t", _release(["u0", "u1", "u2"], [1, 1, 1]), SIZE)
+
+    with pytest.raises(Conflict) as overlap:  # would let the server difference two sums
+        await service.release("t", _release(["u2", "u3", "u4"], [1, 1, 1], version=2), SIZE)
+
+    assert overlap.value.code == "release_overlap"
+
+
+async def test_too_few_distinct_devices_cannot_release(service: MaskClient) -> None:
+    await _register(service, 3, devices=1)  # one device, three updates
+
+    with pytest.raises(Conflict) as refused:
+        await service.release("t", _release(["u0", "u1", "u2"], [1, 1, 1]), SIZE)
+
+    assert refused.value.code == "release_below_threshold"
+
+
+async def test_tampered_or_rebound_seeds_are_refused(service: MaskClient) -> None:
+    key = (await service.key()).public_key
+    good = seal_seed(key, os.urandom(32), seed_context("t", "u0", "u0"))
+    tampered = SealedSeed(good.ephemeral_key, good.nonce, bytes(48))
+    rebound = seal_seed(key, os.urandom(32), seed_context("t", "other", "other"))
+
+    for sealed, uid in ((tampered, "u0"), (rebound, "u1")):
+        with pytest.raises(UpdateRejected) as refused:
+            await service.register(
+                "t",
+                update_id=uid,
+                session_id=uid,
+                device_id="d",
+                threshold=THRESHOLD,
+                sealed=sealed,
+            )
+        assert refused.value.code == "seed_refused"
+
+
+async def test_committed_releases_forget_their_seeds(service: MaskClient, tmp_path: Path) -> None:
+    await _register(service, 3)
+    release = _release(["u0", "u1", "u2"], [1, 1, 1])
+    await service.release("t", release, SIZE)
+
+    await service.commit("t", [release.release_id])
+
+    with pytest.raises(Conflict) as gone:
+        await service.release("t", release, SIZE)
+    assert gone.value.code == "release_unknown_update"
