@@ -27,6 +27,7 @@ if __package__ in (None, ""):
 import argparse
 import asyncio
 import json
+import math
 import random
 import shutil
 import statistics
@@ -39,9 +40,9 @@ import numpy as np
 
 from client_sdk.api import ServerApi
 from client_sdk.bundle import Bundle, decode_params
-from client_sdk.device import plan_from
 from client_sdk.errors import ServerError
 from client_sdk.trainer import Trainer
+from client_sdk.training import plan_from
 from client_sdk.transport import AiohttpTransport
 from load_tests.pages import CHROMIUM, FLAGS, first_paint_ms
 from load_tests.target import TIERS, log, start_server
@@ -98,7 +99,9 @@ class HistoryFleet:
                 if result.accuracy is not None:
                     metrics["accuracy"] = result.accuracy
                 await self.api.report_evaluation(task, answer.session, answer.version, metrics)
-            trained = trainer.train(base, x, y, plan_from(answer), seed=rng.randrange(2**31))
+            trained = trainer.train(
+                base, x, y, plan_from(answer.plan or {}, math.inf), seed=rng.randrange(2**31)
+            )
             report = {
                 "loss": trained.mean_loss,
                 "train_s": trained.wall_s,
