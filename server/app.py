@@ -148,7 +148,11 @@ def _services_ctx(
             )
             coord = coordination(settings)
             ledger = LedgerRepository(engine)
-            ledger_writer = LedgerWriter(ledger)
+            ledger_writer = LedgerWriter(
+                ledger,
+                quarantine=settings.log_dir / "ledger-quarantine.jsonl",
+                on_quarantine=lambda e: metrics.ledger_quarantined.labels(e.task_id).inc(),
+            )
             manager = TaskManager(
                 repo=TaskRepository(engine),
                 ledger=ledger,

@@ -117,6 +117,12 @@ class Metrics:
             ["task"],
             registry=r,
         )
+        self.ledger_quarantined = Counter(
+            "asyncfl_ledger_rows_quarantined",
+            "Ledger rows the database refused, kept in the quarantine file and stripped",
+            ["task"],
+            registry=r,
+        )
         self.buffered = Gauge(
             "asyncfl_updates_buffered",
             "Accepted updates not yet in a version",
