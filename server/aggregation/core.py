@@ -204,6 +204,7 @@ class AggregatorBase:
         tensors: Sequence[np.ndarray[Any, Any]],
         num_examples: int,
         staleness: int,
+        source: str | None = None,
     ) -> tuple[float, float, bool]:
         """Validate and fold an update whose id and version were accepted.
 
@@ -215,7 +216,7 @@ class AggregatorBase:
             flat = masked_flat(tensors, self._spec.total_size)
             e_int = masked.example_int(self._weigher.example(num_examples))
             w_int = masked.staleness_int(self.staleness_weight(staleness)) * e_int
-            self._mbuffer.add(update_id, flat, w_int, masked.to_float(w_int))
+            self._mbuffer.add(update_id, flat, w_int, masked.to_float(w_int), source)
             self._folded += 1
             self._staleness_sum += staleness
             return masked.to_float(w_int), 0.0, False
@@ -243,7 +244,9 @@ class AggregatorBase:
             s_int = masked.staleness_int(s_weight)
             e_ints = [int(w) for w in group.example_weights]
             floats = [masked.to_float(s_int * e) for e in e_ints]
-            self._mbuffer.add_total(group.ids, group.total, s_int, e_ints, sum(floats))
+            self._mbuffer.add_total(
+                group.ids, group.total, s_int, e_ints, sum(floats), group.sources
+            )
             self._folded += len(group.ids)
             self._staleness_sum += staleness * len(group.ids)
             return [(uid, staleness, w) for uid, w in zip(group.ids, floats, strict=True)]
@@ -264,6 +267,16 @@ class AggregatorBase:
         raise NotImplementedError
 
     # -- stepping ------------------------------------------------------------------------
+
+    def _buffer_ready(self) -> bool:
+        """K updates in the buffer; masked, also from as many distinct sources as a release
+        needs (a buffer short of them waits for more, up to the fixed point's limit)."""
+        if len(self._active) < self._goal:
+            return False
+        masked = self._masked
+        if masked is None or self._mbuffer.distinct >= masked.distinct_sources:
+            return True
+        return len(self._mbuffer) >= (masked.max_updates or self._goal)
 
     def _step(self) -> StepResult | None:
         """Turn the buffer into a pseudo-gradient, apply the optimizer, bump the version.
@@ -390,6 +403,7 @@ class AggregatorBase:
                 "weight_sum": buf.weight_sum if held else 0.0,
                 "ids": list(buf.ids) if held else [],
                 "weights": list(buf.weights) if held else [],
+                "sources": list(buf.sources) if held else [],
             },
             "releases": [r.to_state() for r in self._releases] if with_buffer else [],
             **self._counts(),
@@ -449,6 +463,7 @@ class AggregatorBase:
                 ids,
                 buf["weights"],
                 float(buf["weight_sum"]),
+                buf.get("sources"),
             )
             self._releases = [Release.from_state(r) for r in state["releases"]]
             self._version = int(state["version"])

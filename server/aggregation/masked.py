@@ -38,6 +38,10 @@ class MaskedConfig:
     staleness_levels: int = 64  # a staleness weight s(t) <= 1 becomes round(s * this) >= 1
     example_levels: int = 1  # example weights in this many steps up to example_max
     example_max: float = 1.0
+    # the mask service releases a sum only of updates from at least this many distinct
+    # sources (devices); a buffer is sealed once it holds them (and K updates)
+    distinct_sources: int = 1
+    max_updates: int = 0  # the most updates one sum may hold (the scale allows); 0: K
 
     @property
     def max_weight(self) -> int:
@@ -63,6 +67,8 @@ class MaskedConfig:
             "staleness_levels": self.staleness_levels,
             "example_levels": self.example_levels,
             "example_max": self.example_max,
+            "distinct_sources": self.distinct_sources,
+            "max_updates": self.max_updates,
         }
 
     @classmethod
@@ -72,6 +78,8 @@ class MaskedConfig:
             int(data["staleness_levels"]),
             int(data["example_levels"]),
             float(data["example_max"]),
+            int(data.get("distinct_sources", 1)),
+            int(data.get("max_updates", 0)),
         )
 
 
@@ -84,12 +92,26 @@ class MaskedAccumulator:
         self.ids: list[str] = []
         self.id_set: set[str] = set()
         self.weights: list[int] = []
+        self.sources: list[str | None] = []  # None: not known, counted as distinct
         self.weight_sum = 0.0  # float weights, for normalization by weights
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def add(self, update_id: str, masked: MaskedFlat, weight: int, weight_float: float) -> None:
+    @property
+    def distinct(self) -> int:
+        """Distinct sources in the buffer (each unknown source counts as one)."""
+        known = {s for s in self.sources if s is not None}
+        return len(known) + sum(1 for s in self.sources if s is None)
+
+    def add(
+        self,
+        update_id: str,
+        masked: MaskedFlat,
+        weight: int,
+        weight_float: float,
+        source: str | None = None,
+    ) -> None:
         """Add ``weight * masked`` modulo 2**32 (uint32 arithmetic wraps)."""
         w = np.uint32(weight)
         if self.ids:
@@ -97,7 +119,7 @@ class MaskedAccumulator:
             np.add(self.total, self._scratch, out=self.total)
         else:
             np.multiply(masked, w, out=self.total)
-        self._append([update_id], [weight], weight_float)
+        self._append([update_id], [weight], weight_float, [source])
 
     def add_total(
         self,
@@ -106,6 +128,7 @@ class MaskedAccumulator:
         factor: int,
         weights: Sequence[int],
         weight_float: float,
+        sources: Sequence[str | None] = (),
     ) -> None:
         """Add ``factor * total`` (a replica's sum, example-weighted); each id's weight
         becomes ``factor * its example weight``."""
@@ -115,10 +138,18 @@ class MaskedAccumulator:
             np.add(self.total, self._scratch, out=self.total)
         else:
             np.multiply(total, f, out=self.total)
-        self._append(list(ids), [factor * w for w in weights], weight_float)
+        known: list[str | None] = list(sources) if len(sources) == len(ids) else [None] * len(ids)
+        self._append(list(ids), [factor * w for w in weights], weight_float, known)
 
-    def _append(self, ids: list[str], weights: list[int], weight_float: float) -> None:
+    def _append(
+        self,
+        ids: list[str],
+        weights: list[int],
+        weight_float: float,
+        sources: list[str | None],
+    ) -> None:
         self.ids.extend(ids)
+        self.sources.extend(sources)
         self.id_set.update(ids)
         self.weights.extend(weights)
         self.weight_sum += weight_float
@@ -138,6 +169,7 @@ class MaskedAccumulator:
 
     def reset(self) -> None:
         self.ids, self.id_set, self.weights, self.weight_sum = [], set(), [], 0.0
+        self.sources = []
 
     def load(
         self,
@@ -145,6 +177,7 @@ class MaskedAccumulator:
         ids: Sequence[str],
         weights: Sequence[int],
         weight_sum: float,
+        sources: Sequence[str | None] | None = None,
     ) -> None:
         if ids and total is None:
             raise ValueError("a non-empty buffer needs its total")
@@ -152,6 +185,8 @@ class MaskedAccumulator:
             self.total[...] = total
         self.ids, self.id_set = list(ids), set(ids)
         self.weights, self.weight_sum = [int(w) for w in weights], float(weight_sum)
+        given = list(sources) if sources is not None else []
+        self.sources = given if len(given) == len(self.ids) else [None] * len(self.ids)
 
 
 @dataclass(frozen=True, slots=True)

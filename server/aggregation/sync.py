@@ -110,6 +110,7 @@ class SyncRoundAggregator(AggregatorBase):
         num_examples: int,
         base_version: int,
         now: float | None = None,
+        source: str | None = None,
     ) -> FoldResult:
         """Fold an update into the open round; steps (and closes it) at ``goal`` updates.
 
@@ -121,7 +122,7 @@ class SyncRoundAggregator(AggregatorBase):
         try:
             self._check_duplicate(update_id)
             self._check_round(base_version, now)
-            weight, norm, clipped = self._fold_checked(update_id, tensors, num_examples, 0)
+            weight, norm, clipped = self._fold_checked(update_id, tensors, num_examples, 0, source)
         except UpdateRejected as exc:
             self._count_rejection(exc)
             raise

@@ -111,4 +111,6 @@ class SecureAggregation:
         }[weighting.kind]
         if scale is None:
             scale = self.fixed_point(agg).scale
-        return MaskedConfig(scale, STALENESS_LEVELS, levels, example_max)
+        return MaskedConfig(
+            scale, STALENESS_LEVELS, levels, example_max, self.threshold, self.limit(agg)
+        )
