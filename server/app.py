@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 from prometheus_client import ProcessCollector
@@ -48,6 +48,7 @@ from server.ingest.upload import Ingest
 from server.metrics import Metrics
 from server.monitor.collector import FleetCollector
 from server.monitor.service import Monitor
+from server.privacy.participation import InProcessParticipation, Participation, RedisParticipation
 from server.secagg.client import ProvidedReleases
 from server.secagg.provider import MaskServiceProvider
 from server.services import METRICS, SERVICES, Services
@@ -96,6 +97,7 @@ class Coordination:
     leases: Leases
     registry: AggregatorRegistry | None
     redis: Redis | None
+    participation: Participation = field(default_factory=InProcessParticipation)
 
 
 def coordination(settings: Settings) -> Coordination:
@@ -125,6 +127,7 @@ def coordination(settings: Settings) -> Coordination:
         leases=RedisLeases(redis, keys, node, settings.lease_ttl_s),
         registry=AggregatorRegistry(redis, keys, node, settings.lease_ttl_s),
         redis=redis,
+        participation=RedisParticipation(redis, keys),
     )
 
 
@@ -222,6 +225,7 @@ def _services_ctx(
                 ),
                 leadership=leadership,
                 redis=coord.redis,
+                participation=coord.participation,
             )
             app[SERVICES] = services
             await manager.load_all()
