@@ -131,6 +131,13 @@ def coordination(settings: Settings) -> Coordination:
     )
 
 
+def _dp_noise(manager: TaskManager, task_id: str, size: int) -> float:
+    """The noise std a DP task with secure aggregation asks of the mask service."""
+    config = manager.get(task_id).state.config
+    secure = config.secure_aggregation
+    return 0.0 if secure is None else secure.noise_std(config.aggregation, size)
+
+
 def _services_ctx(
     settings: Settings, metrics: Metrics
 ) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -171,7 +178,9 @@ def _services_ctx(
                 on_stale_commit=lambda task: metrics.stale_commits.labels(task).inc(),
                 on_group=lambda task, n, s: metrics.group_commit(task, n, s),
                 on_quarantine=lambda task, n: metrics.quarantined.labels(task).inc(n),
-                releases=ProvidedReleases(secagg),
+                releases=ProvidedReleases(
+                    secagg, lambda task, size: _dp_noise(manager, task, size)
+                ),
             )
             if settings.audit_log:
                 audit = AuditLog(

@@ -102,6 +102,18 @@ class SecureAggregation:
         except SecaggError as exc:
             raise ConfigError(f"secure_aggregation: {exc}") from exc
 
+    def noise_std(self, agg: AggregationConfig, size: int) -> float:
+        """The std of the mask service's noise on the integer sum ``sum(w q)``:
+        ``noise_multiplier`` times its sensitivity, one update at the largest integer
+        weight, ``|q| <= C * scale + sqrt(size) / 2`` (clipped, then rounded)."""
+        if agg.noise_multiplier <= 0:
+            return 0.0
+        assert agg.clip_norm is not None
+        fp = self.fixed_point(agg)
+        return (
+            agg.noise_multiplier * fp.max_weight * (agg.clip_norm * fp.scale + math.sqrt(size) / 2)
+        )
+
     def limit(self, agg: AggregationConfig) -> int:
         return self.max_updates or 2 * agg.aggregation_goal
 
