@@ -84,7 +84,7 @@ def test_the_goal_bound_is_reached_by_a_clipped_update_at_the_largest_weight() -
 
 @pytest.mark.parametrize("kind", ["linear", "sqrt", "log"])
 def test_noise_with_unbounded_example_weights_is_refused(kind: str) -> None:
-    with pytest.raises(ConfigError, match="needs example_weighting.cap"):
+    with pytest.raises(ConfigError, match=r"needs example_weighting\.cap"):
         AggregationConfig.from_dict(
             {"clip_norm": 1.0, "noise_multiplier": 1.0, "example_weighting": {"kind": kind}}
         )
