@@ -123,6 +123,15 @@ class Metrics:
             ["task"],
             registry=r,
         )
+        self.epsilon = Gauge(
+            "asyncfl_privacy_epsilon",
+            "Epsilon spent by a DP task at its delta (RDP accountant)",
+            ["task"],
+            registry=r,
+        )
+        self.epsilon_budget = Gauge(
+            "asyncfl_privacy_epsilon_budget", "A DP task's target epsilon", ["task"], registry=r
+        )
         self.buffered = Gauge(
             "asyncfl_updates_buffered",
             "Accepted updates not yet in a version",
