@@ -127,7 +127,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also time masked uploads against plain ones, same client (load_tests/secagg_side)",
     )
     parser.add_argument(
-        "--secagg-bodies", type=int, default=4000, help="bodies built per secure-side round"
+        "--secagg-bodies",
+        type=int,
+        default=0,
+        help="bodies built per secure-side round (0: 500 per timed second, at most 4000; "
+        "a round that sends them all ends early, its rate still counts)",
     )
     parser.add_argument("--data-dir", type=Path, help="where the temporary dirs go")
     args = parser.parse_args(argv)
@@ -411,7 +415,7 @@ def bench_size(args: argparse.Namespace, size: str, root: Path) -> dict[str, Any
                     connections=args.connections,
                     seconds=args.seconds,
                     rounds=args.rounds,
-                    per_round=args.secagg_bodies,
+                    per_round=args.secagg_bodies or min(4000, math.ceil(500 * args.seconds)),
                 )
             )
             secure = figures.fields()
