@@ -116,7 +116,7 @@ class Fleet:
         query = f"rounds=1&task={task}&seed={seed}&operator_key={self.secure.operator_key.hex()}"
         await self.page.goto(f"{self.site}/?{query}")
         handle = await self.page.wait_for_function(
-            "asyncflDemo.results.length && asyncflDemo.results", timeout=90_000
+            "asyncflDemo.results.length && asyncflDemo.results", timeout=180_000
         )
         (result,) = await handle.json_value()
         errors = await self.page.evaluate("asyncflDemo.errors")
@@ -135,7 +135,9 @@ class Fleet:
             self.results.extend(run.results)
         self.results.append(browser)
         self.browser_results.append(browser)
-        await wait_for(self.secure.server, lambda s: s["version"] >= r + 1, task, timeout_s=60)
+        done = self.results[-DEVICES:]
+        assert all(d["kind"] == "trained" for d in done), (task, r, done)
+        await wait_for(self.secure.server, lambda s: s["version"] >= r + 1, task, timeout_s=120)
 
     async def train(self, task: str) -> dict[str, Any]:
         for r in range(ROUNDS):
