@@ -46,7 +46,11 @@ Output: one JSON line per size, the 4 MB one first and the 400 KB one LAST::
      "asyncfl_p99_ms": ..., "bare_p99_ms": ..., "logic_rps": ..., "logic_ratio": ...,
      "disk_rps": ..., "disk_ratio": ..., "connections": ..., ...}
 
-with the server CPU per request of each side (``*_cpu_us_per_req``).
+with the server CPU per request of each side (``*_cpu_us_per_req``). With
+``--secure-aggregation`` (the default) the same server then times masked uploads against
+plain ones sent by the same aiohttp client, one pre-built body per session
+(:mod:`load_tests.secagg_side`): ``secagg_rps``, ``plain_bodies_rps``,
+``secagg_vs_plain`` and ``secagg_ratio`` (against the bare handler).
 """
 
 from __future__ import annotations
@@ -75,7 +79,7 @@ from typing import Any
 
 import psutil
 
-from load_tests import loadgen
+from load_tests import loadgen, secagg_side
 from load_tests.bundle import linear_bundle, num_params
 from load_tests.target import AdminApi, enroll_many, issue_sessions, log, start_server
 from server.coordination.locallog import INTERVAL_FSYNC_S
@@ -115,6 +119,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=1.5,
         help="sessions issued per round = factor x best bare rps x (warmup + seconds)",
+    )
+    parser.add_argument(
+        "--secure-aggregation",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time masked uploads against plain ones, same client (load_tests/secagg_side)",
+    )
+    parser.add_argument(
+        "--secagg-bodies",
+        type=int,
+        default=0,
+        help="bodies built per secure-side round (0: 500 per timed second, at most 4000; "
+        "a round that sends them all ends early, its rate still counts)",
     )
     parser.add_argument("--data-dir", type=Path, help="where the temporary dirs go")
     args = parser.parse_args(argv)
@@ -385,6 +402,28 @@ def bench_size(args: argparse.Namespace, size: str, root: Path) -> dict[str, Any
                 log(f"[{size}] round {i + 1} asyncfl: {_describe(result, cpu_s)}")
                 log(f"[{size}]   then {_settle(admin)}")
         _verify(admin, sent_ok - 1, 2 * args.connections * 2 * args.rounds)
+        secure: dict[str, Any] = {}
+        if args.secure_aggregation:
+            log(f"[{size}] secure aggregation: masked bodies against plain ones, aiohttp client")
+            figures = asyncio.run(
+                secagg_side.measure(
+                    server.url,
+                    admin,
+                    parts,
+                    devices,
+                    goal=args.aggregation_goal,
+                    connections=args.connections,
+                    seconds=args.seconds,
+                    rounds=args.rounds,
+                    per_round=args.secagg_bodies or min(4000, math.ceil(500 * args.seconds)),
+                )
+            )
+            secure = figures.fields()
+            secure["secagg_ratio"] = (
+                round(figures.secure.rps / max(r.rps for r, _ in bare_runs), 3)
+                if bare_runs
+                else 0.0
+            )
     finally:
         server.stop()
     bare_best, bare_cpu = max(bare_runs, key=lambda run: run[0].rps)
@@ -422,6 +461,7 @@ def bench_size(args: argparse.Namespace, size: str, root: Path) -> dict[str, Any
         "load_generator": args.load_generator,
         "log_fsync": args.log_fsync,
         "aggregation_goal": args.aggregation_goal,
+        **secure,
         "loadavg_1m": round(os.getloadavg()[0], 2),
     }
 

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 from prometheus_client import ProcessCollector
@@ -48,6 +48,7 @@ from server.ingest.upload import Ingest
 from server.metrics import Metrics
 from server.monitor.collector import FleetCollector
 from server.monitor.service import Monitor
+from server.privacy.participation import InProcessParticipation, Participation, RedisParticipation
 from server.secagg.client import ProvidedReleases
 from server.secagg.provider import MaskServiceProvider
 from server.services import METRICS, SERVICES, Services
@@ -96,6 +97,7 @@ class Coordination:
     leases: Leases
     registry: AggregatorRegistry | None
     redis: Redis | None
+    participation: Participation = field(default_factory=InProcessParticipation)
 
 
 def coordination(settings: Settings) -> Coordination:
@@ -125,7 +127,15 @@ def coordination(settings: Settings) -> Coordination:
         leases=RedisLeases(redis, keys, node, settings.lease_ttl_s),
         registry=AggregatorRegistry(redis, keys, node, settings.lease_ttl_s),
         redis=redis,
+        participation=RedisParticipation(redis, keys),
     )
+
+
+def _dp_noise(manager: TaskManager, task_id: str, size: int) -> float:
+    """The noise std a DP task with secure aggregation asks of the mask service."""
+    config = manager.get(task_id).state.config
+    secure = config.secure_aggregation
+    return 0.0 if secure is None else secure.noise_std(config.aggregation, size)
 
 
 def _services_ctx(
@@ -148,7 +158,11 @@ def _services_ctx(
             )
             coord = coordination(settings)
             ledger = LedgerRepository(engine)
-            ledger_writer = LedgerWriter(ledger)
+            ledger_writer = LedgerWriter(
+                ledger,
+                quarantine=settings.log_dir / "ledger-quarantine.jsonl",
+                on_quarantine=lambda e: metrics.ledger_quarantined.labels(e.task_id).inc(),
+            )
             manager = TaskManager(
                 repo=TaskRepository(engine),
                 ledger=ledger,
@@ -168,7 +182,9 @@ def _services_ctx(
                 on_stale_commit=lambda task: metrics.stale_commits.labels(task).inc(),
                 on_group=lambda task, n, s: metrics.group_commit(task, n, s),
                 on_quarantine=lambda task, n: metrics.quarantined.labels(task).inc(n),
-                releases=ProvidedReleases(secagg),
+                releases=ProvidedReleases(
+                    secagg, lambda task, size: _dp_noise(manager, task, size)
+                ),
             )
             if settings.audit_log:
                 audit = AuditLog(
@@ -222,6 +238,7 @@ def _services_ctx(
                 ),
                 leadership=leadership,
                 redis=coord.redis,
+                participation=coord.participation,
             )
             app[SERVICES] = services
             await manager.load_all()

@@ -111,6 +111,8 @@ CODES: Final[dict[str, ErrorSpec]] = {
         "release_overlap",
         "release_below_threshold",
         "release_unknown_update",
+        # differential privacy: the task's budget allows no further version
+        "privacy_budget_reached",
     ),
     **_codes(410, "session_expired"),
     **_codes(413, "payload_too_large"),

@@ -117,6 +117,21 @@ class Metrics:
             ["task"],
             registry=r,
         )
+        self.ledger_quarantined = Counter(
+            "asyncfl_ledger_rows_quarantined",
+            "Ledger rows the database refused, kept in the quarantine file and stripped",
+            ["task"],
+            registry=r,
+        )
+        self.epsilon = Gauge(
+            "asyncfl_privacy_epsilon",
+            "Epsilon spent by a DP task at its delta (RDP accountant)",
+            ["task"],
+            registry=r,
+        )
+        self.epsilon_budget = Gauge(
+            "asyncfl_privacy_epsilon_budget", "A DP task's target epsilon", ["task"], registry=r
+        )
         self.buffered = Gauge(
             "asyncfl_updates_buffered",
             "Accepted updates not yet in a version",

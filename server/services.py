@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 from redis.asyncio import Redis
@@ -16,6 +16,7 @@ from server.coordination.tokens import TokenSigner
 from server.ingest.upload import Ingest
 from server.metrics import Metrics
 from server.monitor.service import Monitor
+from server.privacy.participation import InProcessParticipation, Participation
 from server.secagg.provider import MaskServiceProvider
 from server.settings import Settings
 from server.storage.blobs import LocalBlobStore
@@ -44,6 +45,7 @@ class Services:
     leadership: Leadership | None = None  # set where this process aggregates
     redis: Redis | None = None  # set in distributed mode
     monitor: Monitor | None = None  # fleet figures (API processes)
+    participation: Participation = field(default_factory=InProcessParticipation)  # DP limits
     ready: bool = False
     draining: bool = False
 

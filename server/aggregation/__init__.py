@@ -31,7 +31,7 @@ from server.aggregation.factory import make_aggregator, restore_aggregator
 from server.aggregation.masked import MaskedConfig, Release
 from server.aggregation.optimizers import ServerOptimizer, make_optimizer
 from server.aggregation.partial import Partial, PartialBuilder, PartialGroup
-from server.aggregation.privacy import clip_by_norm
+from server.aggregation.privacy import clip_by_norm, secret_seed, sensitivity
 from server.aggregation.results import (
     AggregatorStats,
     FoldResult,
@@ -72,5 +72,7 @@ __all__ = [
     "make_optimizer",
     "make_staleness_fn",
     "restore_aggregator",
+    "secret_seed",
+    "sensitivity",
     "validate_update",
 ]

@@ -39,10 +39,12 @@ class FedBuffAggregator(AggregatorBase):
         num_examples: int,
         base_version: int,
         now: float | None = None,
+        source: str | None = None,
     ) -> FoldResult:
         """Fold one update (delta = new - base, trained from ``base_version``).
 
-        Steps when the buffer reaches K. Raises UpdateRejected (code: a RejectReason)
+        Steps when the buffer reaches K (masked: and holds updates of as many distinct
+        ``source`` devices as a release needs). Raises UpdateRejected (code: a RejectReason)
         and changes nothing but the rejection counter. Keeps no reference to
         ``tensors`` and never writes into them. ``now`` is unused (sync rounds use it).
         """
@@ -59,11 +61,13 @@ class FedBuffAggregator(AggregatorBase):
                 or not 0 <= staleness <= self._max_staleness
             ):
                 staleness = self._checked_staleness(base_version)
-            weight, norm, clipped = self._fold_checked(update_id, tensors, num_examples, staleness)
+            weight, norm, clipped = self._fold_checked(
+                update_id, tensors, num_examples, staleness, source
+            )
         except UpdateRejected as exc:
             self._count_rejection(exc)
             raise
-        step = self._step() if len(self._active) >= self._goal else None
+        step = self._step() if self._buffer_ready() else None
         return FoldResult(staleness, weight, norm, clipped, step)
 
     def merge(self, partial: Partial, now: float | None = None) -> MergeResult:
@@ -79,7 +83,7 @@ class FedBuffAggregator(AggregatorBase):
                     f"{self._version}: replicas only hand out committed versions"
                 )
             applied += self._merge_group(group, staleness)
-        step = self._step() if len(self._active) >= self._goal else None
+        step = self._step() if self._buffer_ready() else None
         return MergeResult(applied, step=step)
 
     def _fold_plain(

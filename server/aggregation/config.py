@@ -235,7 +235,15 @@ class AggregationConfig:
             _number(self, "clip_norm", "clip_norm", low=0.0, low_open=True)
         _number(self, "noise_multiplier", "noise_multiplier", low=0.0)
         if self.noise_multiplier > 0 and self.clip_norm is None:
-            raise _fail("noise_multiplier", "> 0 requires clip_norm (noise std is z*C/K)")
+            raise _fail("noise_multiplier", "> 0 requires clip_norm (noise std is z * C * ...)")
+        weighting = self.example_weighting
+        if self.noise_multiplier > 0 and weighting.kind != "equal" and weighting.cap is None:
+            raise _fail(
+                "noise_multiplier",
+                f"> 0 with {weighting.kind!r} example weights needs example_weighting.cap: "
+                "without it one device's weight, and so its influence on a version, has no "
+                "bound, and no noise can hide it",
+            )
         if self.max_update_norm is not None:
             _number(self, "max_update_norm", "max_update_norm", low=0.0, low_open=True)
         _int("seed", self.seed, minimum=0)

@@ -40,7 +40,7 @@ from server.aggregation.contribution import Weigher, masked_flat
 from server.aggregation.masked import MaskedAccumulator, MaskedConfig, Release
 from server.aggregation.optimizers import make_optimizer
 from server.aggregation.partial import Partial, PartialGroup
-from server.aggregation.privacy import GaussianNoise
+from server.aggregation.privacy import GaussianNoise, sensitivity
 from server.aggregation.recent import RecentIds
 from server.aggregation.results import AggregatorStats, MergeResult, StepResult
 from server.aggregation.staleness import make_staleness_fn
@@ -64,6 +64,7 @@ class AggregatorBase:
         *,
         version: int = 0,
         masked: MaskedConfig | None = None,
+        noise_seed: int | None = None,
     ) -> None:
         if config.mode != self.mode:
             raise ConfigError(
@@ -80,7 +81,8 @@ class AggregatorBase:
         self._params_shared = False
         self._version = version
         self._optimizer = make_optimizer(config)
-        self._noise = GaussianNoise(config.seed)
+        # a DP task's server passes a secret seed: the config's seed is published
+        self._noise = GaussianNoise(config.seed if noise_seed is None else noise_seed)
         self._staleness_fn = make_staleness_fn(config)
         self._max_staleness = sys.maxsize if config.max_staleness is None else config.max_staleness
         table_size = min(_STALENESS_TABLE, self._max_staleness + 1)
@@ -105,6 +107,9 @@ class AggregatorBase:
         if masked is not None:
             self._plain = False
         self._recent = RecentIds(config.dedup_window)
+        # The last version this aggregator may make (a privacy budget), None: no limit.
+        # Set by the task each time it builds or restores the aggregator; not in the state.
+        self.version_limit: int | None = None
         self._folded = self._steps = self._staleness_sum = self._clipped = 0
         self._rounds_abandoned = self._updates_dropped = 0
         self._rejected: Counter[str] = Counter()
@@ -204,6 +209,7 @@ class AggregatorBase:
         tensors: Sequence[np.ndarray[Any, Any]],
         num_examples: int,
         staleness: int,
+        source: str | None = None,
     ) -> tuple[float, float, bool]:
         """Validate and fold an update whose id and version were accepted.
 
@@ -215,7 +221,7 @@ class AggregatorBase:
             flat = masked_flat(tensors, self._spec.total_size)
             e_int = masked.example_int(self._weigher.example(num_examples))
             w_int = masked.staleness_int(self.staleness_weight(staleness)) * e_int
-            self._mbuffer.add(update_id, flat, w_int, masked.to_float(w_int))
+            self._mbuffer.add(update_id, flat, w_int, masked.to_float(w_int), source)
             self._folded += 1
             self._staleness_sum += staleness
             return masked.to_float(w_int), 0.0, False
@@ -243,7 +249,9 @@ class AggregatorBase:
             s_int = masked.staleness_int(s_weight)
             e_ints = [int(w) for w in group.example_weights]
             floats = [masked.to_float(s_int * e) for e in e_ints]
-            self._mbuffer.add_total(group.ids, group.total, s_int, e_ints, sum(floats))
+            self._mbuffer.add_total(
+                group.ids, group.total, s_int, e_ints, sum(floats), group.sources
+            )
             self._folded += len(group.ids)
             self._staleness_sum += staleness * len(group.ids)
             return [(uid, staleness, w) for uid, w in zip(group.ids, floats, strict=True)]
@@ -265,9 +273,22 @@ class AggregatorBase:
 
     # -- stepping ------------------------------------------------------------------------
 
+    def _buffer_ready(self) -> bool:
+        """K updates in the buffer; masked, also from as many distinct sources as a release
+        needs (a buffer short of them waits for more, up to the fixed point's limit)."""
+        if len(self._active) < self._goal:
+            return False
+        masked = self._masked
+        if masked is None or self._mbuffer.distinct >= masked.distinct_sources:
+            return True
+        return len(self._mbuffer) >= (masked.max_updates or self._goal)
+
     def _step(self) -> StepResult | None:
         """Turn the buffer into a pseudo-gradient, apply the optimizer, bump the version.
-        Masked: seal the buffer instead (None); :meth:`complete_release` steps."""
+        Masked: seal the buffer instead (None); :meth:`complete_release` steps.
+        At :attr:`version_limit` nothing happens (None): the updates stay buffered."""
+        if self.at_version_limit:
+            return None
         if self._masked is not None:
             self._version += 1
             sealed = list(self._mbuffer.ids)
@@ -324,8 +345,9 @@ class AggregatorBase:
     def _apply(self, pseudo_grad: Flat, n: int, ids: tuple[str, ...]) -> StepResult:
         """Noise, then the optimizer step on the parameters."""
         cfg = self._config
-        if cfg.noise_multiplier > 0 and cfg.clip_norm is not None:
-            self._noise.add(pseudo_grad, cfg.noise_multiplier * cfg.clip_norm / n)
+        # Masked: the mask service added the noise to the sum before the server saw it.
+        if cfg.noise_multiplier > 0 and self._masked is None:
+            self._noise.add(pseudo_grad, self.noise_std(n))
         pg_norm = math.sqrt(blas.sq_norm(pseudo_grad))
         if self._params_shared:
             self._flat = self._flat.copy()
@@ -335,6 +357,16 @@ class AggregatorBase:
             self._version += 1
         self._steps += 1
         return StepResult(self._version, n, ids, pg_norm)
+
+    @property
+    def at_version_limit(self) -> bool:
+        """True when :attr:`version_limit` forbids another version."""
+        return self.version_limit is not None and self._version >= self.version_limit
+
+    def noise_std(self, n: int) -> float:
+        """The std of the Gaussian noise on the pseudo-gradient of ``n`` updates:
+        ``noise_multiplier`` times the version's sensitivity (:mod:`.privacy`)."""
+        return self._config.noise_multiplier * sensitivity(self._config, n)
 
     def _consume(self, ids: Sequence[str]) -> None:
         """Move the buffer's ids into the dedup window and empty the buffer."""
@@ -390,6 +422,7 @@ class AggregatorBase:
                 "weight_sum": buf.weight_sum if held else 0.0,
                 "ids": list(buf.ids) if held else [],
                 "weights": list(buf.weights) if held else [],
+                "sources": list(buf.sources) if held else [],
             },
             "releases": [r.to_state() for r in self._releases] if with_buffer else [],
             **self._counts(),
@@ -449,6 +482,7 @@ class AggregatorBase:
                 ids,
                 buf["weights"],
                 float(buf["weight_sum"]),
+                buf.get("sources"),
             )
             self._releases = [Release.from_state(r) for r in state["releases"]]
             self._version = int(state["version"])

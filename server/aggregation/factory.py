@@ -24,12 +24,13 @@ def make_aggregator(
     *,
     version: int = 0,
     masked: MaskedConfig | None = None,
+    noise_seed: int | None = None,
 ) -> Aggregator:
     """A :class:`SyncRoundAggregator` for ``mode = "sync"``, else a FedBuffAggregator;
-    ``masked``: they fold masked updates (secure aggregation)."""
-    if config.mode == "sync":
-        return SyncRoundAggregator(params, config, version=version, masked=masked)
-    return FedBuffAggregator(params, config, version=version, masked=masked)
+    ``masked``: they fold masked updates (secure aggregation); ``noise_seed``: seeds the
+    noise instead of ``config.seed`` (a secret one for a DP task)."""
+    cls = SyncRoundAggregator if config.mode == "sync" else FedBuffAggregator
+    return cls(params, config, version=version, masked=masked, noise_seed=noise_seed)
 
 
 def restore_aggregator(state: dict[str, Any]) -> Aggregator:

@@ -18,6 +18,7 @@ follow when the release completes, in order. Nothing here does I/O.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,10 @@ class MaskedConfig:
     staleness_levels: int = 64  # a staleness weight s(t) <= 1 becomes round(s * this) >= 1
     example_levels: int = 1  # example weights in this many steps up to example_max
     example_max: float = 1.0
+    # the mask service releases a sum only of updates from at least this many distinct
+    # sources (devices); a buffer is sealed once it holds them (and K updates)
+    distinct_sources: int = 1
+    max_updates: int = 0  # the most updates one sum may hold (the scale allows); 0: K
 
     @property
     def max_weight(self) -> int:
@@ -63,6 +68,8 @@ class MaskedConfig:
             "staleness_levels": self.staleness_levels,
             "example_levels": self.example_levels,
             "example_max": self.example_max,
+            "distinct_sources": self.distinct_sources,
+            "max_updates": self.max_updates,
         }
 
     @classmethod
@@ -72,32 +79,81 @@ class MaskedConfig:
             int(data["staleness_levels"]),
             int(data["example_levels"]),
             float(data["example_max"]),
+            int(data.get("distinct_sources", 1)),
+            int(data.get("max_updates", 0)),
         )
 
 
 class MaskedAccumulator:
-    """``total = sum(w_i * masked_i) mod 2**32`` over one flat uint32 vector."""
+    """``total = sum(w_i * masked_i) mod 2**32`` over one flat uint32 vector.
+
+    Kept as one running sum per integer weight (``sum_w = sum of the masked vectors of
+    weight w``): a fold is then one ``np.add`` pass, as cheap as a plain fold's saxpy,
+    instead of a multiply and an add. ``total`` combines them (``sum(w * sum_w)``, mod
+    2**32: the same integers) when it is read. Staleness weights take few distinct values
+    in one buffer; past :data:`MAX_SUMS` of them the sums are combined into one.
+    """
+
+    MAX_SUMS = 8
 
     def __init__(self, size: int) -> None:
-        self.total: MaskedFlat = np.zeros(size, dtype=np.uint32)
-        self._scratch: MaskedFlat = np.empty(size, dtype=np.uint32)
+        self._size = size
+        self._sums: dict[int, MaskedFlat] = {}
+        self._total: MaskedFlat | None = None  # sum(w * sum_w), until the next add
         self.ids: list[str] = []
         self.id_set: set[str] = set()
         self.weights: list[int] = []
+        self.sources: list[str | None] = []  # None: not known, counted as distinct
+        self._devices: Counter[str] = Counter()
+        self._unknown = 0
         self.weight_sum = 0.0  # float weights, for normalization by weights
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def add(self, update_id: str, masked: MaskedFlat, weight: int, weight_float: float) -> None:
+    @property
+    def distinct(self) -> int:
+        """Distinct sources in the buffer (each unknown source counts as one)."""
+        return len(self._devices) + self._unknown
+
+    @property
+    def total(self) -> MaskedFlat:
+        if self._total is None:
+            total = np.zeros(self._size, dtype=np.uint32)
+            scratch = np.empty(self._size, dtype=np.uint32)
+            for weight, part in self._sums.items():
+                np.multiply(part, np.uint32(weight), out=scratch)
+                np.add(total, scratch, out=total)
+            self._total = total
+        return self._total
+
+    def _into(self, weight: int, vector: MaskedFlat) -> None:
+        """``sum_weight += vector`` (one pass); bounded memory: combine past MAX_SUMS."""
+        self._total = None
+        part = self._sums.get(weight)
+        if part is not None:
+            np.add(part, vector, out=part)
+            return
+        if len(self._sums) >= self.MAX_SUMS:
+            combined = self.total  # sum(w * sum_w): one sum of weight 1
+            self._sums = {1: combined}
+            self._total = None
+            if weight == 1:
+                np.add(combined, vector, out=combined)
+                return
+        self._sums[weight] = vector.astype(np.uint32, copy=True)
+
+    def add(
+        self,
+        update_id: str,
+        masked: MaskedFlat,
+        weight: int,
+        weight_float: float,
+        source: str | None = None,
+    ) -> None:
         """Add ``weight * masked`` modulo 2**32 (uint32 arithmetic wraps)."""
-        w = np.uint32(weight)
-        if self.ids:
-            np.multiply(masked, w, out=self._scratch)
-            np.add(self.total, self._scratch, out=self.total)
-        else:
-            np.multiply(masked, w, out=self.total)
-        self._append([update_id], [weight], weight_float)
+        self._into(weight, masked)
+        self._append([update_id], [weight], weight_float, [source])
 
     def add_total(
         self,
@@ -106,21 +162,30 @@ class MaskedAccumulator:
         factor: int,
         weights: Sequence[int],
         weight_float: float,
+        sources: Sequence[str | None] = (),
     ) -> None:
         """Add ``factor * total`` (a replica's sum, example-weighted); each id's weight
         becomes ``factor * its example weight``."""
-        f = np.uint32(factor)
-        if self.ids:
-            np.multiply(total, f, out=self._scratch)
-            np.add(self.total, self._scratch, out=self.total)
-        else:
-            np.multiply(total, f, out=self.total)
-        self._append(list(ids), [factor * w for w in weights], weight_float)
+        self._into(factor, total)
+        known: list[str | None] = list(sources) if len(sources) == len(ids) else [None] * len(ids)
+        self._append(list(ids), [factor * w for w in weights], weight_float, known)
 
-    def _append(self, ids: list[str], weights: list[int], weight_float: float) -> None:
+    def _append(
+        self,
+        ids: list[str],
+        weights: list[int],
+        weight_float: float,
+        sources: list[str | None],
+    ) -> None:
         self.ids.extend(ids)
         self.id_set.update(ids)
         self.weights.extend(weights)
+        self.sources.extend(sources)
+        for source in sources:
+            if source is None:
+                self._unknown += 1
+            else:
+                self._devices[source] += 1
         self.weight_sum += weight_float
 
     def seal(self, version: int, task_key: str) -> Release:
@@ -129,7 +194,7 @@ class MaskedAccumulator:
             version=version,
             ids=tuple(self.ids),
             weights=tuple(self.weights),
-            total=self.total.copy(),
+            total=self.total,
             weight_sum=self.weight_sum,
             release_id=release_id(task_key, self.ids, self.weights),
         )
@@ -138,6 +203,8 @@ class MaskedAccumulator:
 
     def reset(self) -> None:
         self.ids, self.id_set, self.weights, self.weight_sum = [], set(), [], 0.0
+        self.sources, self._devices, self._unknown = [], Counter(), 0
+        self._sums, self._total = {}, None
 
     def load(
         self,
@@ -145,13 +212,20 @@ class MaskedAccumulator:
         ids: Sequence[str],
         weights: Sequence[int],
         weight_sum: float,
+        sources: Sequence[str | None] | None = None,
     ) -> None:
         if ids and total is None:
             raise ValueError("a non-empty buffer needs its total")
-        if total is not None:
-            self.total[...] = total
-        self.ids, self.id_set = list(ids), set(ids)
-        self.weights, self.weight_sum = [int(w) for w in weights], float(weight_sum)
+        self.reset()
+        if total is not None and ids:
+            self._sums = {1: np.array(total, dtype=np.uint32)}
+        given = list(sources) if sources is not None else []
+        self._append(
+            [str(i) for i in ids],
+            [int(w) for w in weights],
+            float(weight_sum),
+            given if len(given) == len(ids) else [None] * len(ids),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,10 +42,14 @@ class PartialGroup:
     weight_sum: float
     ids: tuple[str, ...]
     example_weights: tuple[float, ...]
+    # each update's device, where the leader knows it (masked buffers count them)
+    sources: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.ids) != len(self.example_weights) or not self.ids:
             raise ValueError("a group needs one example weight per id, and at least one id")
+        if self.sources and len(self.sources) != len(self.ids):
+            raise ValueError("a group's sources, when given, name one device per id")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,23 +1,97 @@
-"""Per-update L2 clipping and central Gaussian noise on the aggregate.
+"""Per-update L2 clipping, the sensitivity of a version, and central Gaussian noise.
 
 Clipping never materialises a clipped copy: the fold multiplies the update's weight by
-``scale = min(1, C / norm)``. Noise of std ``noise_multiplier * C / K`` is drawn from a
-seeded PCG64 generator whose state is part of the aggregator snapshot, so a restored
-aggregator draws the same noise. No privacy accounting here (epsilon comes later).
+``scale = min(1, C / norm)``. The noise of a version made of ``n`` updates has std
+``noise_multiplier * sensitivity(config, n)``: the most one device's update can move
+the pseudo-gradient (zero-out adjacency: the device's update is replaced by one that
+contributes nothing, the number of slots ``n`` is public). With weights ``w = s * e``
+(staleness ``s``, example weight ``e``) and ``w_max``, ``w_min`` their bounds:
+
+- ``normalization = "goal"``: ``sum(w_i x_i) / n``, so ``C * w_max / n``;
+- ``normalization = "weights"``: ``sum(w_i x_i) / sum(w_i)``; removing device ``u``
+  moves it by ``w_u (x_u - m') / (W' + w_u)`` with ``|x_u - m'| <= 2C`` and
+  ``W' >= (n - 1) w_min``, so ``2C w_max / (w_max + (n - 1) w_min)``.
+
+The staleness bounds are taken over every staleness (the leader's copy of the config
+has no staleness bound), the example bounds over ``1..cap``; without a cap, ``linear``,
+``sqrt`` and ``log`` weights have no bound and noise is refused by the config.
+Noise is drawn from a PCG64 generator whose state is part of the aggregator snapshot,
+so a restored aggregator draws the same noise; the server seeds it from the OS's
+CSPRNG for a DP task (:func:`secret_seed`), never from the published ``seed``.
+Epsilon is :mod:`server.privacy`'s business.
 """
 
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from server.aggregation import blas
+from server.aggregation.config import AggregationConfig
 from server.aggregation.validation import Flat
 
-__all__ = ["GaussianNoise", "clip_by_norm", "clip_scale"]
+__all__ = [
+    "GaussianNoise",
+    "WeightBounds",
+    "clip_by_norm",
+    "clip_scale",
+    "secret_seed",
+    "sensitivity",
+    "weight_bounds",
+]
+
+
+class WeightBounds(NamedTuple):
+    """The largest and smallest weight ``s * e`` any update can get."""
+
+    high: float
+    low: float
+
+
+def weight_bounds(config: AggregationConfig) -> WeightBounds:
+    """``(w_max, w_min)`` over every staleness and every example count (ConfigError-free:
+    an unbounded example weight gives ``inf``)."""
+    st, ew = config.staleness, config.example_weighting
+    s_high = 1.0  # every rule gives 1 at s = 0 and never increases
+    decays = (
+        (st.kind == "polynomial" and st.exponent > 0)
+        or (st.kind == "hinge" and st.a > 0)
+        or st.kind == "nvflare"
+    )
+    s_low = 0.0 if decays else 1.0
+    cap = ew.cap
+    if ew.kind == "equal":
+        e_high, e_low = 1.0, 1.0
+    elif cap is None:
+        e_high, e_low = math.inf, 1.0
+    elif ew.kind == "linear":
+        e_high, e_low = float(cap), 1.0
+    elif ew.kind == "sqrt":
+        e_high, e_low = math.sqrt(cap), 1.0
+    else:
+        e_high, e_low = math.log10(1 + cap), math.log10(2)
+    return WeightBounds(s_high * e_high, s_low * e_low)
+
+
+def sensitivity(config: AggregationConfig, n: int) -> float:
+    """The L2 sensitivity of the pseudo-gradient of a version made of ``n`` updates."""
+    if config.clip_norm is None:
+        return math.inf
+    c, (high, low) = config.clip_norm, weight_bounds(config)
+    if n < 1 or math.isinf(high):
+        return math.inf
+    if config.normalization == "goal":
+        return c * high / n
+    return 2.0 * c * high / (high + (n - 1) * low)
+
+
+def secret_seed() -> int:
+    """128 bits from the OS's CSPRNG: a noise seed nobody can read from the config."""
+    return secrets.randbits(128)
 
 
 def clip_scale(norm: float, clip_norm: float | None) -> tuple[float, bool]:

@@ -41,8 +41,9 @@ class SyncRoundAggregator(AggregatorBase):
         *,
         version: int = 0,
         masked: MaskedConfig | None = None,
+        noise_seed: int | None = None,
     ) -> None:
-        super().__init__(params, config, version=version, masked=masked)
+        super().__init__(params, config, version=version, masked=masked, noise_seed=noise_seed)
         self._round_id = 0
         self._open = False
         self._deadline = 0.0
@@ -110,6 +111,7 @@ class SyncRoundAggregator(AggregatorBase):
         num_examples: int,
         base_version: int,
         now: float | None = None,
+        source: str | None = None,
     ) -> FoldResult:
         """Fold an update into the open round; steps (and closes it) at ``goal`` updates.
 
@@ -121,7 +123,7 @@ class SyncRoundAggregator(AggregatorBase):
         try:
             self._check_duplicate(update_id)
             self._check_round(base_version, now)
-            weight, norm, clipped = self._fold_checked(update_id, tensors, num_examples, 0)
+            weight, norm, clipped = self._fold_checked(update_id, tensors, num_examples, 0, source)
         except UpdateRejected as exc:
             self._count_rejection(exc)
             raise
@@ -150,6 +152,10 @@ class SyncRoundAggregator(AggregatorBase):
     def _step_if_full(self) -> StepResult | None:
         if len(self._active) < self.goal:
             return None
+        if self.at_version_limit:  # a privacy budget: the round cannot make a version
+            self._open = False
+            self._abandon()
+            return None
         step = self._step()
         self._open = False
         return step
@@ -164,13 +170,16 @@ class SyncRoundAggregator(AggregatorBase):
             return None
         self._open = False
         need = max(1, math.ceil(self._config.min_round_fraction * self.goal))
-        if len(self._active) >= need:
+        if len(self._active) >= need and not self.at_version_limit:
             return self._step()
+        self._abandon()
+        return None
+
+    def _abandon(self) -> None:
         self._rounds_abandoned += 1
         self._updates_dropped += len(self._active)
         self._recent.extend(self._active.ids)  # dropped ids stay refused as duplicates
         self._active.reset()
-        return None
 
     def renumber_after(self, round_id: int) -> list[str]:
         """Continue round ids after ``round_id`` (one replicas may have handed out): an

@@ -189,4 +189,19 @@ async def status_of(services: Services, runtime: TaskRuntime) -> dict[str, Any]:
         "created_at": state.record.created_at,
         "config": state.config.to_dict(),
         "artifacts": state.record.artifacts,
+        **_privacy(state),
+    }
+
+
+def _privacy(state: Any) -> dict[str, Any]:
+    """``privacy`` (what the dashboard reads), ``privacy_accounting`` and the reason a
+    task paused by its budget is paused; nothing for a task without a budget."""
+    budget = state.config.budget
+    if budget is None:
+        return {}
+    reached = budget.reached(state.version)
+    return {
+        "privacy": budget.status(state.version),
+        "privacy_accounting": budget.details(),
+        "status_reason": "privacy_budget_reached" if reached and state.paused else None,
     }

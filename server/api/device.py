@@ -138,6 +138,16 @@ async def checkin(request: web.Request) -> web.Response:
     if state.paused:
         metrics.checkins.labels(state.id, "paused").inc()
         return respond(request, _turned_away("task_paused", 30.0 * (0.5 + random.random())))
+    budget = state.config.budget
+    if budget is not None:
+        if budget.reached(state.version):
+            metrics.checkins.labels(state.id, "privacy_budget_reached").inc()
+            return respond(request, _turned_away("privacy_budget_reached", 3600.0))
+        # the accountant assumes one check-in per device every min_separation versions
+        if not await services.participation.allowed(
+            state.id, device_id, state.version, budget.config.min_separation
+        ):
+            return _participation_refused(request, services, state)
     now = time.time()
     deadline_s = state.config.session_deadline_s or services.settings.session_deadline_s
     expires_at = now + deadline_s
@@ -157,6 +167,10 @@ async def checkin(request: web.Request) -> web.Response:
     ):
         metrics.checkins.labels(state.id, "no_slot").inc()
         return respond(request, _turned_away("no_slot", state.retry_after(random.random())))
+    if budget is not None and not await services.participation.admit(
+        state.id, device_id, version, budget.config.min_separation
+    ):  # a concurrent check-in of this device won the race; its slot expires unused
+        return _participation_refused(request, services, state)
     metrics.checkins.labels(state.id, "admitted").inc()
     artifacts = {k: v for k, v in state.record.artifacts.items() if k != "params0"}
     return respond(
@@ -212,6 +226,13 @@ async def _admit_to_round(
         raise Unavailable("no sync round is run here", code="sync_unavailable")
     shared = await services.rounds.select(runtime.state.id, device_id, now, runtime.state.version)
     return None if shared is None else (shared.version, shared.deadline, shared.round_id)
+
+
+def _participation_refused(request: web.Request, services: Services, state: Any) -> web.Response:
+    """The device checked in less than ``min_separation`` versions ago (DP tasks)."""
+    services.metrics.checkins.labels(state.id, "participation_limit").inc()
+    wait = max(1.0, state.session_seconds_ewma) * (0.5 + random.random())
+    return respond(request, _turned_away("participation_limit", round(wait, 3)))
 
 
 def _turned_away(reason: str, retry_after: float) -> dict[str, Any]:

@@ -45,6 +45,10 @@ async def metrics(request: web.Request) -> web.Response:
         m.active_sessions.labels(task_id).set(await services.sessions.active_count(task_id, now))
         m.buffered.labels(task_id).set(runtime.buffered())
         m.leading.labels(task_id).set(1 if runtime.leading else 0)
+        budget = runtime.state.config.budget
+        if budget is not None:
+            m.epsilon.labels(task_id).set(budget.epsilon(runtime.state.version))
+            m.epsilon_budget.labels(task_id).set(budget.config.target_epsilon)
     body = generate_latest(m.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

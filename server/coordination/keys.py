@@ -25,6 +25,10 @@ class Keys:
         claim's ``owner`` token and ``claimed_at``), made at first upload."""
         return f"{self.namespace}:{{{task_id}}}:session:{sid}"
 
+    def participation(self, task_id: str, device_id: str) -> str:
+        """STRING: the version of the device's last check-in to a DP task."""
+        return f"{self.namespace}:{{{task_id}}}:participation:{device_id}"
+
     def partials(self, task_id: str) -> str:
         """STREAM: replicas' partial sums of accepted updates (fields ``m`` meta, ``b`` sums)."""
         return f"{self.namespace}:{{{task_id}}}:partials"

@@ -21,6 +21,7 @@ update are about the model's size divided by the number of updates in a group.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -182,9 +183,14 @@ def decode(meta_bytes: bytes, body: bytes, position: str) -> PartialRecord:
         if offset != len(body):
             raise ValueError("the body holds more than the groups")
         entries = [dict(e) for e in meta["entries"]]
-        partial = Partial(tuple(groups))
-        if [e["id"] for e in entries] != partial.ids:
+        if [e["id"] for e in entries] != [i for g in groups for i in g.ids]:
             raise ValueError("entries do not match the groups' ids")
+        devices = iter(str(e["device_id"]) for e in entries)
+        partial = Partial(  # each update's device, as its ledger entry names it
+            tuple(
+                dataclasses.replace(g, sources=tuple(next(devices) for _ in g.ids)) for g in groups
+            )
+        )
         return PartialRecord(
             str(meta["id"]), str(meta["replica"]), float(meta["at"]), partial, entries, position
         )

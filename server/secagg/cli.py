@@ -1,7 +1,8 @@
 """``asyncfl secagg``: run the mask service, make an operator key, vouch for a mask key.
 
 asyncfl secagg serve --data-dir DIR [--host H] [--port P] [--port-file F]
-                     [--database-url URL] [--min-threshold N]   (token: ASYNCFL_SECAGG_TOKEN)
+                     [--database-url URL] [--min-threshold N] [--parent-pid PID]
+                     (token: ASYNCFL_SECAGG_TOKEN)
 asyncfl secagg operator-keygen --out FILE        prints the public key apps ship (hex)
 asyncfl secagg sign --operator-key FILE --data-dir DIR
 asyncfl secagg key --data-dir DIR                prints the mask service's public key (hex)
@@ -39,6 +40,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=int(os.environ.get("ASYNCFL_SECAGG_MIN_THRESHOLD", "2")),
         help="the fewest updates any release may cover, whatever a task asks",
     )
+    serve.add_argument(
+        "--parent-pid",
+        type=int,
+        help="exit when this process is gone (the embedded server's child; set by it)",
+    )
     serve.set_defaults(func=_serve)
     keygen = actions.add_parser("operator-keygen", help="make an operator signing key")
     keygen.add_argument("--out", type=Path, required=True)
@@ -63,11 +69,23 @@ def _serve(args: argparse.Namespace) -> int:
         database_url=args.database_url,
         min_threshold=max(1, args.min_threshold),
     )
-    asyncio.run(_run(create_app(config), args.host, args.port, args.port_file))
+    app = create_app(config)
+    asyncio.run(_run(app, args.host, args.port, args.port_file, args.parent_pid))
     return 0
 
 
-async def _run(app: web.Application, host: str, port: int, port_file: Path | None) -> None:
+async def _orphaned(parent: int, stop: asyncio.Event) -> None:
+    """Set ``stop`` once ``parent`` is gone (a kill -9 of the server leaves no child)."""
+    while not stop.is_set():
+        if os.getppid() != parent:
+            stop.set()
+            return
+        await asyncio.sleep(0.5)
+
+
+async def _run(
+    app: web.Application, host: str, port: int, port_file: Path | None, parent: int | None
+) -> None:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:
@@ -81,7 +99,10 @@ async def _run(app: web.Application, host: str, port: int, port_file: Path | Non
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        watch = None if parent is None else asyncio.create_task(_orphaned(parent, stop))
         await stop.wait()
+        if watch is not None:
+            watch.cancel()
     finally:
         await runner.cleanup()
 

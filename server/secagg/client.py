@@ -9,7 +9,7 @@ refuses the upload; a refused release is the leader's to handle).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -114,8 +114,11 @@ class MaskClient:
                 f"the mask service refused the seed: {message}", code="seed_refused"
             )
 
-    async def release(self, task_id: str, release: Release, size: int) -> np.ndarray[Any, Any]:
-        """``sum(w_i * mask_i) mod 2**32`` for a sealed buffer (Conflict when refused)."""
+    async def release(
+        self, task_id: str, release: Release, size: int, noise_std: float = 0.0
+    ) -> np.ndarray[Any, Any]:
+        """``sum(w_i * mask_i) mod 2**32`` for a sealed buffer (Conflict when refused),
+        minus the service's noise of ``noise_std`` (fixed-point units) for a DP task."""
         status, body = await self._call(
             "POST",
             f"/v1/tasks/{task_id}/releases",
@@ -124,6 +127,7 @@ class MaskClient:
                 "version": release.version,
                 "size": size,
                 "items": [[uid, w] for uid, w in zip(release.ids, release.weights, strict=True)],
+                **({"noise_std": noise_std} if noise_std > 0 else {}),
             },
         )
         if status != 200 or not isinstance(body, dict):
@@ -160,12 +164,14 @@ def _error(body: Any) -> tuple[str, str]:
 class ProvidedReleases:
     """The leader's :class:`~server.tasks.local.Releases`: the configured mask service."""
 
-    def __init__(self, provider: Any) -> None:
+    def __init__(self, provider: Any, noise_std: Callable[[str, int], float] | None = None) -> None:
         self._provider = provider
+        self._noise_std = noise_std  # (task, size) -> the std the service must add
 
     async def release(self, task_id: str, release: Release, size: int) -> np.ndarray[Any, Any]:
         client: MaskClient = await self._provider.client()
-        return await client.release(task_id, release, size)
+        std = 0.0 if self._noise_std is None else self._noise_std(task_id, size)
+        return await client.release(task_id, release, size, std)
 
     async def forget(self, task_id: str, release_ids: list[str]) -> None:
         client: MaskClient = await self._provider.client()

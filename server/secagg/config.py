@@ -25,6 +25,9 @@ __all__ = ["SecureAggregation"]
 
 STALENESS_LEVELS = 64
 EXAMPLE_LEVELS = 64
+# Noise beyond this many standard deviations (probability ~1e-15 per coordinate) could
+# wrap the noised sum; max_updates must leave room for it above the aggregation goal.
+NOISE_SIGMAS = 8
 
 
 @dataclass(frozen=True)
@@ -60,10 +63,19 @@ class SecureAggregation:
             raise ConfigError(
                 f"{where} no max_update_norm: the server cannot see a masked update's norm"
             )
-        if agg.noise_multiplier > 0:
+        if agg.noise_multiplier > 0 and agg.normalization != "goal":
             raise ConfigError(
-                "central noise with secure aggregation would be added by the server to the "
-                "unmasked sum; it is not supported yet (set noise_multiplier to 0)"
+                f'{where} normalization "goal" with noise: the mask service adds the '
+                "noise to the integer sum, before any division, and a division by the "
+                "sum of weights would make its std depend on the devices' example counts"
+            )
+        headroom = self.limit(agg) - agg.aggregation_goal
+        if agg.noise_multiplier > 0 and NOISE_SIGMAS * agg.noise_multiplier > headroom:
+            raise ConfigError(
+                f"secure_aggregation.max_updates {self.limit(agg)} leaves room for "
+                f"{headroom} update(s) above the goal; noise of multiplier "
+                f"{agg.noise_multiplier:g} needs {NOISE_SIGMAS} times that so the noised "
+                "sum cannot wrap modulo 2**32: raise max_updates"
             )
         if self.threshold > agg.aggregation_goal:
             raise ConfigError(
@@ -90,6 +102,18 @@ class SecureAggregation:
         except SecaggError as exc:
             raise ConfigError(f"secure_aggregation: {exc}") from exc
 
+    def noise_std(self, agg: AggregationConfig, size: int) -> float:
+        """The std of the mask service's noise on the integer sum ``sum(w q)``:
+        ``noise_multiplier`` times its sensitivity, one update at the largest integer
+        weight, ``|q| <= C * scale + sqrt(size) / 2`` (clipped, then rounded)."""
+        if agg.noise_multiplier <= 0:
+            return 0.0
+        assert agg.clip_norm is not None
+        fp = self.fixed_point(agg)
+        return (
+            agg.noise_multiplier * fp.max_weight * (agg.clip_norm * fp.scale + math.sqrt(size) / 2)
+        )
+
     def limit(self, agg: AggregationConfig) -> int:
         return self.max_updates or 2 * agg.aggregation_goal
 
@@ -111,4 +135,6 @@ class SecureAggregation:
         }[weighting.kind]
         if scale is None:
             scale = self.fixed_point(agg).scale
-        return MaskedConfig(scale, STALENESS_LEVELS, levels, example_max)
+        return MaskedConfig(
+            scale, STALENESS_LEVELS, levels, example_max, self.threshold, self.limit(agg)
+        )

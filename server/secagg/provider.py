@@ -4,7 +4,10 @@
 operator: the production setup). Without it, the embedded server starts one itself the
 first time a secure-aggregation task needs it (``asyncfl secagg serve`` in a child
 process with its own key and SQLite store under ``<data dir>/secagg``), so the feature
-works with zero setup, and stops it at shutdown.
+works with zero setup, and stops it at shutdown. A child that exits is started again on
+the next call (same key, same store: the seeds it held are still there); a child whose
+server died (kill -9) exits by itself (``--parent-pid``). Its pid is in
+``<data dir>/secagg/child.pid``.
 """
 
 from __future__ import annotations
@@ -38,13 +41,25 @@ class MaskServiceProvider:
         self._lock = asyncio.Lock()
 
     async def client(self) -> MaskClient:
-        if self._client is not None:
+        if self._client is not None and not self._child_died():
             return self._client
         async with self._lock:
+            if self._child_died():  # same key and store: a new child picks up its seeds
+                logger.warning("the mask service child exited; starting it again")
+                await self._client_closed()
+                self._proc = None
             if self._client is None:
                 url = self._url or await self._start_child()
                 self._client = MaskClient(url, self._token)
         return self._client
+
+    def _child_died(self) -> bool:
+        return self._proc is not None and self._proc.poll() is not None
+
+    async def _client_closed(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
     async def _start_child(self) -> str:
         if self._child_dir is None:
@@ -58,7 +73,7 @@ class MaskServiceProvider:
         port_file = directory / f"port.{secrets.token_hex(4)}"
         log = open(directory / "secagg.log", "ab")  # noqa: SIM115 - the child owns it
         cmd = [sys.executable, "-m", "server.cli", "secagg", "serve", "--data-dir", str(directory)]
-        cmd += ["--port", "0", "--port-file", str(port_file)]
+        cmd += ["--port", "0", "--port-file", str(port_file), "--parent-pid", str(os.getpid())]
         env = {**os.environ, "ASYNCFL_SECAGG_TOKEN": self._token}
         self._proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -73,6 +88,7 @@ class MaskServiceProvider:
             time.sleep(0.05)
         port = int(port_file.read_text())
         port_file.unlink(missing_ok=True)
+        (directory / "child.pid").write_text(str(self._proc.pid))
         logger.info("started a mask service (pid %d) on port %d", self._proc.pid, port)
         return f"http://127.0.0.1:{port}"
 
@@ -88,7 +104,5 @@ class MaskServiceProvider:
             proc.wait()
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        await self._client_closed()
         await asyncio.to_thread(self._stop_child)

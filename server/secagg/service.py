@@ -10,7 +10,9 @@ credential for this service). Bodies are MessagePack.
 - ``POST /v1/tasks/{t}/releases`` ``{release_id, version, size, items: [[update_id,
   weight], ...]}`` -> ``{mask_sum}`` (a uint32 tensor, ``sum(weight * mask) mod
   2**32``); 409 ``release_below_threshold``, ``release_unknown_update``,
-  ``release_overlap``;
+  ``release_overlap``; an optional ``noise_std`` (> 0, in fixed-point units) makes the
+  service subtract rounded Gaussian noise of that std (:mod:`.noise`), never less than the
+  largest std the task asked for since the service started;
 - ``POST /v1/tasks/{t}/releases/{r}/commit``: the version that used release ``r`` is
   committed, its seeds are deleted; 204;
 - ``GET /healthz``.
@@ -27,12 +29,13 @@ import hashlib
 import hmac
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from aiohttp import web
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from client_sdk.secagg import SealedSeed, SecaggError, expand_mask, open_seed, seed_context
 from client_sdk.wire import encode_tensor
@@ -40,6 +43,7 @@ from server.api.http import parse_body, respond
 from server.api.middleware import error_middleware
 from server.errors import BadRequest, Unauthorized, UpdateRejected
 from server.secagg.keys import MaskKeys
+from server.secagg.noise import noise_key, rounded_gaussian, subtract_noise
 from server.secagg.store import Item, SeedStore
 from server.storage.database import create_engine
 
@@ -67,6 +71,11 @@ class MaskService:
     keys: MaskKeys
     store: SeedStore
     config: ServiceConfig
+    # per task, the largest noise std asked for (in memory: see the README's Privacy notes)
+    noise_floor: dict[str, float] = field(default_factory=dict)
+
+    def noise_secret(self) -> bytes:
+        return self.keys.private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
 
 
 SERVICE = web.AppKey("mask_service", MaskService)
@@ -191,9 +200,25 @@ async def release(request: web.Request) -> web.Response:
         ):
             raise BadRequest("each item is [update_id, weight 1..2**32-1]", code="bad_field")
         items.append(Item(pair[0], pair[1]))
+    std = _noise_std(service, task, body.get("noise_std"))
     seeds = await service.store.claim_release(task, release_id, version, items)
     mask_sum = await asyncio.to_thread(sum_masks, items, seeds, size)
+    if std > 0:
+        key = noise_key(service.noise_secret(), task, release_id, std)
+        noise = await asyncio.to_thread(rounded_gaussian, key, size, std)
+        subtract_noise(mask_sum, noise)
     return respond(request, {"mask_sum": encode_tensor(mask_sum)}, msgpack_default=True)
+
+
+def _noise_std(service: MaskService, task: str, asked: Any) -> float:
+    if asked is None:
+        asked = 0.0
+    if isinstance(asked, bool) or not isinstance(asked, int | float) or not 0 <= asked < 2**31:
+        raise BadRequest("noise_std must be a number in [0, 2**31)", code="bad_field")
+    std = max(float(asked), service.noise_floor.get(task, 0.0))
+    if std > 0:
+        service.noise_floor[task] = std
+    return std
 
 
 def sum_masks(items: list[Item], seeds: dict[str, bytes], size: int) -> np.ndarray[Any, Any]:

@@ -17,10 +17,12 @@ Rules it keeps, each in one transaction:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -83,10 +85,38 @@ def items_digest(items: Sequence[Item]) -> str:
     return digest.hexdigest()
 
 
+def _conflict(update_id: str) -> UpdateRejected:
+    return UpdateRejected(f"update {update_id} already has another seed", code="seed_refused")
+
+
+@dataclass(frozen=True)
+class _Seed:
+    task_id: str
+    update_id: str
+    device_id: str
+    seed: bytes
+    sealed_sha256: str
+    future: asyncio.Future[None]
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "update_id": self.update_id,
+            "device_id": self.device_id,
+            "seed": self.seed,
+            "sealed_sha256": self.sealed_sha256,
+            "created_at": time.time(),
+            "release_id": None,
+        }
+
+
 class SeedStore:
     def __init__(self, engine: AsyncEngine, *, min_threshold: int) -> None:
         self._engine = engine
         self._min_threshold = min_threshold
+        self._queue: list[_Seed] = []
+        self._writer: asyncio.Task[None] | None = None
+        self._thresholds: dict[str, int] = {}  # fixed once stored: read once
 
     async def create(self) -> None:
         try:
@@ -98,6 +128,8 @@ class SeedStore:
     async def threshold(self, task_id: str, asked: int) -> int:
         """The task's threshold: fixed at its first seed, never below the service's own
         minimum, whatever the server asks later."""
+        if task_id in self._thresholds:
+            return self._thresholds[task_id]
         want = max(asked, self._min_threshold)
         try:
             async with self._engine.begin() as conn:
@@ -107,6 +139,7 @@ class SeedStore:
                     )
                 ).first()
                 if row is not None:
+                    self._thresholds[task_id] = int(row[0])
                     return int(row[0])
                 await conn.execute(
                     thresholds.insert().values(
@@ -117,42 +150,75 @@ class SeedStore:
             return await self.threshold(task_id, asked)
         except SQLAlchemyError as exc:
             raise StorageError(f"mask service store: {exc}") from exc
+        self._thresholds[task_id] = want
         return want
 
     async def register(
         self, task_id: str, update_id: str, device_id: str, seed: bytes, sealed_sha256: str
     ) -> None:
-        """Store a seed durably (UpdateRejected ``seed_refused`` for a conflicting one)."""
+        """Store a seed durably (UpdateRejected ``seed_refused`` for a conflicting one).
+
+        Group commit: registrations that arrive while a transaction is being written wait
+        for the next one, which writes them all (one fsync for the group, not per seed);
+        each caller returns once its own seed is durable, or gets its own verdict."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Seed(task_id, update_id, device_id, seed, sealed_sha256, future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_queued())
+        await future
+
+    async def _write_queued(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+            try:
+                verdicts = await self._write_batch(batch)
+            except IntegrityError:  # a twin written by another process: one by one
+                verdicts = [await self._write_one(item) for item in batch]
+            except SQLAlchemyError as exc:
+                failure = StorageError(f"mask service store ({type(exc).__name__})")
+                verdicts = [failure] * len(batch)
+            for item, verdict in zip(batch, verdicts, strict=True):
+                if item.future.done():
+                    continue
+                if verdict is None:
+                    item.future.set_result(None)
+                else:
+                    item.future.set_exception(verdict)
+
+    async def _write_batch(self, batch: list[_Seed]) -> list[Exception | None]:
+        keys = {(i.task_id, i.update_id) for i in batch}
+        async with self._engine.begin() as conn:
+            rows = await conn.execute(
+                sa.select(
+                    seeds.c.task_id, seeds.c.update_id, seeds.c.sealed_sha256, seeds.c.device_id
+                ).where(sa.tuple_(seeds.c.task_id, seeds.c.update_id).in_(list(keys)))
+            )
+            held = {(r[0], r[1]): (r[2], r[3]) for r in rows}
+            verdicts: list[Exception | None] = []
+            fresh = []
+            for item in batch:
+                key = (item.task_id, item.update_id)
+                known = held.get(key)
+                if known is None:
+                    held[key] = (item.sealed_sha256, item.device_id)
+                    fresh.append(item.row())
+                    verdicts.append(None)
+                elif known == (item.sealed_sha256, item.device_id):
+                    verdicts.append(None)  # the same seed again: idempotent
+                else:
+                    verdicts.append(_conflict(item.update_id))
+            if fresh:
+                await conn.execute(seeds.insert(), fresh)
+        return verdicts
+
+    async def _write_one(self, item: _Seed) -> Exception | None:
         try:
-            async with self._engine.begin() as conn:
-                row = (
-                    await conn.execute(
-                        sa.select(seeds.c.sealed_sha256, seeds.c.device_id).where(
-                            seeds.c.task_id == task_id, seeds.c.update_id == update_id
-                        )
-                    )
-                ).first()
-                if row is not None:
-                    if (row[0], row[1]) != (sealed_sha256, device_id):
-                        raise UpdateRejected(
-                            f"update {update_id} already has another seed", code="seed_refused"
-                        )
-                    return
-                await conn.execute(
-                    seeds.insert().values(
-                        task_id=task_id,
-                        update_id=update_id,
-                        device_id=device_id,
-                        seed=seed,
-                        sealed_sha256=sealed_sha256,
-                        created_at=time.time(),
-                        release_id=None,
-                    )
-                )
-        except IntegrityError as exc:  # a concurrent twin: decide again
-            raise UpdateRejected("a concurrent seed for this update", code="seed_refused") from exc
+            verdicts = await self._write_batch([item])
+        except IntegrityError:
+            return UpdateRejected("a concurrent seed for this update", code="seed_refused")
         except SQLAlchemyError as exc:
-            raise StorageError(f"mask service store: {exc}") from exc
+            return StorageError(f"mask service store ({type(exc).__name__})")
+        return verdicts[0]
 
     async def claim_release(
         self, task_id: str, release_id: str, version: int, items: Sequence[Item]

@@ -7,13 +7,33 @@ from dataclasses import asdict
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.errors import StorageError
 from server.storage.dialect import upsert
 from server.storage.records import LedgerEntry
 from server.storage.schema import updates
+
+
+class RowsRefused(StorageError):
+    """The database refused the rows themselves (a value out of range, a constraint):
+    sending the same rows again fails again."""
+
+
+def _refuses_rows(exc: BaseException) -> bool:
+    """Whether an error is about the rows (a value, a constraint), not the database being
+    unreachable, busy or unmigrated: sqlite3 raises OverflowError past 64 bits, asyncpg a
+    DataError (a ValueError) that SQLAlchemy wraps in a plain DBAPIError."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # the driver's error, SQLAlchemy's adapter, SQLAlchemy's wrapper
+        if seen is None:
+            return False
+        if isinstance(seen, (DataError, IntegrityError, ArithmeticError, ValueError, TypeError)):
+            return True
+        inner = seen.orig if isinstance(seen, DBAPIError) else getattr(seen, "orig", None)
+        seen = inner if isinstance(inner, BaseException) else seen.__cause__
+    return False
 
 
 class LedgerRepository:
@@ -30,8 +50,10 @@ class LedgerRepository:
                     index_elements=[updates.c.id]
                 )
                 await conn.execute(stmt, [asdict(e) for e in entries])
-        except SQLAlchemyError as exc:
-            raise StorageError(f"ledger write failed: {exc}") from exc
+        except (SQLAlchemyError, ArithmeticError, ValueError, TypeError) as exc:
+            if _refuses_rows(exc):
+                raise RowsRefused(f"ledger rows refused ({type(exc).__name__})") from exc
+            raise StorageError(f"ledger write failed ({type(exc).__name__})") from exc
 
     async def counts(self, task_id: str) -> dict[str, int]:
         query = (

@@ -6,7 +6,11 @@ JSON form, as the admin API takes it (every field optional)::
     {"concurrency": 100, "session_deadline_s": 240, "eval_every": 1,
      "plan": {"lr": 0.1, "batch_size": 32, "epochs": 1, "max_steps": null,
               "time_budget_s": null},
-     "aggregation": {"mode": "async", "aggregation_goal": 10, ...}}
+     "aggregation": {"mode": "async", "aggregation_goal": 10, ...},
+     "privacy": {"target_epsilon": 8, "delta": 1e-5, "noise_multiplier": "auto", ...}}
+
+With ``privacy`` (:mod:`server.privacy`) the aggregation's ``noise_multiplier`` is the
+budget's (calibrated when ``"auto"``); ``to_dict`` shows the resolved one.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 
 from server.aggregation import AggregationConfig
 from server.errors import ConfigError
+from server.privacy import PrivacyBudget, PrivacyConfig
 from server.secagg.config import SecureAggregation
 
 MAX_DEADLINE_S = 30 * 86400.0
@@ -74,6 +79,7 @@ class TaskConfig:
     plan: ClientPlan = field(default_factory=ClientPlan)
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     secure_aggregation: SecureAggregation | None = None
+    privacy: PrivacyConfig | None = None
 
     def __post_init__(self) -> None:
         _int("concurrency", self.concurrency, 1, 10_000_000)
@@ -87,8 +93,31 @@ class TaskConfig:
             raise ConfigError("aggregation must be an AggregationConfig")
         _as_float(self, "session_deadline_s")
         _as_float(self, "federated_eval_fraction")
+        budget = None
+        if self.privacy is not None:
+            if not isinstance(self.privacy, PrivacyConfig):
+                raise ConfigError("privacy must be a PrivacyConfig")
+            budget = PrivacyBudget.resolve(self.privacy, self.aggregation)
+            given = self.aggregation.noise_multiplier
+            if given not in (0.0, budget.noise_multiplier):
+                raise ConfigError(
+                    f"aggregation.noise_multiplier {given:g} disagrees with the privacy "
+                    f"budget's {budget.noise_multiplier:g}: set it in privacy only"
+                )
+            object.__setattr__(
+                self,
+                "aggregation",
+                dataclasses.replace(self.aggregation, noise_multiplier=budget.noise_multiplier),
+            )
+        object.__setattr__(self, "_budget", budget)
         if self.secure_aggregation is not None:
             self.secure_aggregation.check(self.aggregation)
+
+    @property
+    def budget(self) -> PrivacyBudget | None:
+        """The resolved privacy budget, None without ``privacy``."""
+        budget: PrivacyBudget | None = getattr(self, "_budget", None)
+        return budget
 
     @property
     def mode(self) -> str:
@@ -106,6 +135,9 @@ class TaskConfig:
         aggregation = values.pop("aggregation", {})
         if not isinstance(aggregation, dict):
             raise ConfigError("aggregation must be a JSON object")
+        privacy = values.pop("privacy", None)
+        if privacy is not None:
+            values["privacy"] = PrivacyConfig.from_dict(privacy)
         secure = values.pop("secure_aggregation", None)
         if secure is not None:
             values["secure_aggregation"] = SecureAggregation.from_dict(secure)
@@ -135,4 +167,5 @@ class TaskConfig:
             "secure_aggregation": (
                 None if self.secure_aggregation is None else self.secure_aggregation.to_dict()
             ),
+            "privacy": None if self.privacy is None else self.privacy.to_dict(),
         }

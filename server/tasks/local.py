@@ -171,7 +171,9 @@ class LocalAggregation(LeaderBase):
         base, n = pending.base_version, pending.num_examples
         assert base is not None
         assert n is not None
-        result = self.aggregator.fold(pending.id, tensors, n, base, received_at)
+        result = self.aggregator.fold(
+            pending.id, tensors, n, base, received_at, source=pending.device_id
+        )
         self.pending[pending.id] = dataclasses.replace(
             pending, staleness=result.staleness, weight=result.weight
         )

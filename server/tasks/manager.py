@@ -33,6 +33,7 @@ from server.aggregation import (
     ModelSpec,
     make_aggregator,
     restore_aggregator,
+    secret_seed,
 )
 from server.coordination.events import EventBus
 from server.coordination.partials import START, RedisPartialQueue
@@ -117,7 +118,22 @@ def worker_aggregator(params: list[Any], config: TaskConfig) -> Aggregator:
     the leader's copy has no bound. Secure aggregation: it folds masked updates."""
     secure = config.secure_aggregation
     masked = None if secure is None else secure.masked(config.aggregation)
-    return make_aggregator(params, replace(config.aggregation, max_staleness=None), masked=masked)
+    # noise the public config's seed would let anyone regenerate and subtract
+    noise_seed = secret_seed() if config.aggregation.noise_multiplier > 0 else None
+    aggregator = make_aggregator(
+        params,
+        replace(config.aggregation, max_staleness=None),
+        masked=masked,
+        noise_seed=noise_seed,
+    )
+    limit_versions(aggregator, config)
+    return aggregator
+
+
+def limit_versions(aggregator: Aggregator, config: TaskConfig) -> None:
+    """A DP task's aggregator makes no version beyond what its budget allows."""
+    budget = config.budget
+    aggregator.version_limit = None if budget is None else budget.max_versions
 
 
 class TaskManager:
@@ -322,6 +338,7 @@ class TaskManager:
         if version.snapshot_blob is None:  # a commit always keeps its newest version's
             raise StorageError(f"task {task_id}: head version {version.version} has no snapshot")
         aggregator = restore_aggregator(snapshots.load(await self.blobs.get(version.snapshot_blob)))
+        limit_versions(aggregator, runtime.state.config)
         state = runtime.state
         state.record = record
         await self._load_counts(state)
@@ -474,6 +491,16 @@ class TaskManager:
                 self._on_commit(task_id, job, elapsed)
             if job.release_id is not None and self._releases is not None:
                 await self._releases.forget(task_id, [job.release_id])  # seeds may go now
+            budget = runtime.state.config.budget
+            if budget is not None and budget.reached(job.version) and not runtime.state.paused:
+                logger.warning(
+                    "task %s: privacy budget reached at version %d (epsilon %.3f of %.3f): pausing",
+                    task_id,
+                    job.version,
+                    budget.epsilon(job.version),
+                    budget.config.target_epsilon,
+                )
+                await self.set_paused(task_id, True)
             try:  # replicas also poll; an event is a hint
                 await self.events.publish(
                     {"type": "version", "task": task_id, "version": job.version}
@@ -502,6 +529,14 @@ class TaskManager:
     # -- control --------------------------------------------------------------------------
     async def set_paused(self, task_id: str, paused: bool) -> TaskRuntime:
         runtime = self.get(task_id)
+        budget = runtime.state.config.budget
+        if not paused and budget is not None and budget.reached(runtime.state.version):
+            raise Conflict(
+                f"task {task_id!r} spent its privacy budget (epsilon "
+                f"{budget.epsilon(runtime.state.version):.3f} of "
+                f"{budget.config.target_epsilon:g}); it cannot resume",
+                code="privacy_budget_reached",
+            )
         await self.repo.set_status(task_id, "paused" if paused else "active")
         runtime.state.paused = paused
         try:

@@ -28,6 +28,7 @@ from server.aggregation import AggregationConfig, FedBuffAggregator, MaskedConfi
 from server.secagg.config import SecureAggregation
 from server.secagg.service import sum_masks
 from server.secagg.store import Item
+from server.storage import snapshots
 
 SIZE = 37
 
@@ -152,3 +153,35 @@ def test_masking_clips_to_the_bound_and_never_sends_the_encoded_delta() -> None:
     assert norm == pytest.approx(1.0, rel=1e-4)
     assert not np.array_equal(masked, encoded)
     assert len(sealed.ciphertext) == 48
+
+
+def _secure_aggregator(threshold: int, goal: int = 3) -> FedBuffAggregator:
+    config = AggregationConfig.from_dict({"aggregation_goal": goal, "clip_norm": 1.0})
+    masked = SecureAggregation(threshold=threshold).masked(config)
+    return FedBuffAggregator([np.zeros(SIZE, np.float32)], config, version=0, masked=masked)
+
+
+def _masked(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 2**32, SIZE, dtype=np.uint32)
+
+
+def test_a_buffer_waits_for_updates_from_enough_distinct_devices() -> None:
+    agg = _secure_aggregator(threshold=3)
+    for i, device in enumerate(["a", "a", "b"]):  # three updates, two devices
+        agg.fold(f"u{i}", [_masked(i)], 10, 0, source=device)
+    assert not agg.pending_releases  # the mask service would refuse it: not sealed
+    restored = FedBuffAggregator.from_state(snapshots.load(snapshots.dump(agg.state())))
+    for target in (agg, restored):
+        target.fold("u3", [_masked(3)], 10, 0, source="c")
+        (release,) = target.pending_releases
+        assert release.ids == ("u0", "u1", "u2", "u3")
+
+
+def test_a_buffer_of_one_device_is_sealed_at_the_fixed_point_limit() -> None:
+    agg = _secure_aggregator(threshold=2, goal=2)  # the scale allows 2 * K = 4 updates
+    for i in range(3):
+        agg.fold(f"u{i}", [_masked(i)], 10, 0, source="a")
+    assert not agg.pending_releases
+    agg.fold("u3", [_masked(3)], 10, 0, source="a")
+    (release,) = agg.pending_releases  # sealed rather than wrap; the service refuses it
+    assert len(release.ids) == 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -140,3 +141,47 @@ async def test_committed_releases_forget_their_seeds(service: MaskClient, tmp_pa
     with pytest.raises(Conflict) as gone:
         await service.release("t", release, SIZE)
     assert gone.value.code == "release_unknown_update"
+
+
+async def test_concurrent_registrations_get_their_own_verdicts(service: MaskClient) -> None:
+    """Registrations arriving together are written in one group: each still gets its own
+    answer (a repeat of the same sealed seed is accepted, another seed for an id is not),
+    and every accepted seed is there afterwards (a release of all of them works)."""
+    key = (await service.key()).public_key
+    seeds = {f"u{i}": os.urandom(32) for i in range(40)}
+    sealed = {u: seal_seed(key, s, seed_context("t", u, u)) for u, s in seeds.items()}
+    rival = seal_seed(key, os.urandom(32), seed_context("t", "u7", "u7"))
+
+    async def register(uid: str, what: SealedSeed, device: str) -> str:
+        try:
+            await service.register(
+                "t",
+                update_id=uid,
+                session_id=uid,
+                device_id=device,
+                threshold=THRESHOLD,
+                sealed=what,
+            )
+        except UpdateRejected as exc:
+            return exc.code
+        return "accepted"
+
+    calls = [register(u, sealed[u], f"d{u}") for u in seeds]
+    calls += [register("u3", sealed["u3"], "du3"), register("u7", rival, "du7")]
+    verdicts = await asyncio.gather(*calls)
+    assert all(v == "accepted" for i, v in enumerate(verdicts[:40]) if i != 7)
+    assert verdicts[40] == "accepted"  # the same seed twice: idempotent
+    # exactly one of the two seeds for u7 was kept; the other was refused
+    assert sorted([verdicts[7], verdicts[41]]) == ["accepted", "seed_refused"]
+    kept = seeds["u7"] if verdicts[7] == "accepted" else None
+    ids = sorted(seeds)
+    if kept is None:
+        ids.remove("u7")
+    everything = Release(
+        1, tuple(ids), (1,) * len(ids), np.zeros(SIZE, np.uint32), 0.0, "all-of-them"
+    )
+    mask_sum = await service.release("t", everything, SIZE)
+    expected = np.zeros(SIZE, np.uint32)
+    for uid in ids:
+        expected += expand_mask(seeds[uid], SIZE)
+    assert np.array_equal(mask_sum, expected)
