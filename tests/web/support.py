@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import tempfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from client_sdk.wire import encode_tensor, pack
+from client_sdk.wire import encode_tensor, pack, unpack
 from load_tests.web_jobs import HARNESS, build_web_sdk, node
 
 FEATURES, CLASSES = 64, 10  # the logreg / mlp zoo models (digits: 8x8 images)
@@ -101,3 +103,19 @@ async def run_device(config: dict[str, Any], workdir: Path, timeout_s: float = 9
     if not any(line["type"] == "traffic" for line in lines):
         raise AssertionError(f"the harness died (rc {proc.returncode}):\n{run.stderr[-3000:]}")
     return run
+
+
+def secagg_jobs(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run jobs through the web SDK's secagg.ts (``test/harness/secagg.mjs``) in Node."""
+    built()
+    with tempfile.NamedTemporaryFile(suffix=".msgpack") as fh:
+        fh.write(pack(jobs))
+        fh.flush()
+        proc = subprocess.run(
+            [node(), str(HARNESS / "secagg.mjs"), fh.name], capture_output=True, timeout=120
+        )
+    if proc.returncode != 0:
+        raise AssertionError(f"secagg harness failed:\n{proc.stderr.decode()[-3000:]}")
+    answers = unpack(proc.stdout)
+    assert isinstance(answers, list) and len(answers) == len(jobs)
+    return answers

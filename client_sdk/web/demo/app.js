@@ -1,7 +1,11 @@
 // The web demo: N devices (Web Workers) on this page, each training on its own shard.
 // Query: ?devices=N (workers on this page, default 1) &first=I (first shard) &rounds=R
-// (rounds per device, default: until the page closes) &task=ID. Results, events and
-// errors are kept on window.asyncflDemo for tests and benchmarks.
+// (rounds per device, default: until the page closes) &task=ID &seed=S (seeds each
+// device's randomness: S + its index). Secure-aggregation tasks need a trust anchor for
+// the mask service's key: &mask_key=HEX (pinned) or &operator_key=HEX (the operator's
+// Ed25519 key that signed it), or `secaggTrust` in the page server's config; a real app
+// ships it in its code instead. Results, events and errors are kept on
+// window.asyncflDemo for tests and benchmarks.
 import { ALWAYS, WebDevice, decodeTensor, unpack } from "/sdk/asyncfl-web.js";
 
 const query = new URLSearchParams(location.search);
@@ -11,6 +15,11 @@ const task = query.get("task") ?? config.task;
 const count = Number(query.get("devices") ?? 1);
 const first = Number(query.get("first") ?? 0);
 const rounds = query.has("rounds") ? Number(query.get("rounds")) : null;
+const seed = query.has("seed") ? Number(query.get("seed")) : undefined;
+const secaggTrust =
+  query.has("mask_key") || query.has("operator_key")
+    ? { maskKey: query.get("mask_key"), operatorKey: query.get("operator_key") }
+    : (config.secaggTrust ?? null);
 const tbody = document.querySelector("#devices tbody");
 document.getElementById("target").textContent = config.target.toFixed(2);
 
@@ -36,7 +45,8 @@ async function startDevice(index) {
       wasmPaths: "/ort/",
       data: { x: decodeTensor(shard.x), y: decodeTensor(shard.y) },
       policy: ALWAYS, // a demo on a desktop; the browser's hints are still forwarded
-      options: { roundIntervalS: 0.2, uploadMarginS: 2, retry: { maxAttempts: 20, baseDelayS: 0.2, maxDelayS: 5, maxElapsedS: 120 } },
+      options: { roundIntervalS: 0.2, uploadMarginS: 2, secaggTrust, retry: { maxAttempts: 20, baseDelayS: 0.2, maxDelayS: 5, maxElapsedS: 120 } },
+      seed: seed === undefined ? undefined : seed + index,
     },
     {
       onEvent(event) {

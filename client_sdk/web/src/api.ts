@@ -3,12 +3,14 @@
  *
  * Every call goes through a Retrier. Error answers become ServerError with the server's
  * stable `code` and its `Retry-After`; malformed answers become WireFormatError. The
- * upload body comes from an UpdateEncoder, so a later encoding (secure aggregation
- * masks, quantisation) plugs in without touching the client.
+ * plain upload body comes from an UpdateEncoder; a secure-aggregation task's body (a
+ * masked uint32 vector and a sealed seed, `secagg.ts`) from `encodeMaskedUpdate`.
  */
 
 import { ServerError, WireFormatError } from "./errors.js";
 import { Retrier } from "./retry.js";
+import { ENCODING as MASKED, SecaggError, termsFromWire } from "./secagg.js";
+import type { SealedSeed, SecaggTerms } from "./secagg.js";
 import type { Response, Transport } from "./transport.js";
 import { CONTENT_TYPE, encodeTensors, pack, unpack } from "./wire.js";
 import type { Tensor } from "./wire.js";
@@ -17,6 +19,8 @@ const HEADERS = { "Content-Type": CONTENT_TYPE, Accept: CONTENT_TYPE } as const;
 
 /** The fields an update body carries (server/updates.py refuses anything else). */
 export const UPDATE_FIELDS: readonly string[] = ["session", "base_version", "num_examples", "encoding", "tensors", "metrics"];
+/** A masked (secure-aggregation) update body's fields: the plain ones and the sealed seed. */
+export const MASKED_UPDATE_FIELDS: readonly string[] = [...UPDATE_FIELDS, "secagg"];
 
 /** The server's training plan, as sent in the check-in answer. */
 export interface PlanDoc {
@@ -41,6 +45,8 @@ export type Checkin =
       readonly paramsUrl: string;
       readonly evaluate: boolean;
       readonly train: boolean;
+      /** Set when the task takes masked updates (`encoding: "masked-fixed32"`). */
+      readonly secureAggregation: SecaggTerms | null;
     };
 
 /** A GET answer: `body` is null when the server said 304 (our copy is current). */
@@ -83,6 +89,32 @@ export const float32Encoder: UpdateEncoder = {
   },
 };
 
+/** The secure-aggregation body: one flat masked uint32 tensor and the sealed seed. */
+export function encodeMaskedUpdate(update: Omit<Update, "delta">, masked: Uint32Array, sealed: SealedSeed): Uint8Array {
+  return pack({
+    session: update.session,
+    base_version: update.baseVersion,
+    num_examples: update.numExamples,
+    encoding: MASKED,
+    tensors: encodeTensors([{ dtype: "uint32", shape: [masked.length], data: masked }]),
+    secagg: { ephemeral_key: sealed.ephemeral_key, nonce: sealed.nonce, ciphertext: sealed.ciphertext },
+    metrics: { ...update.metrics },
+  });
+}
+
+/** The check-in's encoding: plain (null) or the secure-aggregation terms. */
+function secureTerms(obj: Record<string, unknown>): SecaggTerms | null {
+  const encoding = obj["encoding"] ?? "float32";
+  if (encoding === "float32") return null;
+  if (encoding !== MASKED) throw new WireFormatError(`check-in answer: this SDK cannot encode updates as ${JSON.stringify(encoding)}`);
+  try {
+    return termsFromWire(obj["secure_aggregation"]);
+  } catch (error) {
+    if (error instanceof SecaggError) throw new WireFormatError(`check-in answer: ${error.message}`, { cause: error });
+    throw error;
+  }
+}
+
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === "object" && value !== null && !Array.isArray(value);
 }
@@ -122,6 +154,7 @@ export function parseCheckin(obj: unknown): Checkin {
     paramsUrl: field(params, "url", isString, "a string"),
     evaluate: Boolean(obj["evaluate"] ?? false),
     train: Boolean(obj["train"] ?? true),
+    secureAggregation: secureTerms(obj),
   };
 }
 

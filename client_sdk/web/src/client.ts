@@ -13,7 +13,7 @@
  * expected outcomes are results (`results.ts`).
  */
 
-import { ServerApi, float32Encoder } from "./api.js";
+import { ServerApi, encodeMaskedUpdate, float32Encoder } from "./api.js";
 import type { Checkin, UpdateEncoder } from "./api.js";
 import { ArtifactStore } from "./artifacts.js";
 import type { Traffic } from "./artifacts.js";
@@ -32,6 +32,7 @@ import { clipByGlobalNorm } from "./privacy.js";
 import type { RoundResult, Trained } from "./results.js";
 import { Retrier, isRetryable, realSleep } from "./retry.js";
 import type { Random, Sleep } from "./retry.js";
+import { SecaggError, maskForTask, seedContext } from "./secagg.js";
 import { ClientState, pendingFromCheckin } from "./state.js";
 import type { PendingSession, TrainSummary } from "./state.js";
 import type { Store } from "./store.js";
@@ -270,7 +271,23 @@ export class Client {
     if (this.options.clipNorm !== null) [delta] = clipByGlobalNorm(delta, this.options.clipNorm);
     const numExamples = Math.max(1, Math.min(result.numExamples, this.data.count()));
     const metrics = { loss: result.meanLoss, steps: result.steps, train_s: result.wallS };
-    const body = this.api.encoder.encode({ session: pending.session, baseVersion: pending.version, numExamples, delta, metrics });
+    const update = { session: pending.session, baseVersion: pending.version, numExamples, delta, metrics };
+    let body: Uint8Array;
+    if (pending.secureAggregation === null) {
+      body = this.api.encoder.encode(update);
+    } else {
+      try {
+        // only masked words and a sealed seed leave; the update id is the session id
+        const context = seedContext(this.task, pending.sessionId, pending.sessionId);
+        const { masked, sealed } = maskForTask(this.options.secaggTrust, pending.secureAggregation, delta, context);
+        body = encodeMaskedUpdate(update, masked, sealed);
+      } catch (error) {
+        if (!(error instanceof SecaggError)) throw error;
+        await this.abandon(pending);
+        this.emitter.emit("secagg_refused", { sessionId: pending.sessionId, error: error.message });
+        return { kind: "rejected", reason: "secagg_untrusted", status: 0, message: error.message };
+      }
+    }
     const summary: TrainSummary = {
       numExamples,
       steps: result.steps,

@@ -8,13 +8,15 @@
  * - `upload`: version, numExamples, bytes, updateId, duplicate
  * - `not_eligible`: reasons, duringTraining
  * - `retry`: what, attempt, delayS, error
+ * - `secagg_refused`: sessionId, error (a secure-aggregation task whose mask service key
+ *   this device does not trust: nothing was uploaded, the session was given back)
  * - `error`: error (message), type
  *
  * An exception in the callback is swallowed (and logged): observing the client must
  * never break it.
  */
 
-export type EventKind = "checkin" | "resume" | "progress" | "evaluation" | "upload" | "not_eligible" | "retry" | "error";
+export type EventKind = "checkin" | "resume" | "progress" | "evaluation" | "upload" | "not_eligible" | "retry" | "secagg_refused" | "error";
 
 export interface SdkEvent {
   readonly kind: EventKind;

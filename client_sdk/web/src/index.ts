@@ -6,7 +6,7 @@
  * `asyncfl-web/browser` wires onnxruntime-web, IndexedDB and a Web Worker.
  */
 
-export { ServerApi, UPDATE_FIELDS, float32Encoder, parseCheckin, parseRetryAfter, raiseForError } from "./api.js";
+export { MASKED_UPDATE_FIELDS, ServerApi, UPDATE_FIELDS, encodeMaskedUpdate, float32Encoder, parseCheckin, parseRetryAfter, raiseForError } from "./api.js";
 export type { Checkin, Fetched, PlanDoc, Update, UpdateEncoder } from "./api.js";
 export { ArtifactStore } from "./artifacts.js";
 export type { Traffic } from "./artifacts.js";
@@ -41,6 +41,28 @@ export { clipByGlobalNorm, globalNorm } from "./privacy.js";
 export type { Evaluated, NoSlot, NotEligible, Rejected, RoundResult, Trained } from "./results.js";
 export { DEFAULT_RETRY, NO_RETRY, Retrier, backoff, isRetryable } from "./retry.js";
 export type { RetryPolicy, Sleep } from "./retry.js";
+export {
+  ENCODING,
+  SEED_BYTES,
+  SecaggError,
+  checkTrustAnchor,
+  encodeFixed,
+  expandMask,
+  fixedPointFromWire,
+  fixedPointScale,
+  fixedPointToWire,
+  fromHex,
+  keyMessage,
+  maskForTask,
+  maskUpdate,
+  openSeed,
+  sealSeed,
+  seedContext,
+  termsFromWire,
+  toHex,
+  verifyMaskKey,
+} from "./secagg.js";
+export type { FixedPoint, SealedSeed, SecaggTerms, TrustAnchor } from "./secagg.js";
 export { ClientState } from "./state.js";
 export type { DeviceCredentials, PendingSession } from "./state.js";
 export { MemoryStore } from "./store.js";

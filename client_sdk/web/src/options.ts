@@ -3,6 +3,8 @@
 import { ConfigError } from "./errors.js";
 import { DEFAULT_RETRY, checkPolicy } from "./retry.js";
 import type { RetryPolicy } from "./retry.js";
+import { SecaggError, checkTrustAnchor } from "./secagg.js";
+import type { TrustAnchor } from "./secagg.js";
 
 /**
  * How the device proves who it is. With an `enrollmentKey` the client enrolls once and
@@ -23,6 +25,12 @@ export interface ClientOptions {
   readonly cacheMaxBytes: number;
   /** Local L2 clipping of the update before upload. */
   readonly clipNorm: number | null;
+  /**
+   * Secure aggregation: how this app knows the mask service's key (pinned, or signed by
+   * an operator key the app ships). Without it the device takes part in plain tasks
+   * only; a secure-aggregation task's session is given back (`secagg_untrusted`).
+   */
+  readonly secaggTrust: TrustAnchor | null;
   /** Stop training this long before the session deadline. */
   readonly uploadMarginS: number;
   /** A session with less time left than this is not trained. */
@@ -41,6 +49,7 @@ export const DEFAULT_OPTIONS: ClientOptions = {
   retry: DEFAULT_RETRY,
   cacheMaxBytes: 64 * 1024 * 1024,
   clipNorm: null,
+  secaggTrust: null,
   uploadMarginS: 10,
   minTrainS: 1,
   progressEvery: 10,
@@ -59,6 +68,14 @@ export function resolveOptions(partial: Partial<ClientOptions> = {}): ClientOpti
   if (!(options.progressEvery >= 1 && options.evalBatchSize >= 1)) throw new ConfigError("progressEvery and evalBatchSize must be >= 1");
   if (!(options.cacheMaxBytes >= 0)) throw new ConfigError("cacheMaxBytes must be >= 0");
   if (options.clipNorm !== null && !(options.clipNorm > 0)) throw new ConfigError(`clipNorm must be > 0, got ${options.clipNorm}`);
+  if (options.secaggTrust !== null) {
+    try {
+      checkTrustAnchor(options.secaggTrust);
+    } catch (error) {
+      if (error instanceof SecaggError) throw new ConfigError(`secaggTrust: ${error.message}`, { cause: error });
+      throw error;
+    }
+  }
   checkPolicy(options.retry);
   return options;
 }

@@ -24,6 +24,8 @@ export interface WorkerConfig {
   readonly policy?: EligibilityPolicy;
   readonly state?: Partial<DeviceState>;
   readonly options?: Partial<ClientOptions>;
+  /** Seeds the client's randomness (data order, retry jitter): reproducible runs. */
+  readonly seed?: number;
 }
 
 export type ToWorker =

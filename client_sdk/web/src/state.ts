@@ -15,6 +15,7 @@
  */
 
 import type { Checkin, PlanDoc } from "./api.js";
+import type { SecaggTerms } from "./secagg.js";
 import { getJson, putJson } from "./store.js";
 import type { Store } from "./store.js";
 
@@ -47,6 +48,8 @@ export interface PendingSession {
   readonly paramsUrl: string;
   readonly evaluate: boolean;
   readonly train: boolean;
+  /** The check-in's secure-aggregation terms: the update is masked (null: plain). */
+  readonly secureAggregation: SecaggTerms | null;
   readonly phase: Phase;
   readonly summary: TrainSummary | null;
 }
@@ -64,6 +67,7 @@ export function pendingFromCheckin(task: string, checkin: Extract<Checkin, { adm
     paramsUrl: checkin.paramsUrl,
     evaluate: checkin.evaluate,
     train: checkin.train,
+    secureAggregation: checkin.secureAggregation,
     phase: "training",
     summary: null,
   };
@@ -83,6 +87,7 @@ function wellFormed(value: unknown): value is PendingSession {
     typeof p["artifacts"] === "object" &&
     p["artifacts"] !== null &&
     typeof p["paramsUrl"] === "string" &&
+    (p["secureAggregation"] === undefined || p["secureAggregation"] === null || (typeof p["secureAggregation"] === "object" && typeof (p["secureAggregation"] as Record<string, unknown>)["maskKey"] === "string")) &&
     (p["phase"] === "training" || p["phase"] === "trained")
   );
 }
@@ -117,7 +122,7 @@ export class ClientState {
       await this.clearSession(task); // the update body was lost
       return null;
     }
-    return obj;
+    return { ...obj, secureAggregation: obj.secureAggregation ?? null }; // stored before secure aggregation: plain
   }
 
   async saveSession(pending: PendingSession): Promise<void> {

@@ -20,6 +20,7 @@ export type DType =
   | "float16"
   | "int64"
   | "int32"
+  | "uint32"
   | "int8"
   | "uint8"
   | "bool";
@@ -30,6 +31,7 @@ export type TypedArray =
   | Uint16Array
   | BigInt64Array
   | Int32Array
+  | Uint32Array
   | Int8Array
   | Uint8Array;
 
@@ -48,6 +50,7 @@ const DTYPES: Record<DType, { size: number; array: ArrayCtor }> = {
   float16: { size: 2, array: Uint16Array as unknown as ArrayCtor }, // raw halves
   int64: { size: 8, array: BigInt64Array as unknown as ArrayCtor },
   int32: { size: 4, array: Int32Array as unknown as ArrayCtor },
+  uint32: { size: 4, array: Uint32Array as unknown as ArrayCtor }, // masked fixed point
   int8: { size: 1, array: Int8Array as unknown as ArrayCtor },
   uint8: { size: 1, array: Uint8Array as unknown as ArrayCtor },
   bool: { size: 1, array: Uint8Array as unknown as ArrayCtor },

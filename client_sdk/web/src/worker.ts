@@ -9,7 +9,7 @@
  */
 
 import { Client } from "./client.js";
-import { ArrayDataSource } from "./data.js";
+import { ArrayDataSource, seededRandom } from "./data.js";
 import { ManualDeviceState } from "./eligibility.js";
 import { describe } from "./errors.js";
 import { IndexedDbStore } from "./indexeddb.js";
@@ -46,6 +46,7 @@ async function start(config: WorkerConfig): Promise<void> {
     policy: config.policy,
     deviceState,
     options: config.options,
+    random: config.seed === undefined ? undefined : seededRandom(config.seed),
     onEvent: (event) => post({ type: "event", event }),
   });
   post({ type: "ready" });

@@ -60,6 +60,7 @@ const PENDING = {
   paramsUrl: "/p",
   evaluate: false,
   train: true,
+  secureAggregation: null,
   phase: "training",
   summary: null,
 };
@@ -75,6 +76,16 @@ test("a session survives a new ClientState on the same store, phase by phase", a
   assert.deepEqual(await again.update("t"), bytes(5));
   await again.clearSession("t");
   assert.equal(await again.session("t"), null);
+});
+
+test("a secure-aggregation session keeps its terms; one stored before them reads as plain", async () => {
+  const store = new MemoryStore();
+  const terms = { maskKey: "ab".repeat(32), maskKeySignature: null, fixedPoint: { clipNorm: 5, maxWeight: 4096, maxUpdates: 6 }, threshold: 3 };
+  await new ClientState(store).saveSession({ ...PENDING, secureAggregation: terms });
+  assert.deepEqual((await new ClientState(store).session("t")).secureAggregation, terms);
+  const { secureAggregation: _, ...older } = PENDING;
+  await new ClientState(store).saveSession(older);
+  assert.deepEqual(await new ClientState(store).session("t"), PENDING);
 });
 
 test("a trained session without its update body, or a malformed one, is dropped", async () => {
