@@ -107,11 +107,13 @@ def test_bench_ingest_prints_one_line_per_size_the_last_one_400k(
             generator,
             "--data-dir",
             str(tmp_path),
+            "--secagg-bodies",
+            "30",
             "--json",
         ],
         capture_output=True,
         text=True,
-        timeout=150,
+        timeout=300,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -125,6 +127,8 @@ def test_bench_ingest_prints_one_line_per_size_the_last_one_400k(
     assert all(line["disk_rps"] > 0 and line["disk_ratio"] > 0 for line in lines)
     assert all(line["logic_rps"] > 0 and line["logic_ratio"] > 0 for line in lines)
     assert all(line["load_generator"] == generator for line in lines)
+    # the secure side: masked uploads acknowledged, priced against plain ones
+    assert all(line["secagg_rps"] > 0 and line["secagg_vs_plain"] > 0 for line in lines)
     assert not list(tmp_path.iterdir())  # the temporary server dirs are gone
 
 

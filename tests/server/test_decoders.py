@@ -340,7 +340,6 @@ def test_any_update_body_parses_or_is_a_400(body: bytes) -> None:
     assert payload.num_examples >= 1 and payload.base_version >= 0
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15: the upload payload's encoding check")
 def test_an_unhashable_encoding_is_a_400() -> None:
     body = pack(
         {"session": "s", "base_version": 0, "num_examples": 1, "tensors": [], "encoding": ["a"]}
