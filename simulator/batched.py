@@ -212,10 +212,17 @@ class DenseBatchTrainer:
         plans = [plans[i] for i in order]
         base_w = [np.stack([j.params[2 * k] for j in jobs]) for k in range(self.layers)]
         base_b = [np.stack([j.params[2 * k + 1] for j in jobs]) for k in range(self.layers)]
-        weights = [w.copy() for w in base_w]
-        biases = [b.copy() for b in base_b]
+        # The updates themselves are the state: step 0 trains from the base stacks and
+        # writes delta = -lr * g; a later step trains from base + delta of its rows only
+        # (few devices run more than one step), so no full copy of the stacks is made.
+        dw = [np.empty_like(w) for w in base_w]  # step 0 writes every row with a step
+        db = [np.empty_like(b) for b in base_b]
+        for i, plan in enumerate(plans):
+            if not plan:  # sorted first: no step, no update
+                for d in (*dw, *db):
+                    d[i] = 0
         seen = [0] * len(jobs)
-        lr32 = _F32(lr)
+        neg_lr = _F32(-lr)
         for step in range(max((len(p) for p in plans), default=0)):
             active = [i for i, p in enumerate(plans) if len(p) > step]
             for i in active:
@@ -224,21 +231,32 @@ class DenseBatchTrainer:
                 x, y, mask, count = _pad([(jobs[i].x, jobs[i].y, plans[i][step]) for i in group])
                 contiguous = group[-1] - group[0] + 1 == len(group)
                 rows: slice | list[int] = slice(group[0], group[-1] + 1) if contiguous else group
-                ws = [w[rows] for w in weights]
-                bs = [b[rows] for b in biases]
-                gw, gb = self._gradients(ws, bs, x, y, mask, count)
-                for k in range(self.layers):
-                    if contiguous:  # views: update in place
-                        ws[k] -= lr32 * gw[k]
-                        bs[k] -= lr32 * gb[k]
+                if step == 0:
+                    ws = [w[rows] for w in base_w]
+                    bs = [b[rows] for b in base_b]
+                else:
+                    ws = [w[rows] + d[rows] for w, d in zip(base_w, dw, strict=True)]
+                    bs = [b[rows] + d[rows] for b, d in zip(base_b, db, strict=True)]
+                with np.errstate(over="ignore", invalid="ignore"):  # checked below
+                    gw, gb = self._gradients(ws, bs, x, y, mask, count)
+                for k in range(self.layers):  # an overflow here is caught below
+                    if step == 0 and contiguous:  # views: written in place
+                        np.multiply(gw[k], neg_lr, out=dw[k][rows])
+                        np.multiply(gb[k], neg_lr, out=db[k][rows])
+                    elif step == 0:
+                        dw[k][rows] = neg_lr * gw[k]
+                        db[k][rows] = neg_lr * gb[k]
+                    elif contiguous:
+                        dw[k][rows] += neg_lr * gw[k]
+                        db[k][rows] += neg_lr * gb[k]
                     else:
-                        weights[k][rows] = ws[k] - lr32 * gw[k]
-                        biases[k][rows] = bs[k] - lr32 * gb[k]
-        if not all(np.isfinite(w).all() for w in weights):
+                        dw[k][rows] = dw[k][rows] + neg_lr * gw[k]
+                        db[k][rows] = db[k][rows] + neg_lr * gb[k]
+        if not all(np.isfinite(d).all() for d in dw):
             raise Diverged("local training produced non-finite parameters: training diverged")
         deltas: list[Array] = []  # new - base, per tensor, for all jobs at once
         for k in range(self.layers):
-            deltas += [np.subtract(weights[k], base_w[k]), np.subtract(biases[k], base_b[k])]
+            deltas += [dw[k], db[k]]
         out: list[LocalUpdate | None] = [None] * len(jobs)
         for i, job in enumerate(jobs):
             delta = [d[i] for d in deltas]

@@ -149,7 +149,8 @@ class Comparison:
 
         ``tier_accuracy_gap``: :meth:`gap_spread`. ``updates_per_wall_s``: client
         updates trained and uploaded (all runs) per wall second of simulation (the
-        runs: events, local training, aggregation, evaluation); ``wall_s``: the whole command, setup and plotting included.
+        runs: events, local training, aggregation, evaluation); ``wall_s``: the whole
+        command, setup and plotting included.
         """
         return {
             "target": self.async_runs[0].target,

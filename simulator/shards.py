@@ -109,6 +109,11 @@ class LabelSkewShards:
         if cfg.partition == "disjoint":
             self._disjoint = self._split()
 
+    @property
+    def partition(self) -> list[Array] | None:
+        """Each device's pool indices when the pool is split disjointly (else None)."""
+        return self._disjoint
+
     def _split(self) -> list[Array]:
         """Disjoint pool indices per device (see the module docstring)."""
         total, pool = int(self.sizes.sum()), len(self._train.y)

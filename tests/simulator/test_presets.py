@@ -75,6 +75,12 @@ def test_overrides_reach_nested_tables_and_list_items() -> None:
         ("sync.aggregation_goal=900", "exceeds concurrency 1000"),
         ("training.engine='gpu'", "training.engine must be one of"),
         ("kind='race'", "kind must be one of"),
+        ("fleet.session_speed.sigma=-0.1", "fleet.session_speed.sigma must be in"),
+        ("fleet.session_speed.kind='gamma'", "fleet.session_speed.kind must be one of"),
+        ("fleet.session_speed.spread=1", "fleet.session_speed has unknown key(s) ['spread']"),
+        ("fleet.tiers.0.speed.jitter=0.2", "fleet.tiers[0].speed has unknown key(s) ['jitter']"),
+        ("data.partition='shuffled'", "data.partition must be one of"),
+        ("training.batch_size=0", "training.batch_size must be >= 1"),
     ],
 )
 def test_a_bad_value_is_refused_with_its_key(override: str, message: str) -> None:
