@@ -266,37 +266,41 @@ class DenseBatchTrainer:
     def _gradients(
         self, ws: list[Array], bs: list[Array], x: Array, y: Array, mask: Array, count: Array
     ) -> tuple[list[Array], list[Array]]:
-        """Gradients of each device's mean cross-entropy over its (masked) batch."""
-        acts = [x]
-        pre: list[Array] = []
-        h = x
+        """Gradients of each device's mean cross-entropy over its (masked) batch.
+
+        Activations are kept feature-major, (devices, features, batch): ``W @ a`` with
+        both operands contiguous runs 2-2.5x faster in numpy's stacked matmul than
+        ``a @ W^T`` through a transposed view (measured here).
+        """
         g, m = x.shape[0], x.shape[1]
         shapes = self.shapes
+        acts_t = [np.ascontiguousarray(x.transpose(0, 2, 1))]  # (g, in, m)
+        pre_t: list[Array] = []
         for k in range(self.layers):
             out_f, in_f = ws[k].shape[1], ws[k].shape[2]
-            fwd = (g, m, in_f, out_f)  # h @ W^T, its weight gradient and (k > 0) grad @ W
-            shapes[fwd] = shapes.get(fwd, 0) + (3 if k else 2)
+            key = (g, m, in_f, out_f)  # W @ a, its weight gradient and (k > 0) W^T @ grad
+            shapes[key] = shapes.get(key, 0) + (3 if k else 2)
             self.flops += 2.0 * g * m * in_f * out_f * (3 if k else 2)
-            z = np.matmul(h, ws[k].transpose(0, 2, 1))
-            z += bs[k][:, None, :]
-            pre.append(z)
-            h = np.maximum(z, _F32(0)) if k < self.layers - 1 else z
-            acts.append(h)
-        logits = acts[-1]
-        shifted = logits - logits.max(axis=2, keepdims=True)
-        probs = np.exp(shifted)
-        probs /= probs.sum(axis=2, keepdims=True)
+            z = np.matmul(ws[k], acts_t[k])
+            z += bs[k][:, :, None]
+            pre_t.append(z)
+            if k < self.layers - 1:
+                acts_t.append(np.maximum(z, _F32(0)))
+        logits = pre_t[-1]  # (g, classes, m)
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
         rows, cols = np.nonzero(mask)
-        probs[rows, cols, y[rows, cols]] -= _F32(1)
-        grad = probs * (mask / count[:, None])[:, :, None]
+        probs[rows, y[rows, cols], cols] -= _F32(1)
+        grad = probs * (mask / count[:, None])[:, None, :]
         gw: list[Array] = [np.empty(0, _F32)] * self.layers
         gb: list[Array] = [np.empty(0, _F32)] * self.layers
         for k in range(self.layers - 1, -1, -1):
-            gw[k] = np.matmul(grad.transpose(0, 2, 1), acts[k])
-            gb[k] = grad.sum(axis=1)
+            inputs = x if k == 0 else acts_t[k].transpose(0, 2, 1)  # (g, m, in)
+            gw[k] = np.matmul(grad, inputs)
+            gb[k] = grad.sum(axis=2)
             if k:
-                grad = np.matmul(grad, ws[k])
-                grad *= pre[k - 1] > 0
+                grad = np.matmul(ws[k].transpose(0, 2, 1), grad)
+                grad *= pre_t[k - 1] > 0
         return gw, gb
 
 

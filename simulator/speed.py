@@ -20,8 +20,7 @@ from simulator.batched import DenseBatchTrainer
 
 __all__ = ["gate_report", "matmul_seconds", "training_speed"]
 
-_SHAPES = 8  # the most FLOP-heavy shapes timed (they carry nearly all the FLOPs)
-_BUDGET_S = 0.05  # wall time spent timing each shape
+_BUDGET_S = 0.1  # wall time spent timing each shape
 
 
 def matmul_seconds(g: int, m: int, k: int, n: int) -> float:
@@ -46,20 +45,22 @@ def training_speed(trainers: Sequence[Any]) -> dict[str, Any] | None:
     batched = [t for t in trainers if isinstance(t, DenseBatchTrainer) and t.seconds > 0]
     if not batched:
         return None
-    counts: dict[tuple[int, int, int, int], int] = {}
+    # A stacked matmul's rate depends on its matrix shape (m, k, n) far more than on
+    # the stack height g, so the shapes are pooled by (m, k, n) and each pool is timed
+    # at its FLOP-weighted mean height: every counted FLOP is covered.
+    pools: dict[tuple[int, int, int], list[float]] = {}
     for t in batched:
-        for shape, c in t.shapes.items():
-            counts[shape] = counts.get(shape, 0) + c
+        for (g, m, k, n), c in t.shapes.items():
+            pool = pools.setdefault((m, k, n), [0.0, 0.0])
+            pool[0] += 2.0 * c * g * m * k * n  # FLOPs
+            pool[1] += 2.0 * c * g * g * m * k * n  # FLOPs x g, for the weighted mean g
     flops = sum(t.flops for t in batched)
     seconds = sum(t.seconds for t in batched)
-
-    def weight(item: tuple[tuple[int, int, int, int], int]) -> float:
-        (g, m, k, n), c = item
-        return float(c) * g * m * k * n
-
-    top = sorted(counts.items(), key=weight, reverse=True)[:_SHAPES]
-    timed_flops = sum(2.0 * weight(item) for item in top)
-    timed_s = sum(c * matmul_seconds(*shape) for shape, c in top)
+    timed_flops = timed_s = 0.0
+    for (m, k, n), (pool_flops, weighted) in sorted(pools.items(), key=lambda kv: -kv[1][0]):
+        g = max(1, round(weighted / pool_flops))
+        timed_s += pool_flops / (2.0 * g * m * k * n) * matmul_seconds(g, m, k, n)
+        timed_flops += pool_flops
     matmul_rate = timed_flops / timed_s if timed_s > 0 else None
     rate = flops / seconds
     return {
@@ -67,8 +68,7 @@ def training_speed(trainers: Sequence[Any]) -> dict[str, Any] | None:
         "matmul_gflops": None if matmul_rate is None else matmul_rate / 1e9,
         "matmul_fraction": None if matmul_rate is None else rate / matmul_rate,
         "train_s": seconds,
-        "shapes_timed": len(top),
-        "flops_covered": timed_flops / flops if flops else 0.0,
+        "shapes_timed": len(pools),
     }
 
 
