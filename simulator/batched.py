@@ -330,7 +330,7 @@ def _width_groups(rows: list[int], sizes: list[int]) -> list[list[int]]:
     groups: list[list[int]] = []
     last = -1
     for row, size in zip(rows, sizes, strict=True):
-        width = 1 << max(0, size - 1).bit_length()
+        width = size if size <= 8 else -(-size // 8) * 8  # padded up to a multiple of 8
         if width != last and (not groups or len(groups[-1]) >= _MIN_GROUP):
             groups.append([])
         last = width

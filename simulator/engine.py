@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 
 ARRIVE, DEADLINE, ADMIT, EVAL = 0, 1, 2, 3
 RETRY_S = 30.0  # how long a slot waits when no eligible idle device was found
-MAX_BATCH = 2048  # sessions a batched trainer trains in one call
+MAX_BATCH = 512  # sessions a batched trainer trains in one call (stacks < 32 MB: glibc
+# then reuses freed heap instead of mapping and faulting in fresh pages every call)
 
 Handler = Callable[[Any], None]
 
