@@ -324,9 +324,10 @@ def _batches(n: int, batch_size: int, epochs: int, steps: int, seed: int) -> lis
 
 
 def _width_groups(rows: list[int], sizes: list[int]) -> list[list[int]]:
-    """``rows`` split into runs whose batch sizes round up to the same power of two;
-    a run of fewer than ``_MIN_GROUP`` rows joins the next (wider) one, since a numpy
-    call costs more than the padding it saves."""
+    """``rows`` split into runs whose batch sizes pad to the same width (as they are
+    up to 8, then a multiple of 8: less padding than powers of two); a run of fewer than
+    ``_MIN_GROUP`` rows joins the next (wider) one, since a numpy call costs more than
+    the padding it saves."""
     groups: list[list[int]] = []
     last = -1
     for row, size in zip(rows, sizes, strict=True):

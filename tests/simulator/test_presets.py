@@ -127,3 +127,18 @@ def test_the_sync_goal_is_the_largest_whose_cohort_fits() -> None:
             assert cohort_size(goal, over) <= c or goal == 1
             assert cohort_size(goal + 1, over) > c
     assert tiny_preset().sync_mode.aggregation.aggregation_goal == 23
+
+
+def test_the_presets_state_their_speed_model_and_partition() -> None:
+    small, sweep, flsim = (load_preset(n) for n in ("papaya-small", "papaya-sweep", "flsim-digits"))
+
+    assert small.fleet.session_speed.sigma == sweep.fleet.session_speed.sigma == 0.67
+    assert small.data.partition == sweep.data.partition == "draws"
+    assert flsim.data.partition == "disjoint"
+    assert flsim.fleet.devices * flsim.data.max_size <= 1437  # fits the digits pool
+
+
+def test_session_variation_can_be_turned_off_by_override() -> None:
+    p = load_preset("papaya-small", ["fleet.session_speed.sigma=0"])
+
+    assert p.fleet.session_speed.sigma == 0.0
