@@ -34,6 +34,7 @@ import numpy as np
 from client_sdk.errors import SdkError
 from client_sdk.trainer import TrainPlan
 from simulator.errors import SimulatorError
+from simulator.speed import plain_matmul_seconds
 from simulator.training import Diverged, LocalUpdate, OnnxTrainer, TrainJob
 
 __all__ = [
@@ -59,6 +60,7 @@ _MIN_GROUP = 48
 # shards (lr 0.1-100, batch 8-32, 1-5 epochs): 2e-7..2e-5 mostly, up to 5e-4 over 30+
 # steps where float32 rounding flips a ReLU; a wrong step (lr, order, batch) is O(1).
 RTOL = 1e-3
+_SAMPLE_EVERY = 8  # batched calls per plain-matmul baseline sample (~2% of their time)
 _GATE_JOBS = 12  # jobs of the gated call reused as the gate's shards
 _PERTURB = 0.5  # perturbed parameters: + N(0, (0.5 x the tensor's std + 0.01)**2)
 
@@ -128,11 +130,15 @@ class DenseBatchTrainer:
         self.rtol = rtol
         self.notify = notify
         self.gate: dict[Config, GateResult] = {}
-        # what the batched steps cost: matmul FLOPs, seconds in train_many, and how
-        # often each (stack, m, k, n) matmul shape ran (for the plain-matmul baseline)
+        # What the batched steps cost (matmul FLOPs, seconds in batched calls) and, for
+        # every _SAMPLE_EVERY-th call, a plain float32 np.matmul of that call's heaviest
+        # shape timed right after it: the baseline sees the machine as the run did.
         self.flops = 0.0
         self.seconds = 0.0
-        self.shapes: dict[tuple[int, int, int, int], int] = {}
+        self.matmul_flops = 0.0
+        self.matmul_s = 0.0
+        self._calls = 0
+        self._heaviest = (0, 0, 0, 0)  # (stack, m, k, n) of this call's largest matmul
 
     @property
     def params_bytes(self) -> int:
@@ -177,11 +183,17 @@ class DenseBatchTrainer:
             result = self._check(config, jobs)
         if result is not None and result.path == "trainer":
             return self.onnx.train_many(jobs, lr=lr, batch_size=batch_size, epochs=epochs)
+        self._heaviest = (0, 0, 0, 0)
         started = time.perf_counter()
         try:
             return self.batched_many(jobs, lr=lr, batch_size=batch_size, epochs=epochs)
         finally:
             self.seconds += time.perf_counter() - started
+            self._calls += 1
+            if self._calls % _SAMPLE_EVERY == 1 and self._heaviest[0]:
+                g, m, k, n = self._heaviest
+                self.matmul_s += plain_matmul_seconds(g, m, k, n)
+                self.matmul_flops += 2.0 * g * m * k * n
 
     def _check(self, config: Config, jobs: Sequence[TrainJob]) -> GateResult:
         lr, batch_size, epochs = config
@@ -273,14 +285,14 @@ class DenseBatchTrainer:
         ``a @ W^T`` through a transposed view (measured here).
         """
         g, m = x.shape[0], x.shape[1]
-        shapes = self.shapes
         acts_t = [np.ascontiguousarray(x.transpose(0, 2, 1))]  # (g, in, m)
         pre_t: list[Array] = []
         for k in range(self.layers):
             out_f, in_f = ws[k].shape[1], ws[k].shape[2]
-            key = (g, m, in_f, out_f)  # W @ a, its weight gradient and (k > 0) W^T @ grad
-            shapes[key] = shapes.get(key, 0) + (3 if k else 2)
+            # W @ a, its weight gradient and (k > 0) W^T @ grad: 2 g m in out FLOPs each
             self.flops += 2.0 * g * m * in_f * out_f * (3 if k else 2)
+            if g * m * in_f * out_f > math.prod(self._heaviest):
+                self._heaviest = (g, out_f, in_f, m)  # W (out x in) @ a (in x m)
             z = np.matmul(ws[k], acts_t[k])
             z += bs[k][:, :, None]
             pre_t.append(z)
