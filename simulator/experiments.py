@@ -127,6 +127,10 @@ class Comparison:
     def simulation_wall_s(self) -> float:
         return sum(r.wall_s for r in self.async_runs + self.sync_runs)
 
+    @property
+    def simulation_cpu_s(self) -> float:
+        return sum(r.cpu_s for r in self.async_runs + self.sync_runs)
+
     def gap_spread(self) -> dict[str, Any]:
         """Per-tier accuracy gaps (best tier minus worst) over the seeds: median, min and
         max per mode; ``async_minus_sync`` per seed; ``reverses`` when async is the
@@ -149,8 +153,9 @@ class Comparison:
 
         ``tier_accuracy_gap``: :meth:`gap_spread`. ``updates_per_wall_s``: client
         updates trained and uploaded (all runs) per wall second of simulation (the
-        runs: events, local training, aggregation, evaluation); ``wall_s``: the whole
-        command, setup and plotting included.
+        runs: events, local training, aggregation, evaluation); ``updates_per_cpu_s``:
+        the same per CPU second of this process (about what a quiet machine's wall rate
+        would be); ``wall_s``: the whole command, setup and plotting included.
         """
         return {
             "target": self.async_runs[0].target,
@@ -162,6 +167,7 @@ class Comparison:
             "comm_ratio": self.comm_ratio,
             "tier_accuracy_gap": self.gap_spread(),
             "updates_per_wall_s": _ratio(self.trained, self.simulation_wall_s),
+            "updates_per_cpu_s": _ratio(self.trained, self.simulation_cpu_s),
             "wall_s": wall_s,
         }
 

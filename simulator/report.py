@@ -220,6 +220,7 @@ def _spread(g: dict[str, Any]) -> str:
 def sweep_summary(rows: Sequence[tuple[int, Comparison]], wall_s: float) -> dict[str, Any]:
     trained = sum(x.trained for _, x in rows)
     sim_wall = sum(x.simulation_wall_s for _, x in rows)
+    sim_cpu = sum(x.simulation_cpu_s for _, x in rows)
     return {
         "target": rows[0][1].async_run.target if rows else None,
         "concurrency": [c for c, _ in rows],
@@ -231,6 +232,7 @@ def sweep_summary(rows: Sequence[tuple[int, Comparison]], wall_s: float) -> dict
         "comm_ratio": [x.comm_ratio for _, x in rows],
         "tier_accuracy_gap": [x.gap_spread() for _, x in rows],
         "updates_per_wall_s": trained / sim_wall if sim_wall > 0 else None,
+        "updates_per_cpu_s": trained / sim_cpu if sim_cpu > 0 else None,
         "wall_s": wall_s,
     }
 

@@ -58,6 +58,7 @@ def test_simulate_prints_tables_then_one_json_line_and_writes_a_plot(
         "comm_ratio",
         "tier_accuracy_gap",
         "updates_per_wall_s",
+        "updates_per_cpu_s",
         "wall_s",
         "gate",
         "training_speed",
