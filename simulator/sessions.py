@@ -139,13 +139,17 @@ class SessionPlanner:
         self._has_graphs = np.zeros(fleet.size, dtype=bool)
         self._next_sid = 0
         self._session_sigma = fleet.cfg.session_speed.sigma
+        self._device_hash: dict[int, int] = {}
 
     def plan(self, device: int, now: float, version: int, params: list[Array] | None) -> Session:
         fleet, tr = self.fleet, self.training
         trip = int(self._trips[device])
         self._trips[device] = trip + 1
         tier = fleet.tier_of[device]
-        h = session_hash(self.seed, device, trip)
+        prefix = self._device_hash.get(device)
+        if prefix is None:
+            prefix = self._device_hash[device] = rand.key_seed(self.seed, device)
+        h = rand.extend(prefix, trip)  # = session_hash(seed, device, trip)
         spe = float(fleet.seconds_of[device])
         if self._session_sigma:
             spe *= session_factor(self._session_sigma, rand.normal(h, _SESSION_SPEED))

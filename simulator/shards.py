@@ -55,7 +55,7 @@ class ShardCache:
 
     def get(self, device: int) -> Any:
         item = self._items.get(device)
-        if item is not None:
+        if item is not None and len(self._items) >= self.capacity:  # LRU order matters
             self._items.move_to_end(device)
         return item
 

@@ -11,7 +11,13 @@ import pytest
 from simulator.config import SpeedConfig
 from simulator.distributions import sample_speeds
 from simulator.fleet import Fleet
-from simulator.sessions import SessionPlanner, examples_after, steps_within_budget
+from simulator.sessions import (
+    SessionPlanner,
+    examples_after,
+    session_hash,
+    steps_within_budget,
+    training_seed,
+)
 from tests.simulator.support import tiny_preset
 
 
@@ -164,3 +170,15 @@ def test_sessions_drop_at_the_tier_rate_and_download_graphs_once() -> None:
     assert (first.device, first.trip, again.trip) == (again.device, 0, 1)
     assert first.bytes_down == 6000 and again.bytes_down == 1000
     assert all(s.drop_at == math.inf or s.start <= s.drop_at <= s.end for s in sessions)
+
+
+def test_the_planners_session_hash_is_the_documented_one() -> None:
+    preset = tiny_preset("fleet.devices=20")
+    fleet = Fleet(preset.fleet, seed=0)
+    planner = SessionPlanner(
+        fleet, np.full(20, 8), preset.training, params_bytes=10, graph_bytes=10, seed=9
+    )
+
+    seeds = [planner.plan(d % 20, 0.0, 0, None).seed for d in range(60)]
+
+    assert seeds == [training_seed(session_hash(9, d % 20, d // 20)) for d in range(60)]
