@@ -79,7 +79,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, preset: Preset, started: float) -> int:
-    from simulator import experiments, plot, report
+    from simulator import experiments, plot, report, speed
     from simulator.artifacts import load_bundle
     from simulator.environment import build_environments
     from simulator.training import OnnxTrainer
@@ -130,6 +130,9 @@ def _run(args: argparse.Namespace, preset: Preset, started: float) -> int:
             plot.plot_grid(result, png, preset.name)
         summary = report.grid_summary(result, time.perf_counter() - started)
         trained = sum(r.trained for runs in result.runs.values() for r in runs)
+    trainers = [e.trainer for e in envs]
+    summary["gate"] = speed.gate_report(trainers)
+    summary["training_speed"] = speed.training_speed(trainers)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.txt").write_text(text + "\n", encoding="utf-8")
     (out / "result.json").write_text(

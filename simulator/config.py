@@ -19,6 +19,7 @@ __all__ = [
     "ModeConfig",
     "Preset",
     "RunConfig",
+    "SessionSpeedConfig",
     "SpeedConfig",
     "TierConfig",
     "TrainingConfig",
@@ -29,12 +30,12 @@ __all__ = [
 
 @dataclass(frozen=True)
 class SpeedConfig:
-    """Seconds one device needs per training example, drawn once per device.
+    """Seconds one device needs per training example *on average*, drawn once per
+    device (the first level of the speed model; :class:`SessionSpeedConfig` is the second).
 
     ``lognormal``: median ``median_s``, log-space spread ``sigma`` (heavy right tail);
     ``halfnormal``: ``min_s + |N(0, scale_s)|`` (FLSim's duration model); ``trace``:
-    drawn uniformly from measured ``values``. ``jitter`` is a per-session lognormal
-    sigma on top (thermal throttling, other apps).
+    drawn uniformly from measured ``values``.
     """
 
     kind: str = "lognormal"
@@ -43,7 +44,20 @@ class SpeedConfig:
     scale_s: float = 0.5
     min_s: float = 0.0
     values: tuple[float, ...] = ()
-    jitter: float = 0.0
+
+
+@dataclass(frozen=True)
+class SessionSpeedConfig:
+    """The second level of the speed model: every session multiplies its device's mean
+    seconds per example by a factor of mean one (thermal state, foreground apps).
+
+    ``lognormal``: ``exp(sigma * Z - sigma**2 / 2)``, Z standard normal, so the factor's
+    mean is 1 and its variance ``exp(sigma**2) - 1``; ``sigma = 0`` is no variation (a
+    device always trains at its own speed).
+    """
+
+    kind: str = "lognormal"
+    sigma: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -87,12 +101,16 @@ class FleetConfig:
     availability: AvailabilityConfig = AvailabilityConfig()
     rtt_s: float = 0.1
     bandwidth_sigma: float = 0.0
+    session_speed: SessionSpeedConfig = SessionSpeedConfig()
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Device shards. ``digits``: label skew, each device's class mix ~ Dirichlet(alpha),
-    examples drawn from the digits pool with that mix (devices may share examples).
+    """Device shards. ``digits``: label skew, each device's class mix ~ Dirichlet(alpha);
+    ``partition = "draws"`` draws its examples from the digits pool with that mix (with
+    replacement: devices may share examples, so any fleet size works), ``"disjoint"``
+    splits the pool into disjoint shards (no example on two devices, none twice; the
+    shards' total must fit in the pool), as most FL benchmarks partition.
     ``synthetic``: LEAF Synthetic(alpha, beta) (``iid``: LEAF's shared-model variant).
     Sizes are lognormal (median, sigma)
     clipped to [min_size, max_size]. ``tier_correlation`` in [0, 1] ties data to tier
@@ -100,6 +118,7 @@ class DataConfig:
     """
 
     dataset: str = "digits"
+    partition: str = "draws"
     alpha: float = 0.5
     beta: float = 0.5
     size_median: float = 32.0

@@ -4,7 +4,10 @@ Hierarchy::
 
     AsyncflError                 (server.errors: the project's root)
     └── SimulatorError           a run cannot go on (no model bundle, bad data)
-        └── PresetError          a preset file, a ``--set`` override or an argument is wrong
+        ├── PresetError          a preset file, a ``--set`` override or an argument is wrong
+        ├── Diverged             (training) local training produced non-finite values
+        └── GateFailed           (batched) the batched path does not match Trainer.train;
+                                 caught by the trainer, which falls back to the Trainer path
 """
 
 from __future__ import annotations

@@ -127,18 +127,36 @@ class Comparison:
     def simulation_wall_s(self) -> float:
         return sum(r.wall_s for r in self.async_runs + self.sync_runs)
 
+    @property
+    def simulation_cpu_s(self) -> float:
+        return sum(r.cpu_s for r in self.async_runs + self.sync_runs)
+
+    def gap_spread(self) -> dict[str, Any]:
+        """Per-tier accuracy gaps (best tier minus worst) over the seeds: median, min and
+        max per mode; ``async_minus_sync`` per seed; ``reverses`` when async is the
+        less fair mode on some seeds and the fairer one on others."""
+        out: dict[str, Any] = {}
+        for mode, runs in (("async", self.async_runs), ("sync", self.sync_runs)):
+            gaps = [r.tier_accuracy_gap for r in runs]
+            out[mode] = {"median": _median(list(gaps)), "min": min(gaps), "max": max(gaps)}
+        diffs = [
+            a.tier_accuracy_gap - s.tier_accuracy_gap
+            for a, s in zip(self.async_runs, self.sync_runs, strict=True)
+        ]
+        out["async_minus_sync"] = diffs
+        out["reverses"] = any(d > 0 for d in diffs) and any(d < 0 for d in diffs)
+        return out
+
     def summary(self, wall_s: float) -> dict[str, Any]:
         """The one-line result ``asyncfl simulate --json`` prints last (medians over
         the seeds).
 
-        ``updates_per_wall_s``: client updates trained and uploaded (all runs) per
-        wall second of simulation (the runs: events, local training, aggregation,
-        evaluation); ``wall_s``: the whole command, setup and plotting included.
+        ``tier_accuracy_gap``: :meth:`gap_spread`. ``updates_per_wall_s``: client
+        updates trained and uploaded (all runs) per wall second of simulation (the
+        runs: events, local training, aggregation, evaluation); ``updates_per_cpu_s``:
+        the same per CPU second of this process (about what a quiet machine's wall rate
+        would be); ``wall_s``: the whole command, setup and plotting included.
         """
-        gaps = {
-            mode: _median([r.tier_accuracy_gap for r in runs])
-            for mode, runs in (("async", self.async_runs), ("sync", self.sync_runs))
-        }
         return {
             "target": self.async_runs[0].target,
             "async_time_to_target": self.async_time,
@@ -147,8 +165,9 @@ class Comparison:
             "async_trips": self.async_trips,
             "sync_trips": self.sync_trips,
             "comm_ratio": self.comm_ratio,
-            "tier_accuracy_gap": gaps,
+            "tier_accuracy_gap": self.gap_spread(),
             "updates_per_wall_s": _ratio(self.trained, self.simulation_wall_s),
+            "updates_per_cpu_s": _ratio(self.trained, self.simulation_cpu_s),
             "wall_s": wall_s,
         }
 

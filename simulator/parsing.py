@@ -19,6 +19,7 @@ from simulator.config import (
     ModeConfig,
     Preset,
     RunConfig,
+    SessionSpeedConfig,
     SpeedConfig,
     TierConfig,
     TrainingConfig,
@@ -66,7 +67,6 @@ def _speed(t: Table) -> SpeedConfig:
         scale_s=t.number("scale_s", 0.5, low=0.0, low_open=True),
         min_s=t.number("min_s", 0.0, low=0.0),
         values=t.numbers("values", ()),
-        jitter=t.number("jitter", 0.0, low=0.0, high=2.0),
     )
     if kind == "trace" and (not speed.values or min(speed.values) <= 0):
         raise t.fail("values", "must list > 0 seconds per example for a trace")
@@ -105,12 +105,19 @@ def _fleet(t: Table) -> FleetConfig:
         sim_start_h=a.number("sim_start_h", 0.0, low=0.0, high=24.0),
     )
     a.close()
+    v = t.table("session_speed")
+    session_speed = SessionSpeedConfig(
+        kind=v.string("kind", "lognormal", choices=("lognormal",)),
+        sigma=v.number("sigma", 0.0, low=0.0, high=2.0),
+    )
+    v.close()
     fleet = FleetConfig(
         devices=devices,
         tiers=tiers,
         availability=availability,
         rtt_s=t.number("rtt_s", 0.1, low=0.0),
         bandwidth_sigma=t.number("bandwidth_sigma", 0.0, low=0.0, high=3.0),
+        session_speed=session_speed,
     )
     t.close()
     return fleet
@@ -119,6 +126,7 @@ def _fleet(t: Table) -> FleetConfig:
 def _data(t: Table) -> DataConfig:
     cfg = DataConfig(
         dataset=t.string("dataset", "digits", choices=DATASETS),
+        partition=t.string("partition", "draws", choices=("draws", "disjoint")),
         alpha=t.number("alpha", 0.5, low=0.0),
         beta=t.number("beta", 0.5, low=0.0),
         size_median=t.number("size_median", 32.0, low=1.0),
@@ -134,6 +142,10 @@ def _data(t: Table) -> DataConfig:
     )
     if cfg.dataset == "digits" and cfg.alpha <= 0:
         raise t.fail("alpha", "must be > 0 for Dirichlet label skew")
+    if cfg.partition == "disjoint" and cfg.dataset != "digits":
+        raise t.fail(
+            "partition", "'disjoint' splits a pool (digits); synthetic shards are per device"
+        )
     if cfg.max_size < cfg.min_size:
         raise t.fail("max_size", f"must be >= min_size ({cfg.min_size})")
     t.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["key_seed", "normal", "pair", "uniform"]
+__all__ = ["extend", "key_seed", "normal", "pair", "uniform"]
 
 _MASK = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -31,6 +31,12 @@ def key_seed(*key: int) -> int:
     for part in key:
         h = _mix(h ^ (part & _MASK))
     return h
+
+
+def extend(h: int, part: int) -> int:
+    """``key_seed(*key, part)`` from ``h = key_seed(*key)``: one mix, so a caller can
+    keep the hash of a key's prefix."""
+    return _mix(h ^ (part & _MASK))
 
 
 def uniform(h: int, tag: int) -> float:

@@ -131,8 +131,29 @@ def compare_text(env: Environment, comp: Comparison) -> str:
             ],
             _tier_rows(env, runs),
         ),
+        gap_text(comp),
     ]
     return "\n".join(parts)
+
+
+def gap_text(comp: Comparison) -> str:
+    """The tier accuracy gap of each mode over the seeds, and whether it reverses."""
+    g = comp.gap_spread()
+    line = "tier accuracy gap (best tier - worst), median [min, max] over seeds: " + ", ".join(
+        f"{mode} {_g(g[mode]['median'])} [{g[mode]['min']:.3f}, {g[mode]['max']:.3f}]"
+        for mode in ("async", "sync")
+    )
+    if g["reverses"]:
+        worse = sum(d > 0 for d in g["async_minus_sync"])
+        line += (
+            f"; the gap REVERSES between modes: async's is the larger on {worse} of "
+            f"{len(g['async_minus_sync'])} seeds, sync's on the others"
+        )
+    return line
+
+
+def _g(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
 
 
 def _t(v: float | None) -> str:
@@ -168,6 +189,7 @@ def sweep_text(env: Environment, rows: Sequence[tuple[int, Comparison]]) -> str:
             "comm ratio",
             "async gap",
             "sync gap",
+            "reverses",
         ],
         [
             [
@@ -178,18 +200,27 @@ def sweep_text(env: Environment, rows: Sequence[tuple[int, Comparison]]) -> str:
                 x.async_trips,
                 x.sync_trips,
                 _x(x.comm_ratio),
-                x.async_run.tier_accuracy_gap,
-                x.sync_run.tier_accuracy_gap,
+                _spread(x.gap_spread()["async"]),
+                _spread(x.gap_spread()["sync"]),
+                "yes" if x.gap_spread()["reverses"] else "no",
             ]
             for c, x in rows
         ],
     )
-    return f"{describe(env)}\n\ntime to target by concurrency C:\n{table}"
+    return (
+        f"{describe(env)}\n\ntime to target by concurrency C (gaps: median [min, max] "
+        f"over seeds; 'reverses': the fairer mode changes between seeds):\n{table}"
+    )
+
+
+def _spread(g: dict[str, Any]) -> str:
+    return f"{_g(g['median'])} [{g['min']:.3f}, {g['max']:.3f}]"
 
 
 def sweep_summary(rows: Sequence[tuple[int, Comparison]], wall_s: float) -> dict[str, Any]:
     trained = sum(x.trained for _, x in rows)
     sim_wall = sum(x.simulation_wall_s for _, x in rows)
+    sim_cpu = sum(x.simulation_cpu_s for _, x in rows)
     return {
         "target": rows[0][1].async_run.target if rows else None,
         "concurrency": [c for c, _ in rows],
@@ -199,7 +230,9 @@ def sweep_summary(rows: Sequence[tuple[int, Comparison]], wall_s: float) -> dict
         "async_trips": [x.async_trips for _, x in rows],
         "sync_trips": [x.sync_trips for _, x in rows],
         "comm_ratio": [x.comm_ratio for _, x in rows],
+        "tier_accuracy_gap": [x.gap_spread() for _, x in rows],
         "updates_per_wall_s": trained / sim_wall if sim_wall > 0 else None,
+        "updates_per_cpu_s": trained / sim_cpu if sim_cpu > 0 else None,
         "wall_s": wall_s,
     }
 

@@ -39,6 +39,7 @@ class RunResult:
     virtual_s: float
     wall_s: float
     stats: dict[str, Any] = field(default_factory=dict)
+    cpu_s: float = 0.0  # this process's CPU seconds for the run (shared machines: wall lies)
 
     @property
     def reached(self) -> bool:
@@ -73,6 +74,7 @@ class RunResult:
             "max_active": self.max_active,
             "virtual_s": self.virtual_s,
             "wall_s": self.wall_s,
+            "cpu_s": self.cpu_s,
             "stats": self.stats,
         }
         if curve:

@@ -34,6 +34,7 @@ class SyncSimulation(Simulation):
         self._deadline = 0.0
         self._open: dict[int, Session] = {}
         self._members: set[int] = set()
+        self._cohort = self.rounds.cohort_target
 
     def _start(self) -> None:
         self.push(0.0, ADMIT, self._open_round)
@@ -41,6 +42,7 @@ class SyncSimulation(Simulation):
     def _open_round(self, _: Any) -> None:
         state = self.rounds.start_round(self.now)
         self._round, self._deadline = state.round_id, state.deadline
+        self._cohort = self.rounds.cohort_target  # fixed per config; computed exactly, once
         self._open, self._members = {}, set()
         self.push(state.deadline, DEADLINE, self._on_deadline, state.round_id)
         self._select(state.round_id)
@@ -48,7 +50,7 @@ class SyncSimulation(Simulation):
     def _select(self, round_id: int) -> None:
         """Fill the cohort; retry later if too few devices are eligible right now."""
         rounds, misses = self.rounds, 0
-        while round_id == self._round and len(self._members) < rounds.cohort_target:
+        while round_id == self._round and len(self._members) < self._cohort:
             device = self.picker.pick(self.now)
             if device is None or misses > self.picker.tries:
                 if device is not None:

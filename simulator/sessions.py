@@ -23,6 +23,7 @@ __all__ = [
     "Session",
     "SessionPlanner",
     "examples_after",
+    "session_factor",
     "session_hash",
     "steps_within_budget",
     "training_seed",
@@ -31,7 +32,7 @@ __all__ = [
 Array = np.ndarray[Any, Any]
 
 # rand key tags, so the draws of one session are independent of each other
-_JITTER, _DROP, _TRAIN_SEED = 1, 2, 4
+_SESSION_SPEED, _DROP, _TRAIN_SEED = 1, 2, 4
 
 
 @dataclass(slots=True, eq=False)
@@ -72,6 +73,12 @@ class Session:
         down = max(0.0, min(until, self.start + self.down_s) - self.start)
         up_begin = self.start + self.down_s + self.train_s
         return down + max(0.0, min(until, up_begin + self.up_s) - up_begin)
+
+
+def session_factor(sigma: float, z: float) -> float:
+    """A session's speed factor from a standard normal ``z``: log-normal with mean 1
+    (:class:`~simulator.config.SessionSpeedConfig`)."""
+    return math.exp(sigma * z - 0.5 * sigma * sigma)
 
 
 def session_hash(seed: int, device: int, trip: int) -> int:
@@ -131,17 +138,21 @@ class SessionPlanner:
         self._trips = np.zeros(fleet.size, dtype=np.int64)
         self._has_graphs = np.zeros(fleet.size, dtype=bool)
         self._next_sid = 0
+        self._session_sigma = fleet.cfg.session_speed.sigma
+        self._device_hash: dict[int, int] = {}
 
     def plan(self, device: int, now: float, version: int, params: list[Array] | None) -> Session:
         fleet, tr = self.fleet, self.training
         trip = int(self._trips[device])
         self._trips[device] = trip + 1
         tier = fleet.tier_of[device]
-        h = session_hash(self.seed, device, trip)
+        prefix = self._device_hash.get(device)
+        if prefix is None:
+            prefix = self._device_hash[device] = rand.key_seed(self.seed, device)
+        h = rand.extend(prefix, trip)  # = session_hash(seed, device, trip)
         spe = float(fleet.seconds_of[device])
-        jitter = fleet.tiers[tier].speed.jitter
-        if jitter:
-            spe *= math.exp(jitter * rand.normal(h, _JITTER))
+        if self._session_sigma:
+            spe *= session_factor(self._session_sigma, rand.normal(h, _SESSION_SPEED))
         n = self._sizes[device]
         steps = steps_within_budget(n, tr.batch_size, tr.epochs, spe, tr.time_budget_s)
         examples = examples_after(steps, n, tr.batch_size)

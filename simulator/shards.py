@@ -5,7 +5,10 @@ devices fits in memory; a bounded LRU cache keeps recently used shards (10,000 d
 shards of the median 16 examples take ~40 MB). :class:`LabelSkewShards`
 gives each device a class mix ~ Dirichlet(alpha * C * prior) (Hsu et al., 2019) and
 draws its examples from a pool with that mix; several devices may hold the same pool
-example, which is what lets 5,000+ devices share 1,437 digits. The RF^2 switch
+example, which is what lets 5,000+ devices share 1,437 digits. With ``partition =
+"disjoint"`` the pool is split instead: devices take their examples, in device order,
+without replacement from what is left of each class (a class that runs out is made up
+from the classes with the most left), so no example is on two devices. The RF^2 switch
 (``tier_correlation``) tilts each tier's prior toward its own classes.
 """
 
@@ -19,6 +22,7 @@ import numpy as np
 from simulator import rand
 from simulator.config import DataConfig
 from simulator.distributions import sample_shard_sizes
+from simulator.errors import PresetError
 
 __all__ = ["LabelSkewShards", "ShardCache", "ShardSource", "tier_class_priors"]
 
@@ -51,7 +55,7 @@ class ShardCache:
 
     def get(self, device: int) -> Any:
         item = self._items.get(device)
-        if item is not None:
+        if item is not None and len(self._items) >= self.capacity:  # LRU order matters
             self._items.move_to_end(device)
         return item
 
@@ -101,6 +105,42 @@ class LabelSkewShards:
         rng = np.random.default_rng([seed, 0x5A4D])
         self.sizes: Array = sample_shard_sizes(cfg, rng, len(device_tiers))
         self._cache = ShardCache(cache_size)
+        self._disjoint: list[Array] | None = None
+        if cfg.partition == "disjoint":
+            self._disjoint = self._split()
+
+    @property
+    def partition(self) -> list[Array] | None:
+        """Each device's pool indices when the pool is split disjointly (else None)."""
+        return self._disjoint
+
+    def _split(self) -> list[Array]:
+        """Disjoint pool indices per device (see the module docstring)."""
+        total, pool = int(self.sizes.sum()), len(self._train.y)
+        if total > pool:
+            raise PresetError(
+                f"data.partition = 'disjoint': the {len(self.sizes):,} shards take {total:,} "
+                f"examples, the {self.cfg.dataset} pool has {pool:,} (fewer devices or a "
+                "smaller data.size_median)"
+            )
+        rng = np.random.default_rng([self.seed, 0xD15])
+        left = [
+            list(rng.permutation(np.arange(s, s + c)))
+            for s, c in zip(self._train.starts, self._train.counts, strict=True)
+        ]
+        out = []
+        for device in range(len(self.sizes)):
+            drng = np.random.default_rng(rand.key_seed(self.seed, device))
+            counts = drng.multinomial(int(self.sizes[device]), self._mix(drng, device))
+            taken: list[int] = []
+            for c, k in enumerate(counts.tolist()):
+                got = min(k, len(left[c]))
+                taken += [left[c].pop() for _ in range(got)]
+            while len(taken) < self.sizes[device]:  # classes that ran out
+                richest = max(range(len(left)), key=lambda c: len(left[c]))
+                taken.append(left[richest].pop())
+            out.append(np.asarray(taken, dtype=np.int64))
+        return out
 
     def _mix(self, rng: np.random.Generator, device: int) -> Array:
         alpha = self._concentration[self._tiers[device]]
@@ -111,6 +151,9 @@ class LabelSkewShards:
         return self._mix(np.random.default_rng(rand.key_seed(self.seed, device)), device)
 
     def shard(self, device: int) -> XY:
+        if self._disjoint is not None:
+            idx = self._disjoint[device]
+            return self._train.x[idx], self._train.y[idx]
         xy = self._cache.get(device)
         if xy is None:
             # one generator per device: its class mix first, then its examples

@@ -10,6 +10,7 @@ holds, and is abandoned otherwise. Updates after the step or the deadline are re
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from fractions import Fraction
@@ -53,12 +54,13 @@ class SyncRoundAggregator(AggregatorBase):
     def goal(self) -> int:
         return self._config.aggregation_goal
 
-    @property
+    @functools.cached_property
     def cohort_target(self) -> int:
         """``ceil(goal * (1 + over_selection))`` in exact decimal arithmetic, reading
         ``over_selection`` as the decimal it was written as (``repr`` gives the shortest
         one that round-trips): in binary floats 100 * 1.1 is 110.00000000000001, one
-        device too many."""
+        device too many. Computed once (the config is fixed): ``select`` reads it for
+        every device."""
         over = Fraction(repr(self._config.over_selection))
         return math.ceil(self.goal * (1 + over))
 

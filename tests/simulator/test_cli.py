@@ -58,13 +58,22 @@ def test_simulate_prints_tables_then_one_json_line_and_writes_a_plot(
         "comm_ratio",
         "tier_accuracy_gap",
         "updates_per_wall_s",
+        "updates_per_cpu_s",
         "wall_s",
+        "gate",
+        "training_speed",
     }
     assert summary["target"] == 0.5
     assert summary["speedup"] == pytest.approx(
         summary["sync_time_to_target"] / summary["async_time_to_target"]
     )
-    assert set(summary["tier_accuracy_gap"]) == {"async", "sync"}
+    gap = summary["tier_accuracy_gap"]
+    assert set(gap) == {"async", "sync", "async_minus_sync", "reverses"}
+    assert gap["async"]["min"] <= gap["async"]["median"] <= gap["async"]["max"]
+    assert "tier accuracy gap" in captured.out
+    # each mode's client lr (papaya-small's 0.3 and 1.0) gated, both batched
+    assert [(g["lr"], g["path"]) for g in summary["gate"]] == [(0.3, "batched"), (1.0, "batched")]
+    assert summary["training_speed"]["matmul_fraction"] > 0
     assert "wasted work until the target" in captured.out
     assert "fairness per tier" in captured.out
     assert "async C=40" in captured.err  # progress goes to stderr

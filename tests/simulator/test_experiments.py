@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from simulator import experiments, plot, report
+from simulator.results import RunResult
 from tests.simulator.support import tiny_env
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -67,6 +68,7 @@ def test_a_comparison_reports_ratios_of_sync_over_async(tmp_path: Path) -> None:
     assert summary["comm_ratio"] == comp.sync_run.ledger.trips / comp.async_run.ledger.trips
     # throughput of the simulation itself; wall_s is the whole command
     assert summary["updates_per_wall_s"] == pytest.approx(comp.trained / comp.simulation_wall_s)
+    assert summary["updates_per_cpu_s"] == pytest.approx(comp.trained / comp.simulation_cpu_s)
     assert summary["wall_s"] == 4.0
     text = report.compare_text(env, comp)
     for cause in ("staleness", "over_selection", "dropout"):
@@ -124,3 +126,26 @@ def test_a_mode_can_train_with_its_own_client_learning_rate() -> None:
 
     assert result.hyper["client_lr"] == 0.05
     assert other.hyper["client_lr"] == env.preset.training.client_lr
+
+
+def _with_gap(run: RunResult, gap: float) -> RunResult:
+    return replace(run, tier_accuracy={"fast": 0.9, "slow": 0.9 - gap})
+
+
+def test_tier_gaps_are_reported_as_median_and_range_and_a_reversal_is_named() -> None:
+    comp = experiments.compare([tiny_env()])
+    a, s = comp.async_run, comp.sync_run
+    gaps = [(0.10, 0.05), (0.02, 0.08), (0.12, 0.06)]  # async less fair on seeds 0 and 2
+    mixed = experiments.Comparison(
+        [_with_gap(a, x) for x, _ in gaps], [_with_gap(s, y) for _, y in gaps]
+    )
+    steady = experiments.Comparison([_with_gap(a, 0.1)] * 2, [_with_gap(s, 0.05)] * 2)
+
+    spread = mixed.gap_spread()
+
+    assert spread["async"] == pytest.approx({"median": 0.10, "min": 0.02, "max": 0.12})
+    assert spread["sync"] == pytest.approx({"median": 0.06, "min": 0.05, "max": 0.08})
+    assert spread["reverses"] is True
+    assert "REVERSES between modes: async's is the larger on 2 of 3 seeds" in report.gap_text(mixed)
+    assert steady.gap_spread()["reverses"] is False
+    assert "REVERSES" not in report.gap_text(steady)

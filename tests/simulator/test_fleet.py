@@ -11,7 +11,13 @@ import pytest
 from simulator.config import SpeedConfig
 from simulator.distributions import sample_speeds
 from simulator.fleet import Fleet
-from simulator.sessions import SessionPlanner, examples_after, steps_within_budget
+from simulator.sessions import (
+    SessionPlanner,
+    examples_after,
+    session_hash,
+    steps_within_budget,
+    training_seed,
+)
 from tests.simulator.support import tiny_preset
 
 
@@ -34,6 +40,67 @@ def test_lognormal_speeds_are_heavy_tailed_and_halfnormal_bounded_below() -> Non
     assert np.quantile(heavy, 0.99) / np.median(heavy) > 8
     assert half.min() >= 0.2
     assert set(np.unique(trace)) == {0.5, 2.0}
+
+
+@pytest.mark.parametrize("sigma", [0.3, 0.8])
+def test_device_level_speeds_have_the_lognormal_mean_and_variance(sigma: float) -> None:
+    rng = np.random.default_rng(1)
+    draws = sample_speeds(SpeedConfig("lognormal", median_s=2.0, sigma=sigma), rng, 400_000)
+
+    mean = 2.0 * math.exp(sigma**2 / 2)
+    variance = (math.exp(sigma**2) - 1) * 4.0 * math.exp(sigma**2)
+    assert draws.mean() == pytest.approx(mean, rel=0.01)
+    assert draws.var() == pytest.approx(variance, rel=0.05)
+
+
+def test_halfnormal_device_speeds_have_the_halfnormal_mean_and_variance() -> None:
+    rng = np.random.default_rng(2)
+    draws = sample_speeds(SpeedConfig("halfnormal", scale_s=1.5, min_s=0.2), rng, 400_000)
+
+    assert draws.mean() == pytest.approx(0.2 + 1.5 * math.sqrt(2 / math.pi), rel=0.01)
+    assert draws.var() == pytest.approx(1.5**2 * (1 - 2 / math.pi), rel=0.02)
+
+
+def _session_factors(sigma: float, sessions: int) -> np.ndarray:
+    """Each session's seconds per example over its device's, from the real planner."""
+    preset = tiny_preset(
+        "fleet.devices=50",
+        "data.max_size=8",
+        "training.time_budget_s=1e9",
+        f"fleet.session_speed={{kind = 'lognormal', sigma = {sigma}}}",
+    )
+    fleet = Fleet(preset.fleet, seed=0)
+    sizes = np.full(fleet.size, 8)
+    planner = SessionPlanner(
+        fleet, sizes, preset.training, params_bytes=1000, graph_bytes=1000, seed=5
+    )
+    out = np.empty(sessions)
+    for i in range(sessions):
+        s = planner.plan(i % fleet.size, 0.0, 0, None)
+        out[i] = s.train_s / s.examples / fleet.seconds_per_example[s.device]
+    return out
+
+
+@pytest.mark.parametrize("sigma", [0.3, 0.67])
+def test_session_level_factors_have_mean_one_and_the_lognormal_variance(sigma: float) -> None:
+    factors = _session_factors(sigma, 100_000)
+
+    assert factors.mean() == pytest.approx(1.0, abs=0.01)
+    assert factors.var() == pytest.approx(math.exp(sigma**2) - 1, rel=0.05)
+    assert np.median(factors) == pytest.approx(math.exp(-(sigma**2) / 2), rel=0.02)
+
+
+def test_session_variation_off_keeps_each_device_at_its_own_speed() -> None:
+    factors = _session_factors(0.0, 1000)
+
+    assert np.allclose(factors, 1.0)
+
+
+def test_session_factors_vary_across_a_devices_sessions_and_are_reproducible() -> None:
+    a, b = _session_factors(0.5, 500), _session_factors(0.5, 500)
+
+    assert np.array_equal(a, b)
+    assert np.std(a[::50]) > 0.1  # sessions 0, 50, ... are all device 0's
 
 
 def test_a_diurnal_fleet_is_about_window_over_24_available_and_windows_close() -> None:
@@ -103,3 +170,15 @@ def test_sessions_drop_at_the_tier_rate_and_download_graphs_once() -> None:
     assert (first.device, first.trip, again.trip) == (again.device, 0, 1)
     assert first.bytes_down == 6000 and again.bytes_down == 1000
     assert all(s.drop_at == math.inf or s.start <= s.drop_at <= s.end for s in sessions)
+
+
+def test_the_planners_session_hash_is_the_documented_one() -> None:
+    preset = tiny_preset("fleet.devices=20")
+    fleet = Fleet(preset.fleet, seed=0)
+    planner = SessionPlanner(
+        fleet, np.full(20, 8), preset.training, params_bytes=10, graph_bytes=10, seed=9
+    )
+
+    seeds = [planner.plan(d % 20, 0.0, 0, None).seed for d in range(60)]
+
+    assert seeds == [training_seed(session_hash(9, d % 20, d // 20)) for d in range(60)]

@@ -75,6 +75,12 @@ def test_overrides_reach_nested_tables_and_list_items() -> None:
         ("sync.aggregation_goal=900", "exceeds concurrency 1000"),
         ("training.engine='gpu'", "training.engine must be one of"),
         ("kind='race'", "kind must be one of"),
+        ("fleet.session_speed.sigma=-0.1", "fleet.session_speed.sigma must be in"),
+        ("fleet.session_speed.kind='gamma'", "fleet.session_speed.kind must be one of"),
+        ("fleet.session_speed.spread=1", "fleet.session_speed has unknown key(s) ['spread']"),
+        ("fleet.tiers.0.speed.jitter=0.2", "fleet.tiers[0].speed has unknown key(s) ['jitter']"),
+        ("data.partition='shuffled'", "data.partition must be one of"),
+        ("training.batch_size=0", "training.batch_size must be >= 1"),
     ],
 )
 def test_a_bad_value_is_refused_with_its_key(override: str, message: str) -> None:
@@ -121,3 +127,18 @@ def test_the_sync_goal_is_the_largest_whose_cohort_fits() -> None:
             assert cohort_size(goal, over) <= c or goal == 1
             assert cohort_size(goal + 1, over) > c
     assert tiny_preset().sync_mode.aggregation.aggregation_goal == 23
+
+
+def test_the_presets_state_their_speed_model_and_partition() -> None:
+    small, sweep, flsim = (load_preset(n) for n in ("papaya-small", "papaya-sweep", "flsim-digits"))
+
+    assert small.fleet.session_speed.sigma == sweep.fleet.session_speed.sigma == 0.67
+    assert small.data.partition == sweep.data.partition == "draws"
+    assert flsim.data.partition == "disjoint"
+    assert flsim.fleet.devices * flsim.data.max_size <= 1437  # fits the digits pool
+
+
+def test_session_variation_can_be_turned_off_by_override() -> None:
+    p = load_preset("papaya-small", ["fleet.session_speed.sigma=0"])
+
+    assert p.fleet.session_speed.sigma == 0.0

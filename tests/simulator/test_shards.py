@@ -9,6 +9,7 @@ import pytest
 
 from server.modeling.datasets import load_dataset
 from simulator.environment import make_shards
+from simulator.errors import PresetError
 from simulator.fleet import Fleet
 from simulator.shards import LabelSkewShards, tier_class_priors
 from simulator.synthetic import SyntheticShards
@@ -118,3 +119,45 @@ def test_synthetic_iid_shares_one_labelling_model_across_devices() -> None:
 
     assert np.array_equal(w0, w1) and np.array_equal(b0, b1)
     assert not np.array_equal(v0, v1)
+
+
+def _disjoint(*overrides: str) -> LabelSkewShards:
+    return _digits("data.partition='disjoint'", "fleet.devices=80", *overrides)
+
+
+def test_a_disjoint_partition_puts_no_example_on_two_devices_or_twice() -> None:
+    shards = _disjoint()
+    parts = shards.partition
+    assert parts is not None
+
+    taken = np.concatenate(parts)
+
+    assert len(taken) == int(shards.sizes.sum())
+    assert len(np.unique(taken)) == len(taken)
+    assert [len(p) for p in parts] == shards.sizes.tolist()
+
+
+def test_a_disjoint_shard_is_the_pool_rows_it_was_given_and_keeps_the_label_skew() -> None:
+    shards = _disjoint("data.alpha=0.1")
+    x_pool, y_pool = shards._train.x, shards._train.y
+    assert shards.partition is not None
+
+    x, y = shards.shard(3)
+    idx = shards.partition[3]
+
+    assert np.array_equal(x, x_pool[idx]) and np.array_equal(y, y_pool[idx])
+    # Dirichlet(0.1): most devices hold one or two classes
+    top = [np.bincount(shards.shard(d)[1]).max() / len(shards.shard(d)[1]) for d in range(80)]
+    assert np.median(top) > 0.6
+
+
+def test_a_disjoint_partition_that_does_not_fit_the_pool_is_refused_with_its_key() -> None:
+    with pytest.raises(PresetError, match=r"data.partition = 'disjoint': the 300 shards take"):
+        _digits("data.partition='disjoint'", "data.size_median=30", "data.min_size=20")
+
+
+def test_draws_let_more_devices_share_the_pool_than_it_has_examples() -> None:
+    shards = _digits("fleet.devices=3000")
+
+    assert shards.partition is None
+    assert int(shards.sizes.sum()) > len(shards._train.y)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -9,9 +10,17 @@ import pytest
 
 from client_sdk.trainer import TrainPlan
 from server.modeling.datasets import load_dataset
-from simulator.batched import DenseBatchTrainer, supports, verify
+from simulator.batched import (
+    RTOL,
+    DenseBatchTrainer,
+    GateFailed,
+    gate_jobs,
+    relative_difference,
+    supports,
+    verify,
+)
 from simulator.errors import SimulatorError
-from simulator.training import OnnxTrainer, TrainJob
+from simulator.training import Diverged, OnnxTrainer, TrainJob
 
 Array = np.ndarray[Any, Any]
 
@@ -71,15 +80,95 @@ def test_the_batched_path_matches_the_sdk_trainer_to_float32_rounding(
             np.testing.assert_allclose(a, b, rtol=0, atol=2e-6)
 
 
-def test_verify_reports_the_worst_difference_and_refuses_a_wrong_path(
+def test_verify_reports_the_worst_relative_difference_and_refuses_above_it(
     onnx_trainer: OnnxTrainer,
 ) -> None:
     batched = DenseBatchTrainer(onnx_trainer)
     jobs = _jobs(onnx_trainer, 8)
 
-    assert verify(batched, jobs, lr=0.1, batch_size=16, epochs=1) < 1e-6
-    with pytest.raises(SimulatorError, match="differs from the ONNX trainer"):
-        verify(batched, jobs, lr=0.1, batch_size=16, epochs=1, tolerance=0.0)
+    assert verify(batched, jobs, lr=0.1, batch_size=16, epochs=1) < 1e-5
+    with pytest.raises(GateFailed, match=r"differs from Trainer\.train"):
+        verify(batched, jobs, lr=0.1, batch_size=16, epochs=1, rtol=0.0)
+
+
+def test_the_relative_difference_means_the_same_at_every_scale() -> None:
+    rng = np.random.default_rng(0)
+    want = [
+        rng.standard_normal((4, 3)).astype(np.float32),
+        rng.standard_normal(4).astype(np.float32),
+    ]
+    got = [w * np.float32(1.001) for w in want]
+
+    small = relative_difference([g * 1e-6 for g in got], [w * 1e-6 for w in want])
+
+    assert relative_difference(got, want) == pytest.approx(1e-3, rel=1e-2)
+    assert small == pytest.approx(1e-3, rel=1e-2)
+
+
+def test_the_gate_checks_every_configuration_once_from_the_runs_own_jobs(
+    onnx_trainer: OnnxTrainer,
+) -> None:
+    notes: list[str] = []
+    batched = DenseBatchTrainer(onnx_trainer, notify=notes.append)
+    jobs = _jobs(onnx_trainer, 12)
+
+    for lr, epochs in [(0.3, 1), (1.0, 1), (0.3, 2), (0.3, 1)]:
+        batched.train_many(jobs, lr=lr, batch_size=8, epochs=epochs)
+
+    assert sorted(batched.gate) == [(0.3, 8, 1), (0.3, 8, 2), (1.0, 8, 1)]
+    assert all(g.path == "batched" and g.rel_diff <= RTOL for g in batched.gate.values())
+    # as given, perturbed, and 4 merged shards x (full, one step, half)
+    assert {g.jobs for g in batched.gate.values()} == {12 + 12 + 4 * 3}
+    assert notes == []
+
+
+def test_the_gate_cases_include_perturbed_parameters_and_cut_short_budgets(
+    onnx_trainer: OnnxTrainer,
+) -> None:
+    jobs = _jobs(onnx_trainer, 3)
+
+    probe = gate_jobs(jobs, batch_size=8, epochs=2)
+
+    assert len(probe) == 3 + 3 + 3
+    assert not np.array_equal(probe[3].params[0], jobs[0].params[0])
+    merged = probe[6:]
+    assert all(len(j.x) == sum(len(k.x) for k in jobs) for j in merged)
+    full = 2 * -(-len(merged[0].x) // 8)
+    assert sorted(j.steps for j in merged) == sorted({1, full // 2, full})
+
+
+def test_a_configuration_the_batched_path_cannot_match_falls_back_to_the_trainer(
+    onnx_trainer: OnnxTrainer,
+) -> None:
+    # rtol 1e-12 is below float32 rounding: no configuration can pass it
+    notes: list[str] = []
+    batched = DenseBatchTrainer(onnx_trainer, rtol=1e-12, notify=notes.append)
+    jobs = _jobs(onnx_trainer, 6)
+
+    got = batched.train_many(jobs, lr=0.5, batch_size=8, epochs=2)
+
+    assert batched.gate[(0.5, 8, 2)].path == "trainer"
+    assert len(notes) == 1 and "through the SDK Trainer path" in notes[0]
+    for job, update in zip(jobs, got, strict=True):
+        plan = TrainPlan(lr=0.5, batch_size=8, epochs=2, max_steps=job.steps)
+        want = onnx_trainer.train_reference(job.params, job.x, job.y, plan, job.seed)
+        for a, b in zip(update.delta, want.delta, strict=True):
+            assert np.array_equal(a, b)  # the Trainer path: bit-identical
+
+
+def test_a_diverging_configuration_falls_back_and_then_reports_the_divergence(
+    onnx_trainer: OnnxTrainer,
+) -> None:
+    notes: list[str] = []
+    batched = DenseBatchTrainer(onnx_trainer, notify=notes.append)
+    jobs = _jobs(onnx_trainer, 6)
+
+    with pytest.raises(Diverged):
+        batched.train_many(jobs, lr=1e30, batch_size=8, epochs=3)
+
+    assert batched.gate[(1e30, 8, 3)].path == "trainer"
+    assert batched.gate[(1e30, 8, 3)].rel_diff == math.inf
+    assert len(notes) == 1
 
 
 def test_only_dense_sgd_classifiers_are_batched(onnx_trainer: OnnxTrainer) -> None:
