@@ -165,3 +165,12 @@ def test_compare_generators_refuses_a_bad_duration() -> None:
     )
     assert done.returncode == 2
     assert "must be positive" in done.stderr
+
+
+def test_the_ledger_audit_finds_every_upload_in_exactly_one_place() -> None:
+    result = _last_json_line("ledger_audit.py", "--sessions", "60", "--devices", "4", "--json")
+    assert result["ok"] is True
+    assert result["acknowledged"] > 0 and result["refused"] > 0
+    assert result["applied_rows"] + result["buffered"] == result["acknowledged"]
+    assert result["rejected_rows"] == result["refused"]
+    assert result["duplicates_answered"] == result["retries"]
