@@ -130,7 +130,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--secagg-bodies",
         type=int,
         default=0,
-        help="bodies built per secure-side round (0: 500 per timed second, at most 4000; "
+        help="bodies built per secure-side round (0: 500 per timed second, at most 4000 and 1 GB; "
         "a round that sends them all ends early, its rate still counts)",
     )
     parser.add_argument("--data-dir", type=Path, help="where the temporary dirs go")
@@ -415,7 +415,7 @@ def bench_size(args: argparse.Namespace, size: str, root: Path) -> dict[str, Any
                     connections=args.connections,
                     seconds=args.seconds,
                     rounds=args.rounds,
-                    per_round=args.secagg_bodies or min(4000, math.ceil(500 * args.seconds)),
+                    per_round=args.secagg_bodies or _secagg_bodies(args.seconds, payload_bytes),
                 )
             )
             secure = figures.fields()
@@ -464,6 +464,11 @@ def bench_size(args: argparse.Namespace, size: str, root: Path) -> dict[str, Any
         **secure,
         "loadavg_1m": round(os.getloadavg()[0], 2),
     }
+
+
+def _secagg_bodies(seconds: float, payload_bytes: int) -> int:
+    """Bodies per secure-side round: 500 per timed second, at most 4,000 and ~1 GB."""
+    return max(50, min(4000, math.ceil(500 * seconds), 1_000_000_000 // payload_bytes))
 
 
 def disk_ceiling(path: Path, record_bytes: int, seconds: float, fsync: str, group: int) -> float:

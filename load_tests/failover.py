@@ -40,6 +40,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +225,7 @@ async def _audit(drill: Drill, database_url: str, result: dict[str, Any]) -> dic
             if status["updates_accepted"] - status["updates_applied"] < goal:
                 break
             await asyncio.sleep(0.1)
+        log(f"audit: accepted {status['updates_accepted']}, applied {status['updates_applied']}")
     engine = create_engine(database_url)
     try:
         async with engine.connect() as conn:
@@ -252,6 +254,12 @@ async def _audit(drill: Drill, database_url: str, result: dict[str, Any]) -> dic
                     {"t": TASK},
                 )
             ).scalar_one()
+            statuses = {
+                str(r[0]): str(r[1])
+                for r in await conn.execute(
+                    sa.text("SELECT id, status FROM updates WHERE task_id = :t"), {"t": TASK}
+                )
+            }
     finally:
         await engine.dispose()
     applied = set(applied_rows)
@@ -273,6 +281,13 @@ async def _audit(drill: Drill, database_url: str, result: dict[str, Any]) -> dic
         "buffered": len(buffered),
         "duplicates": (int(in_versions) - len(applied)) + (len(applied_rows) - len(applied)),
         "lost": len(acked - applied - buffered),
+        # where the lost ones are: their ledger status, or "none" (no row)
+        "lost_positions": sorted({drill.acked[u] for u in acked - applied - buffered})[:5],
+        "head_position": head,
+        "ledger_statuses": dict(Counter(statuses.values())),
+        "lost_by_status": dict(
+            Counter(statuses.get(u, "none") for u in acked - applied - buffered)
+        ),
         "stale_commits_refused": int(stale),
         "lease_ttl_s": drill.cluster.lease_ttl_s,
         "device_errors": drill.errors,

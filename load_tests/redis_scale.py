@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -87,9 +88,10 @@ async def enroll(http: aiohttp.ClientSession, server: ServerProcess, n: int) -> 
 
 async def checkins(
     http: aiohttp.ClientSession, urls: list[str], tokens: list[str], seconds: float, conns: int
-) -> tuple[int, list[str]]:
-    """Check in as fast as ``conns`` workers can for ``seconds``; return count and sessions."""
-    sessions: list[str] = []
+) -> tuple[int, list[tuple[str, int]]]:
+    """Check in as fast as ``conns`` workers can for ``seconds``; return the count and
+    the sessions with the version each is for."""
+    sessions: list[tuple[str, int]] = []
     deadline = time.monotonic() + seconds
 
     async def worker(i: int) -> None:
@@ -105,7 +107,7 @@ async def checkins(
             ) as resp:
                 body = msgpack.unpackb(await resp.read())
             if resp.status == 200 and body.get("admitted"):
-                sessions.append(body["session"])
+                sessions.append((body["session"], int(body["version"])))
 
     await asyncio.gather(*(worker(i) for i in range(conns)))
     return len(sessions), sessions
@@ -116,23 +118,24 @@ async def uploads(
 ) -> float:
     """Upload every body once, round-robin over ``urls``; return uploads per second."""
     queue = list(enumerate(bodies))
-    failures = 0
+    failures: Counter[str] = Counter()
 
     async def worker() -> None:
-        nonlocal failures
         while queue:
             i, body = queue.pop()
             async with http.post(
                 f"{urls[i % len(urls)]}/v1/tasks/{TASK}/updates", data=body, headers=MSGPACK
             ) as resp:
-                await resp.read()
-                failures += resp.status != 200
+                raw = await resp.read()
+                if resp.status != 200:
+                    error = msgpack.unpackb(raw).get("error", {}) if raw else {}
+                    failures[f"{resp.status} {error.get('code')}"] += 1
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(conns)))
     elapsed = time.perf_counter() - started
     if failures:
-        raise RuntimeError(f"{failures} uploads failed")
+        raise RuntimeError(f"{sum(failures.values())} uploads failed: {dict(failures)}")
     return len(bodies) / elapsed
 
 
@@ -158,12 +161,12 @@ async def caught_up(http: aiohttp.ClientSession, server: ServerProcess, token: s
     raise RuntimeError("the aggregator did not catch up in 60 s")
 
 
-def update_bodies(sessions: list[str], shapes: list[list[int]]) -> list[bytes]:
+def update_bodies(sessions: list[tuple[str, int]], shapes: list[list[int]]) -> list[bytes]:
     rng = np.random.default_rng(0)
     tensors = [encode_tensor(rng.standard_normal(s).astype(np.float32) * 1e-3) for s in shapes]
     return [
-        pack({"session": s, "base_version": 0, "num_examples": 10, "tensors": tensors})
-        for s in sessions
+        pack({"session": s, "base_version": v, "num_examples": 10, "tensors": tensors})
+        for s, v in sessions
     ]
 
 

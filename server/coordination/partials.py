@@ -183,13 +183,13 @@ def decode(meta_bytes: bytes, body: bytes, position: str) -> PartialRecord:
         if offset != len(body):
             raise ValueError("the body holds more than the groups")
         entries = [dict(e) for e in meta["entries"]]
-        if [e["id"] for e in entries] != [i for g in groups for i in g.ids]:
+        # one entry per update, in arrival order; the groups are in base-version order
+        device = {str(e["id"]): str(e["device_id"]) for e in entries}
+        ids = [i for g in groups for i in g.ids]
+        if len(device) != len(entries) or len(ids) != len(entries) or set(ids) != set(device):
             raise ValueError("entries do not match the groups' ids")
-        devices = iter(str(e["device_id"]) for e in entries)
         partial = Partial(  # each update's device, as its ledger entry names it
-            tuple(
-                dataclasses.replace(g, sources=tuple(next(devices) for _ in g.ids)) for g in groups
-            )
+            tuple(dataclasses.replace(g, sources=tuple(device[i] for i in g.ids)) for g in groups)
         )
         return PartialRecord(
             str(meta["id"]), str(meta["replica"]), float(meta["at"]), partial, entries, position
