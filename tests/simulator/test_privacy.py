@@ -121,11 +121,11 @@ def test_the_noise_multiplier_is_the_servers_for_the_shipped_preset() -> None:
             ),
             preset.async_mode.aggregation,
         ).noise_multiplier
-        for eps in (1.0, 4.0, 8.0)
+        for eps in (1.0, 2.0, 4.0, 8.0)
     ]
-    assert p.target_epsilon == (1.0, 4.0, 8.0)
+    assert p.target_epsilon == (1.0, 2.0, 4.0, 8.0)
     assert got == expected
-    assert got[0] > got[1] > got[2] > 0
+    assert got[0] > got[1] > got[2] > got[3] > 0
 
 
 def test_the_shipped_preset_meets_the_accounting_assumptions() -> None:
