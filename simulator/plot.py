@@ -167,6 +167,7 @@ def plot_privacy(result: PrivacySweep, path: Path, title: str) -> Path:
                 fontsize=8,
             )
         ax.set_xscale("log")
+        ax.minorticks_off()  # the epsilons themselves are the ticks
         ax.set_xticks(xs, [f"{x:.2g}" for x in xs])
     ax.set_xlabel(f"epsilon after {result.planned_versions} versions (log scale)")
     ax.set_ylabel("held-out accuracy at the last version")
