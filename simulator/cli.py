@@ -2,7 +2,8 @@
 
 Tables go to stdout, progress and errors to stderr; with ``--json`` the last stdout
 line is the result as one JSON object. Exit status: 0 when every mode reached the
-target, 1 when one did not, 2 for a bad preset or argument.
+target (a ``privacy`` preset: when every run committed its planned versions), 1 when
+one did not, 2 for a bad preset or argument.
 """
 
 from __future__ import annotations
@@ -121,6 +122,17 @@ def _run(args: argparse.Namespace, preset: Preset, started: float) -> int:
             plot.plot_sweep(rows, png, preset.name)
         summary = report.sweep_summary(rows, time.perf_counter() - started)
         trained = sum(x.trained for _, x in rows)
+    elif preset.kind == "privacy":
+        from simulator import privacy
+
+        dp = privacy.privacy_sweep(envs, progress)
+        text = privacy.privacy_text(env, dp)
+        full = {pt.label: [r.to_dict() for r in pt.runs] for pt in dp.points}
+        reached = all(r.status == "budget" for pt in dp.points for r in pt.runs)
+        if png:
+            plot.plot_privacy(dp, png, preset.name)
+        summary = privacy.privacy_summary(dp, time.perf_counter() - started)
+        trained = sum(r.trained for pt in dp.points for r in pt.runs)
     else:
         result = experiments.grid(env, progress)
         text = report.grid_text(env, result)
@@ -154,5 +166,5 @@ def _run(args: argparse.Namespace, preset: Preset, started: float) -> int:
     if args.json:
         print(json.dumps(summary))
     if not reached:
-        progress("asyncfl simulate: a mode did not reach the target within the run's limits")
+        progress("asyncfl simulate: a run did not reach its goal within the run's limits")
     return 0 if reached else 1

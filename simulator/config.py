@@ -18,6 +18,7 @@ __all__ = [
     "GridConfig",
     "ModeConfig",
     "Preset",
+    "PrivacySweepConfig",
     "RunConfig",
     "SessionSpeedConfig",
     "SpeedConfig",
@@ -235,6 +236,23 @@ class GridConfig:
 
 
 @dataclass(frozen=True)
+class PrivacySweepConfig:
+    """A ``privacy`` preset's budgets (the server's ``privacy`` keys, one run per epsilon).
+
+    Each ``target_epsilon`` gets a DP run whose noise multiplier is ``"auto"``: calibrated
+    by the server's :class:`server.privacy.PrivacyBudget` for ``planned_versions`` at
+    ``delta`` with the participation limit ``min_separation``; ``baseline`` adds a run
+    without noise (same clipping, participation limit and version count).
+    """
+
+    target_epsilon: tuple[float, ...]
+    delta: float = 1e-5
+    planned_versions: int = 100
+    min_separation: int = 1
+    baseline: bool = True
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     description: str
@@ -248,6 +266,7 @@ class Preset:
     run: RunConfig
     sweep: tuple[int, ...] = ()
     grid: GridConfig | None = None
+    privacy: PrivacySweepConfig | None = None
 
 
 def cohort_size(goal: int, over_selection: float) -> int:

@@ -5,6 +5,12 @@ Events at the same virtual time run in a fixed order: update arrivals, then dead
 and lease expiries, then device check-ins, then the evaluation; ties keep insertion
 order. So a slot freed by an arrival is refilled only after that arrival's server step,
 exactly as a sync round starts only after the previous one closed.
+
+A DP run (:mod:`simulator.privacy`) adds the server's two limits: a participation limit
+(``min_separation``: a device checks in at most once every N versions, see
+:class:`~simulator.selection.DevicePicker`) and a ``version_limit`` (the last version
+the privacy budget allows): the run ends when it is committed, with status ``budget``,
+as the server pauses the task there.
 """
 
 from __future__ import annotations
@@ -53,6 +59,8 @@ class Simulation:
         label: str = "",
         progress: Callable[[str], None] | None = None,
         trace: bool = False,
+        min_separation: int = 0,
+        version_limit: int | None = None,
     ) -> None:
         if mode.mode != self.mode:
             raise ValueError(f"{type(self).__name__} runs {self.mode} configs, got {mode.mode}")
@@ -69,7 +77,8 @@ class Simulation:
         self._progress = progress
         seed = preset.seed
         self.agg = make_aggregator(env.trainer.initial_params(), mode.aggregation)
-        self.picker = DevicePicker(env.fleet, seed)
+        self.agg.version_limit = version_limit
+        self.picker = DevicePicker(env.fleet, seed, min_separation=min_separation)
         self.planner = SessionPlanner(
             env.fleet,
             env.shards.sizes,
@@ -85,6 +94,8 @@ class Simulation:
         self.active = self.max_active = self.trained = 0
         self.curve: list[tuple[float, float]] = []
         self.trace: list[tuple[int, float, float]] | None = [] if trace else None
+        # with trace: (device, base version, version it is part of) per accepted update
+        self.accepted: list[tuple[int, int, int]] | None = [] if trace else None
         self._batched = getattr(env.trainer, "batched", False)
         self._untrained: dict[int, Session] = {}
         self._trained: dict[int, LocalUpdate] = {}
@@ -127,9 +138,22 @@ class Simulation:
         except Diverged as exc:
             logger.warning("%s diverged at virtual %.0f s: %s", self.label, self.now, exc)
             self.status = "diverged"
-        if self._reached is not None:
+        if self.status == "budget" and self._eval_version != self.agg.version:
+            self._evaluate_final()
+        if self._reached is not None and self.status != "budget":
             self.status = "reached"
         return self._result()
+
+    def committed(self) -> None:
+        """Called after an update was folded: end the run at the version limit."""
+        if self.agg.at_version_limit:
+            self.status, self.done = "budget", True
+
+    def _evaluate_final(self) -> None:
+        """The last version's accuracy (the run ended between two evaluations)."""
+        self._accuracy = self.env.trainer.accuracy(self.current_params(), *self.env.test_set)
+        self._eval_version = self.agg.version
+        self.curve.append((self.now, self._accuracy))
 
     # -- sessions ------------------------------------------------------------------------
 
@@ -267,6 +291,7 @@ class Simulation:
             "optimizer": agg.optimizer.name,
             "server_momentum": agg.optimizer.momentum if agg.optimizer.name == "fedavgm" else 0.0,
             "aggregation_goal": agg.aggregation_goal,
+            "noise_multiplier": agg.noise_multiplier,
         }
         if self.mode == "sync":
             hyper["over_selection"] = agg.over_selection
@@ -291,6 +316,8 @@ class Simulation:
             cpu_s=time.process_time() - self._cpu_start,
             stats={
                 "rejected": stats.rejected,
+                "folded": stats.folded,
+                "clipped": stats.clipped,
                 "staleness_mean": stats.staleness_mean,
                 "rounds_abandoned": stats.rounds_abandoned,
                 "updates_dropped": stats.updates_dropped,

@@ -35,10 +35,23 @@ def run_mode(
     label: str = "",
     progress: Progress = None,
     trace: bool = False,
+    min_separation: int = 0,
+    version_limit: int | None = None,
 ) -> RunResult:
-    """Simulate one mode on ``env`` (async or sync, from ``mode.aggregation.mode``)."""
+    """Simulate one mode on ``env`` (async or sync, from ``mode.aggregation.mode``);
+    ``min_separation`` and ``version_limit``: a DP task's limits (:mod:`.engine`)."""
     cls = AsyncSimulation if mode.mode == "async" else SyncSimulation
-    sim = cls(env, mode, training=training, run=run, label=label, progress=progress, trace=trace)
+    sim = cls(
+        env,
+        mode,
+        training=training,
+        run=run,
+        label=label,
+        progress=progress,
+        trace=trace,
+        min_separation=min_separation,
+        version_limit=version_limit,
+    )
     result = sim.run()
     if progress is not None:
         when = "-" if result.time_to_target is None else f"{result.time_to_target:,.0f} s"

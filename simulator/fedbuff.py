@@ -29,7 +29,7 @@ class AsyncSimulation(Simulation):
             self.push(0.0, ADMIT, self._admit)
 
     def _admit(self, _: Any) -> None:
-        device = self.picker.pick(self.now)
+        device = self.picker.pick(self.now, self.agg.version)
         if device is None:
             self.push(self.now + RETRY_S, ADMIT, self._admit)
             return
@@ -46,11 +46,16 @@ class AsyncSimulation(Simulation):
         agg = self.agg
         assert isinstance(agg, FedBuffAggregator)
         waste: str | None = None
+        lands_in = agg.version + 1  # the version this update becomes part of
         try:
             agg.fold(str(s.sid), update.delta, update.num_examples, s.version)
         except UpdateRejected as exc:
             waste = "staleness" if exc.code == RejectReason.TOO_STALE else "rejected"
+        else:
+            if self.accepted is not None:
+                self.accepted.append((s.device, s.version, lands_in))
         self.end(s, s.end, uploaded=True, waste=waste)
+        self.committed()
         self.push(self.now, ADMIT, self._admit)
 
     def _expire(self, s: Session) -> None:

@@ -18,6 +18,7 @@ from simulator.config import (
     GridConfig,
     ModeConfig,
     Preset,
+    PrivacySweepConfig,
     RunConfig,
     SessionSpeedConfig,
     SpeedConfig,
@@ -31,7 +32,7 @@ from simulator.fields import Table
 
 __all__ = ["parse_preset"]
 
-KINDS: tuple[str, ...] = ("compare", "sweep", "grid")
+KINDS: tuple[str, ...] = ("compare", "sweep", "grid", "privacy")
 SPEEDS: tuple[str, ...] = ("lognormal", "halfnormal", "trace")
 DATASETS: tuple[str, ...] = ("digits", "synthetic")
 
@@ -53,8 +54,13 @@ def parse_preset(data: dict[str, Any], name: str) -> Preset:
         run=_run(top.table("run")),
         sweep=_sweep(top.table("sweep"), required=kind == "sweep"),
         grid=_grid(top.table("grid")) if kind == "grid" or top.has("grid") else None,
+        privacy=(
+            _privacy(top.table("privacy")) if kind == "privacy" or top.has("privacy") else None
+        ),
     )
     top.close()
+    if preset.privacy is not None:
+        _check_budgets(preset)
     return preset
 
 
@@ -229,3 +235,29 @@ def _grid(t: Table) -> GridConfig:
         raise t.fail("over_selection", "and aggregation_goal must be non-empty (>= 0)")
     t.close()
     return grid
+
+
+def _privacy(t: Table) -> PrivacySweepConfig:
+    t.string("noise_multiplier", "auto", choices=("auto",))  # the only calibration here
+    cfg = PrivacySweepConfig(
+        target_epsilon=t.numbers("target_epsilon"),
+        delta=t.number("delta", 1e-5, low=0.0, high=1.0, low_open=True),
+        planned_versions=t.integer("planned_versions", 100, minimum=1),
+        min_separation=t.integer("min_separation", 1, minimum=1),
+        baseline=t.boolean("baseline", True),
+    )
+    if not cfg.target_epsilon or min(cfg.target_epsilon) <= 0:
+        raise t.fail("target_epsilon", "must list epsilons > 0")
+    t.close()
+    return cfg
+
+
+def _check_budgets(preset: Preset) -> None:
+    """Resolve every budget the way the server does, so a preset it would refuse (no
+    clip_norm, no max_staleness, a budget one version exceeds) fails at load."""
+    from simulator.privacy import budgets  # imports dp-accounting: only for DP presets
+
+    try:
+        budgets(preset)
+    except ConfigError as exc:
+        raise PresetError(f"privacy: {exc.message}") from exc

@@ -5,18 +5,24 @@
 - sweep: time to target vs concurrency C for both modes (log-log), and the speedup
   and communication ratio vs C.
 - grid: every run's accuracy curve, the best of each mode drawn bold.
+- privacy: final accuracy vs epsilon (median, min-max over seeds) against the no-DP
+  baseline; next to it, accuracy vs virtual time for each budget (the median run).
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from simulator.experiments import Comparison, GridResult
 from simulator.results import RunResult
 
-__all__ = ["plot_compare", "plot_grid", "plot_sweep"]
+if TYPE_CHECKING:
+    from simulator.privacy import PrivacySweep
+
+__all__ = ["plot_compare", "plot_grid", "plot_privacy", "plot_sweep"]
 
 _COLORS = {"async": "tab:blue", "sync": "tab:orange"}
 
@@ -116,4 +122,65 @@ def plot_grid(result: GridResult, path: Path, title: str) -> Path:
         ax.set_title(f"{title}: {mode} ({len(runs)} runs)")
         ax.set_xlabel("virtual time (minutes)")
         ax.set_ylabel("held-out accuracy")
+    return _save(fig, path)
+
+
+def _median_run(runs: Sequence[RunResult]) -> RunResult:
+    return sorted(runs, key=lambda r: r.final_accuracy)[(len(runs) - 1) // 2]
+
+
+def plot_privacy(result: PrivacySweep, path: Path, title: str) -> Path:
+    fig, (ax, curves) = _figure(2)
+    dp = [pt for pt in result.points if pt.budget is not None]
+    seeds = len(result.points[0].runs)
+    for pt in result.points:
+        if pt.budget is None:
+            acc = pt.accuracies()
+            ax.axhline(
+                statistics.median(acc),
+                color="black",
+                linestyle="--",
+                linewidth=1,
+                label="no DP (median)",
+            )
+            ax.axhspan(min(acc), max(acc), color="grey", alpha=0.2, linewidth=0)
+    if dp:
+        xs = [pt.to_dict()["epsilon_reached"] for pt in dp]
+        meds = [pt.to_dict()["accuracy"]["median"] for pt in dp]
+        lows = [m - min(pt.accuracies()) for m, pt in zip(meds, dp, strict=True)]
+        highs = [max(pt.accuracies()) - m for m, pt in zip(meds, dp, strict=True)]
+        ax.errorbar(
+            xs,
+            meds,
+            yerr=[lows, highs],
+            fmt="o-",
+            capsize=4,
+            color="tab:blue",
+            label=f"DP, delta {result.delta:g}",
+        )
+        for x, m, pt in zip(xs, meds, dp, strict=True):
+            ax.annotate(
+                f"z={pt.noise_multiplier:.2f}",
+                (x, m),
+                textcoords="offset points",
+                xytext=(6, -12),
+                fontsize=8,
+            )
+        ax.set_xscale("log")
+        ax.minorticks_off()  # the epsilons themselves are the ticks
+        ax.set_xticks(xs, [f"{x:.2g}" for x in xs])
+    ax.set_xlabel(f"epsilon after {result.planned_versions} versions (log scale)")
+    ax.set_ylabel("held-out accuracy at the last version")
+    ax.set_title(title + (f" ({seeds} seeds: median, min-max)" if seeds > 1 else ""))
+    ax.legend(loc="lower right")
+    cmap = ["black", "tab:green", "tab:blue", "tab:purple", "tab:red", "tab:orange"]
+    for i, pt in enumerate(result.points):
+        run = _median_run(pt.runs)
+        t = [p[0] / 60 for p in run.curve]
+        a = [p[1] for p in run.curve]
+        curves.plot(t, a, color=cmap[i % len(cmap)], linewidth=1.3, label=pt.label)
+    curves.set_xlabel("virtual time (minutes)")
+    curves.set_ylabel("held-out accuracy")
+    curves.set_title("accuracy over the run per budget (median seed)")
+    curves.legend(loc="lower right")
     return _save(fig, path)

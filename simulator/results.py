@@ -18,7 +18,8 @@ class RunResult:
     ``tier_accuracy`` is measured then (or at the end); ``trained`` counts updates
     really computed with the ONNX graphs. ``status``: ``reached`` the target,
     ``diverged`` (non-finite training loss), ``stalled`` (no progress for
-    ``patience_s``) or stopped at a ``limit`` of the run.
+    ``patience_s``), ``budget`` (a DP run committed the last version its budget
+    allows) or stopped at a ``limit`` of the run.
     """
 
     label: str

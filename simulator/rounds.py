@@ -51,7 +51,7 @@ class SyncSimulation(Simulation):
         """Fill the cohort; retry later if too few devices are eligible right now."""
         rounds, misses = self.rounds, 0
         while round_id == self._round and len(self._members) < self._cohort:
-            device = self.picker.pick(self.now)
+            device = self.picker.pick(self.now, self.agg.version)
             if device is None or misses > self.picker.tries:
                 if device is not None:
                     self.picker.release(device)

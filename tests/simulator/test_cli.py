@@ -106,3 +106,45 @@ def test_bad_arguments_exit_2_with_a_clear_message(
     captured = capsys.readouterr()
     assert message in captured.err
     assert captured.out == ""
+
+
+PRIVATE = """
+extends = "privacy-sweep"
+description = "a small, quick privacy sweep for the tests"
+[data]
+eval_devices = 20
+[fleet]
+devices = 600
+[async]
+concurrency = 40
+aggregation_goal = 20
+max_staleness = 1
+[privacy]
+target_epsilon = [4.0]
+planned_versions = 6
+min_separation = 2
+[run]
+seeds = [0]
+"""
+
+
+def test_simulate_a_privacy_preset_prints_accuracy_per_epsilon_and_a_plot(
+    mlp_bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    preset = tmp_path / "private.toml"
+    preset.write_text(PRIVATE)
+    out = tmp_path / "out"
+    argv = ["simulate", "--preset", str(preset), "--json", "--out", str(out)]
+
+    code = main([*argv, "--bundle-dir", str(mlp_bundle_dir)])
+
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert code == 0
+    assert [p["target_epsilon"] for p in summary["points"]] == [None, 4.0]
+    dp = summary["points"][1]
+    assert 0 < dp["epsilon_reached"] <= 4.0 and dp["noise_multiplier"] > 0
+    assert dp["versions"] == [6]
+    assert dp["accuracy"]["min"] <= dp["accuracy"]["median"] <= dp["accuracy"]["max"]
+    assert "epsilon reached" in captured.out
+    assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
