@@ -196,7 +196,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             first, second = cluster.replicas
             (leader,) = cluster.aggregators
             async with AdminClient(first.url, cluster.admin_token) as client:
-                await client.create_task(TASK, model=args.model, config={"concurrency": 10_000_000})
+                await client.create_task(
+                    TASK,
+                    model=args.model,
+                    config={"concurrency": 10_000_000, "aggregation": {"max_staleness": None}},
+                )
             log(f"holding {args.sessions:,} sessions in Redis")
             added = await hold_sessions(redis, keys, args.sessions)
             connector = aiohttp.TCPConnector(limit=0)
