@@ -111,8 +111,14 @@ def api_schema(served: ServerProcess) -> Any:
 def map_body(ctx: Any, body: Any) -> Any:
     """Creating a task exports its zoo model in a child process: keep generated tasks on
     the one model the test exports dir has, and everything else as generated."""
-    if ctx.operation.path == "/admin/v1/tasks" and isinstance(body, dict) and "model" in body:
-        return {**body, "model": "logreg", "client_optimizer": "sgd"}
+    if ctx.operation.path != "/admin/v1/tasks" or not isinstance(body, dict) or "model" not in body:
+        return body
+    # only values of the right kind are replaced: a negative case that made one of them
+    # the wrong type must stay invalid (rewriting it would make it valid)
+    if isinstance(body.get("model"), str):
+        body = {**body, "model": "logreg"}
+    if isinstance(body.get("client_optimizer"), str) or "client_optimizer" not in body:
+        body = {**body, "client_optimizer": "sgd"}
     return body
 
 
