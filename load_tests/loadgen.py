@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -196,18 +196,37 @@ async def run_aiohttp(
 ) -> LoadResult:
     """The built-in fallback: ``connections`` keep-alive workers, one request in flight each;
     ``cycle`` reuses the tokens (for a server that ignores them)."""
-    headers = {"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE}
     next_token = itertools.cycle(tokens) if cycle else iter(tokens)
+    exhausted = url.split("/v1/")[0] + EXHAUSTED_PATH
+
+    def requests() -> Iterator[tuple[str, bytes]]:
+        for token in next_token:
+            yield url, body(head, token)
+        while True:
+            yield exhausted, b""
+
+    return await closed_loop(requests(), connections=connections, seconds=seconds)
+
+
+async def closed_loop(
+    requests: Iterator[tuple[str, bytes]],
+    *,
+    connections: int,
+    seconds: float,
+    timeout_s: float = 30.0,
+) -> LoadResult:
+    """POST ``(url, body)`` pairs from ``requests`` with ``connections`` keep-alive
+    workers, one request in flight each, for ``seconds`` or until the pairs run out."""
+    headers = {"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE}
     latencies: list[float] = []
     non_2xx = socket_errors = 0
     stop_at = time.perf_counter() + seconds
 
     async def worker(http: aiohttp.ClientSession) -> None:
         nonlocal non_2xx, socket_errors
-        while time.perf_counter() < stop_at:
-            token = next(next_token, None)
-            target = url if token is not None else url.split("/v1/")[0] + EXHAUSTED_PATH
-            payload = body(head, token) if token is not None else b""
+        for target, payload in requests:
+            if time.perf_counter() >= stop_at:
+                return
             started = time.perf_counter()
             try:
                 async with http.post(target, data=payload, headers=headers) as resp:
@@ -222,7 +241,7 @@ async def run_aiohttp(
 
     started = time.perf_counter()
     connector = aiohttp.TCPConnector(limit=connections)
-    timeout = aiohttp.ClientTimeout(total=30)
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
         await asyncio.gather(*(worker(http) for _ in range(connections)))
     elapsed = time.perf_counter() - started

@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import numpy as np
 
 from client_sdk.api import Checkin, ServerApi
 from client_sdk.secagg import FixedPoint, mask_update, seed_context
 from client_sdk.transport import AiohttpTransport
 from load_tests.bundle import BundleParts
-from load_tests.loadgen import CONTENT_TYPE, LoadResult
+from load_tests.loadgen import LoadResult, closed_loop
 from load_tests.target import AdminApi, log
 
 PLAIN_TASK, SECURE_TASK = "plain-bodies", "secure-bodies"
@@ -100,48 +98,6 @@ def _bodies(
     return bodies
 
 
-async def _send(url: str, bodies: Sequence[bytes], connections: int, seconds: float) -> LoadResult:
-    headers = {"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE}
-    todo = iter(bodies)
-    latencies: list[float] = []
-    non_2xx = errors = 0
-    stop_at = time.perf_counter() + seconds
-
-    async def worker(http: aiohttp.ClientSession) -> None:
-        nonlocal non_2xx, errors
-        for body in todo:
-            if time.perf_counter() >= stop_at:
-                return
-            started = time.perf_counter()
-            try:
-                async with http.post(url, data=body, headers=headers) as resp:
-                    await resp.read()
-                    status = resp.status
-            except (aiohttp.ClientError, TimeoutError):
-                errors += 1
-                continue
-            latencies.append(time.perf_counter() - started)
-            if not 200 <= status < 300:
-                non_2xx += 1
-
-    started = time.perf_counter()
-    connector = aiohttp.TCPConnector(limit=connections)
-    async with aiohttp.ClientSession(
-        connector=connector, timeout=aiohttp.ClientTimeout(total=60)
-    ) as http:
-        await asyncio.gather(*(worker(http) for _ in range(connections)))
-    elapsed = time.perf_counter() - started
-    ms = np.asarray(latencies) * 1e3 if latencies else np.zeros(1)
-    return LoadResult(
-        len(latencies),
-        elapsed,
-        non_2xx,
-        errors,
-        float(np.percentile(ms, 50)),
-        float(np.percentile(ms, 99)),
-    )
-
-
 async def measure(
     base_url: str,
     admin: AdminApi,
@@ -168,7 +124,10 @@ async def measure(
             answers = await _checkins(api, task, devices, per_round)
             bodies = await asyncio.to_thread(_bodies, api, task, answers, parts.param_shapes)
             url = f"{base_url}/v1/tasks/{task}/updates"
-            result = await _send(url, bodies, connections, seconds)
+            pairs = ((url, b) for b in bodies)
+            result = await closed_loop(
+                pairs, connections=connections, seconds=seconds, timeout_s=60
+            )
             if result.non_2xx or result.socket_errors:
                 raise RuntimeError(
                     f"{task}: {result.non_2xx} non-2xx, {result.socket_errors} socket errors"
