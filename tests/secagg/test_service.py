@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from client_sdk.secagg import SealedSeed, expand_mask, seal_seed, seed_context
 from server.aggregation import Release
@@ -185,3 +187,50 @@ async def test_concurrent_registrations_get_their_own_verdicts(service: MaskClie
     for uid in ids:
         expected += expand_mask(seeds[uid], SIZE)
     assert np.array_equal(mask_sum, expected)
+
+
+_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.text(max_size=70)
+    | st.binary(max_size=80),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+_fields = st.fixed_dictionaries(
+    {},
+    optional=dict.fromkeys(
+        [
+            "update_id",
+            "session_id",
+            "device_id",
+            "threshold",
+            "sealed",
+            "release_id",
+            "version",
+            "size",
+            "items",
+        ],
+        _values,
+    ),
+)
+
+
+async def test_arbitrary_bodies_get_a_4xx_in_the_error_shape(service: MaskClient) -> None:
+    """Whatever an authenticated caller sends to the mask service's endpoints, the answer
+    is a refusal with the error shape (never a 5xx), and nothing is released."""
+    cases: list[tuple[object, str]] = []
+
+    @settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(body=_fields | _values, path=st.sampled_from(["seeds", "releases"]))
+    def collect(body: object, path: str) -> None:  # drawn here, sent on the event loop below
+        cases.append((body, path))
+
+    collect()
+    for body, path in cases:
+        status, answer = await service._call("POST", f"/v1/tasks/t/{path}", body)
+        assert 400 <= status < 500, (status, body)
+        assert isinstance(answer, dict) and isinstance(answer["error"]["code"], str)
