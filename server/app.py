@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from server.coordination.redisconn import connect
 from server.coordination.rounds import RedisRounds
 from server.coordination.sessions import InProcessSessionStore, SessionStore
 from server.coordination.tokens import TokenSigner
+from server.heap import HeapCollector, trim_every
 from server.ingest.partials import ReplicaPartials
 from server.ingest.upload import Ingest
 from server.metrics import Metrics
@@ -252,6 +254,8 @@ def _services_ctx(
             if leadership is not None:
                 await leadership.tick()  # embedded: lead (and replay) before ready
                 loops.append(leadership.run)
+            if settings.heap_trim_s > 0:
+                loops.append(functools.partial(trim_every, settings.heap_trim_s))
             background = [asyncio.create_task(_forever(loop)) for loop in loops]
             services.ready = True
             logger.info(
@@ -310,6 +314,7 @@ def _monitor(
     )
     metrics.registry.register(FleetCollector(monitor))
     ProcessCollector(registry=metrics.registry)
+    metrics.registry.register(HeapCollector())
     return monitor
 
 

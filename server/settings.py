@@ -64,6 +64,7 @@ class Settings:
     secagg_url: str = ""  # the mask service (empty: embedded starts its own when needed)
     secagg_token: str = ""  # the server's credential at the mask service
     malloc_tuning: bool = True  # keep freed upload bodies in the heap (glibc mallopt)
+    heap_trim_s: float = 60.0  # hand the heap's free pages back to the OS this often (0: never)
     log_segment_bytes: int = 64 * 1024 * 1024
     eval_threads: int = 1
     shutdown_timeout_s: float = 30.0
@@ -202,6 +203,8 @@ class Settings:
             raise ConfigError("fleet_refresh_s must be > 0")
         if self.lease_ttl_s <= 0:
             raise ConfigError("lease_ttl_s must be > 0")
+        if not 0 <= self.heap_trim_s <= 86400:
+            raise ConfigError("heap_trim_s must be in 0..86400 (0: never)")
         if self.role == "aggregator" and not self.redis_url:
             raise ConfigError("the aggregator role needs ASYNCFL_REDIS_URL (distributed mode)")
         if not 0 <= self.group_commit_ms <= 1000:

@@ -283,6 +283,7 @@ async def params(request: web.Request) -> web.Response:
 # -- upload -------------------------------------------------------------------------------
 async def upload(request: web.Request) -> web.Response:
     services = _services(request)
-    body = await read_body(request, services.settings.max_body_bytes)
-    ack = await services.ingest.upload(request.match_info["task"], body)
+    task, limit = request.match_info["task"], services.settings.max_body_bytes
+    # the body goes straight in: ingest drops it once folded, before waiting for durability
+    ack = await services.ingest.upload(task, await read_body(request, limit))
     return respond(request, ack, msgpack_default=True)

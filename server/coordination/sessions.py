@@ -20,6 +20,7 @@ implements the same :class:`SessionStore` protocol and passes the same contract 
 from __future__ import annotations
 
 import heapq
+import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -112,16 +113,17 @@ _VERDICTS = {
 }
 
 
-# A session's entry: (state, ack items, reason), the state as a plain str. A tuple of
-# plain strs, numbers and tuples of them is untracked by the garbage collector once a
-# collection has seen it (a dict inside would keep it tracked), so hundreds of
-# thousands of held sessions cost a full collection nothing. (They were two objects
-# each, a dataclass and its claims: 300k sessions made every full collection pause the
-# event loop for 0.8-1.4 s.)
-_Entry = tuple[str, tuple[tuple[str, Any], ...] | None, str | None]
+# A session's entry: (state, ack as compact JSON, reason), the state as a plain str. A
+# tuple of plain strs is untracked by the garbage collector once a collection has seen
+# it, so hundreds of thousands of held sessions cost a full collection nothing. (They
+# were two objects each, a dataclass and its claims: 300k sessions made every full
+# collection pause the event loop for 0.8-1.4 s.) The ack is kept as one str (~100 B,
+# decoded only for a retry) rather than a tuple of item tuples (~350 B).
+_Entry = tuple[str, str | None, str | None]
 _ACTIVE: _Entry = (UploadState.ACTIVE.value, None, None)
 _UPLOADING: _Entry = (UploadState.UPLOADING.value, None, None)
 _OPEN = frozenset({UploadState.ACTIVE.value, UploadState.UPLOADING.value})
+_COMPACT = (",", ":")
 
 
 @dataclass
@@ -133,11 +135,11 @@ class _TaskSessions:
 class InProcessSessionStore:
     """Sessions in a dict, with lazy expiry from a heap; one event loop, no locks needed.
 
-    Finished sessions (and unfinished ones past their deadline) wait in a heap by
-    deadline: dropped an hour after it, or as soon as it has passed while more than
+    A session waits in its task's heap by deadline, finished or not; past its deadline
+    it moves to the retention heap: dropped an hour after it, or as soon as more than
     ``max_retained`` are held, oldest first. A session before its deadline is never
     dropped, so the memory held is bounded by the sessions a deadline spans plus
-    ``max_retained`` (an hour of them was ~18 MiB in a 10,000-device soak).
+    ``max_retained``, ~400 B each (a finished one: its state and its ack as one str).
     """
 
     def __init__(self, *, max_retained: int = MAX_RETAINED) -> None:
@@ -154,12 +156,11 @@ class InProcessSessionStore:
     def _expire(self, task: _TaskSessions, now: float) -> None:
         self._now = max(self._now, now)
         while task.expiry and task.expiry[0][0] < now:
-            _, sid = heapq.heappop(task.expiry)
+            expires_at, sid = heapq.heappop(task.expiry)
             task.active.discard(sid)
-            entry = self._entries.get(sid)
-            if entry is not None and entry[0] in _OPEN:
-                # an unfinished session past its deadline: remembered only until retention ends
-                heapq.heappush(self._retention, (now, sid))
+            if sid in self._entries:
+                # past its deadline: remembered only until retention ends (finished or not)
+                heapq.heappush(self._retention, (expires_at, sid))
         self._trim(now)
 
     def _trim(self, now: float) -> None:
@@ -205,16 +206,16 @@ class InProcessSessionStore:
         if state == UploadState.ACTIVE:
             self._entries[claims.sid] = _UPLOADING
             return Claim(Verdict.GRANTED, recreated=recreated)
-        return Claim(_VERDICTS[state], ack=None if ack is None else dict(ack), reason=reason)
+        return Claim(_VERDICTS[state], ack=None if ack is None else json.loads(ack), reason=reason)
 
     def _finish(self, claims: SessionClaims, entry: _Entry) -> None:
+        # it stays in its task's expiry heap, which hands it to retention at its deadline
         self._entries[claims.sid] = entry
         self._task(claims.task).active.discard(claims.sid)
-        heapq.heappush(self._retention, (claims.expires_at, claims.sid))
-        self._trim(self._now)
 
     async def complete_upload(self, claims: SessionClaims, ack: dict[str, Any]) -> None:
-        self._finish(claims, (UploadState.ACCEPTED.value, tuple(ack.items()), None))
+        packed = json.dumps(ack, separators=_COMPACT)
+        self._finish(claims, (UploadState.ACCEPTED.value, packed, None))
 
     async def reject_upload(self, claims: SessionClaims, reason: str) -> None:
         self._finish(claims, (UploadState.REJECTED.value, None, reason))
@@ -227,7 +228,7 @@ class InProcessSessionStore:
     async def forget_task(self, task_id: str) -> None:
         task = self._tasks.pop(task_id, None)
         if task is not None:
-            for sid in task.active:
+            for _, sid in task.expiry:  # every session before its deadline, finished or not
                 self._entries.pop(sid, None)
 
     async def revoke_device(self, device_id: str) -> None:

@@ -26,6 +26,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from server.coordination.locallog import AuditLog, AuditRecord
@@ -41,7 +42,7 @@ from server.errors import (
     UpdateRejected,
 )
 from server.fleet.cost import cost_fields
-from server.ingest.partials import ReplicaPartials
+from server.ingest.partials import Batch, ReplicaPartials
 from server.metrics import Metrics
 from server.secagg.provider import MaskServiceProvider
 from server.storage.records import LedgerEntry
@@ -105,7 +106,15 @@ class Ingest:
             raise
         self.inflight += 1
         try:
-            return await self._accept(runtime, claims, payload, body)
+            outcome = await self._accept(runtime, claims, payload, body)
+            if isinstance(outcome, dict):
+                return outcome
+            # Folded: the update's bytes are no longer needed. Waiting for durability
+            # holds none of them, so a slow commit (a busy disk, a starved CPU) queues
+            # small acks, not hundreds of 400 KB bodies (the caller passes the body in
+            # without keeping a reference of its own).
+            del body, payload
+            return await self._settle(runtime, claims, outcome)
         finally:
             self.inflight -= 1
 
@@ -115,12 +124,13 @@ class Ingest:
         claims: SessionClaims,
         payload: UpdatePayload,
         body: bytes | bytearray | memoryview,
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any] | _Folded:
+        """The answer when there is one already; else the update folded (or refused)."""
         state, now = runtime.state, self._clock()
         try:
             claim = await self._sessions.claim_upload(claims, now)
         except DeviceRevoked as exc:
-            self._refused(state, claims, payload, exc.code)
+            self._refused(state, claims, _row(payload), exc.code)
             raise
         answer = await self._answer_known(runtime, claims, claim)
         if answer is not None:
@@ -137,24 +147,58 @@ class Ingest:
                 payload.num_examples,
                 **cost_fields(payload.metrics, len(body)),  # what it cost (the dashboard)
             )
-            ack = await self._store(runtime, claims, claim.token, payload, pending, body, now)
-        except (UpdateRejected, SessionError) as exc:
-            await self._sessions.reject_upload(claims, exc.code)
-            self._refused(state, claims, payload, exc.code)
+            return await self._fold(runtime, claims, claim.token, payload, pending, body, now)
+        except BaseException as exc:
+            await self._failed(state, claims, claim.token, _row(payload), exc)
             raise
-        except AsyncflError as exc:
-            await self._give_back(claims, claim.token)
-            if isinstance(exc, Unavailable):
-                raise
-            raise Unavailable("the update could not be stored", code="queue_unavailable") from exc
-        except asyncio.CancelledError:
-            await self._give_back(claims, claim.token)
+
+    async def _settle(
+        self, runtime: TaskRuntime, claims: SessionClaims, folded: _Folded
+    ) -> dict[str, Any]:
+        """Wait until the folded update is durable; returns the acknowledgement."""
+        state, ack = runtime.state, folded.ack
+        try:
+            if folded.audit is None:
+                position = await folded.wait
+            else:
+                position, _ = await asyncio.gather(folded.wait, self._audit_append(folded))
+            if self._partials is not None:
+                ack["position"] = position  # the session was accepted with the ack as shipped
+            else:
+                await self._sessions.complete_upload(claims, ack)
+        except BaseException as exc:
+            await self._failed(state, claims, folded.token, folded.row, exc)
             raise
-        state.observe_session(claims.issued_at, now)
+        state.observe_session(claims.issued_at, folded.received_at)
         task_metrics = self._metrics.task(state.id)
         task_metrics.accepted.inc()
         task_metrics.staleness.observe(ack["staleness"])
         return ack
+
+    def _audit_append(self, folded: _Folded) -> Awaitable[Any]:
+        assert self._audit is not None
+        assert folded.audit is not None
+        return self._audit.append(folded.audit)
+
+    async def _failed(
+        self,
+        state: TaskState,
+        claims: SessionClaims,
+        token: str,
+        row: tuple[int, int],
+        exc: BaseException,
+    ) -> None:
+        """Account for an upload that was granted and did not go through, then the caller
+        re-raises: a refusal uses the session up (one ledger row with its reason); any
+        other failure gives the session back (the device retries) and answers 503."""
+        if isinstance(exc, UpdateRejected | SessionError):
+            await self._sessions.reject_upload(claims, exc.code)
+            self._refused(state, claims, row, exc.code)
+            return
+        if isinstance(exc, AsyncflError | asyncio.CancelledError):
+            await self._give_back(claims, token)
+        if isinstance(exc, AsyncflError) and not isinstance(exc, Unavailable):
+            raise Unavailable("the update could not be stored", code="queue_unavailable") from exc
 
     async def _answer_known(
         self, runtime: TaskRuntime, claims: SessionClaims, claim: Claim
@@ -232,7 +276,7 @@ class Ingest:
             sealed=payload.sealed,
         )
 
-    async def _store(
+    async def _fold(
         self,
         runtime: TaskRuntime,
         claims: SessionClaims,
@@ -241,32 +285,24 @@ class Ingest:
         pending: LedgerEntry,
         body: bytes | bytearray | memoryview,
         now: float,
-    ) -> dict[str, Any]:
-        """Fold into the task's sink, wait until durable; returns the acknowledgement."""
+    ) -> _Folded:
+        """Fold into the task's sink: the embedded leader's open group, or this replica's
+        partial (UpdateRejected: nothing changed)."""
         state = runtime.state
         ack: dict[str, Any] = {"status": "accepted", "update_id": claims.sid}
+        wait: Awaitable[Any]
         if self._partials is not None:  # a replica: into this replica's partial
             ack["staleness"] = max(0, state.version - payload.base_version)
-            waits: list[Awaitable[Any]] = [
-                self._into_partial(state, claims, token, payload, pending, ack)
-            ]
+            wait = await self._into_partial(state, claims, token, payload, pending, ack)
         else:
             local = runtime.local
             if local is None:
                 raise Unavailable("no aggregator leads this task here", code="task_not_led")
             result, group = local.fold(pending, payload.tensors, now)
             ack |= {"position": str(group.seq), "staleness": result.staleness}
-            waits = [group.wait()]
-        if self._audit is None:
-            position = await waits[0]
-        else:
-            waits.append(self._audit.append(_audit_record(pending, body)))
-            position, *_ = await asyncio.gather(*waits)
-        if self._partials is not None:
-            ack["position"] = position  # the session was accepted with the ack as shipped
-        else:
-            await self._sessions.complete_upload(claims, ack)
-        return ack
+            wait = group.wait()
+        audit = None if self._audit is None else _audit_record(pending, body)
+        return _Folded(ack, wait, token, _row(payload), now, audit)
 
     async def _into_partial(
         self,
@@ -276,27 +312,37 @@ class Ingest:
         payload: UpdatePayload,
         pending: LedgerEntry,
         ack: dict[str, Any],
-    ) -> str:
-        """Fold into this replica's partial (a sync round's slot reserved first) and wait
-        until it is shipped; returns its stream position."""
+    ) -> Awaitable[str]:
+        """Fold into this replica's partial (a sync round's slot reserved first); returns
+        the wait until it is shipped (its stream position)."""
         assert self._partials is not None
-        sync = state.config.mode == "sync" and self._rounds is not None
-        if sync:
+        round_id = claims.round if state.config.mode == "sync" and self._rounds else None
+        if round_id is not None:
             assert self._rounds is not None
-            if not await self._rounds.reserve(state.id, claims.round):
+            if not await self._rounds.reserve(state.id, round_id):
                 raise UpdateRejected(
-                    f"round {claims.round} has all its updates or is closed", code="round_closed"
+                    f"round {round_id} has all its updates or is closed", code="round_closed"
                 )
         try:
             batch = self._partials.shipper(state).add(
-                claims, token, payload.tensors, pending, ack, round_id=claims.round if sync else 0
+                claims, token, payload.tensors, pending, ack, round_id=round_id or 0
             )
+        except BaseException:
+            await self._unreserve(state, round_id)
+            raise
+        return self._shipped(state, round_id, batch)
+
+    async def _shipped(self, state: TaskState, round_id: int | None, batch: Batch) -> str:
+        try:
             return await batch.wait()
         except BaseException:
-            if sync:
-                assert self._rounds is not None
-                await self._rounds.unreserve(state.id, claims.round)
+            await self._unreserve(state, round_id)
             raise
+
+    async def _unreserve(self, state: TaskState, round_id: int | None) -> None:
+        if round_id is not None:
+            assert self._rounds is not None
+            await self._rounds.unreserve(state.id, round_id)
 
     async def _give_back(self, claims: SessionClaims, token: str) -> None:
         try:
@@ -310,7 +356,7 @@ class Ingest:
         self._metrics.rejections.labels(state.id, reason).inc()
 
     def _refused(
-        self, state: TaskState, claims: SessionClaims, payload: UpdatePayload, reason: str
+        self, state: TaskState, claims: SessionClaims, row: tuple[int, int], reason: str
     ) -> None:
         self._count_refusal(state, reason)
         self._ledger.add(
@@ -322,11 +368,28 @@ class Ingest:
                     created_at=self._clock(),
                     status="rejected",
                     reason=reason,
-                    base_version=payload.base_version,
-                    num_examples=payload.num_examples,
+                    base_version=row[0],
+                    num_examples=row[1],
                 )
             ]
         )
+
+
+@dataclass
+class _Folded:
+    """An update folded into its sink and not yet durable: what settling it needs, and
+    none of the update's bytes (but for the audit record, when the audit log is on)."""
+
+    ack: dict[str, Any]
+    wait: Awaitable[Any]  # until durable (a group commit, a shipped partial)
+    token: str  # the session claim's
+    row: tuple[int, int]  # (base_version, num_examples): the ledger row of a refusal
+    received_at: float
+    audit: AuditRecord | None
+
+
+def _row(payload: UpdatePayload) -> tuple[int, int]:
+    return payload.base_version, payload.num_examples
 
 
 def session_claims(signer: TokenSigner, task_id: str, token: object) -> SessionClaims:

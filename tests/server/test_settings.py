@@ -47,6 +47,8 @@ def test_config_file_is_read_and_env_wins(tmp_path: Path) -> None:
         ({"ASYNCFL_LOG_FSYNC": "sometimes"}, "log_fsync"),
         ({"ASYNCFL_AUTO_MIGRATE": "maybe"}, "auto_migrate"),
         ({"ASYNCFL_SESSION_DEADLINE_S": "-1"}, "session_deadline_s"),
+        ({"ASYNCFL_HEAP_TRIM_S": "-5"}, "heap_trim_s"),
+        ({"ASYNCFL_HEAP_TRIM_S": "nan"}, "heap_trim_s"),
     ],
 )
 def test_bad_values_are_refused_with_the_setting_named(env: dict[str, str], needle: str) -> None:
