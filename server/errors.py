@@ -149,6 +149,7 @@ CODES: Final[dict[str, ErrorSpec]] = {
         public="the model could not be prepared",
     ),
     **_codes(503, "unavailable", public="the service is unavailable; retry later"),
+    **_codes(503, "database_busy", public="the database is busy; retry shortly"),
     **_codes(503, "starting", public="the server is starting; retry shortly"),
     **_codes(503, "draining", public="the server is shutting down; retry elsewhere or later"),
     **_codes(503, "queue_unavailable", public="updates cannot be made durable now; retry"),
@@ -253,3 +254,11 @@ class Unavailable(AsyncflError):
 
 class StorageError(AsyncflError):
     code = "storage_error"
+
+
+class DatabaseBusy(StorageError):
+    """The database is overloaded (no pooled connection or no lock in time): a 503 with
+    Retry-After, not a server fault. Handlers of StorageError treat it as one."""
+
+    code = "database_busy"
+    retry_after = 1.0

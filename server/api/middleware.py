@@ -21,7 +21,7 @@ from aiohttp import web
 
 from client_sdk.errors import WireFormatError
 from server.api.http import CLIENT_CLOSED, CLOSE, respond
-from server.errors import CODES, AsyncflError, RateLimited, Unavailable
+from server.errors import CODES, AsyncflError, DatabaseBusy, RateLimited, Unavailable
 from server.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def _unread_encoded_body(request: web.Request) -> bool:
 
 def _domain_error(request: web.Request, exc: AsyncflError, rid: str) -> web.Response:
     headers = {}
-    if isinstance(exc, RateLimited | Unavailable):
+    if isinstance(exc, RateLimited | Unavailable | DatabaseBusy):
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     where = f"{request.method} {request.path}"
     if exc.status >= 500:

@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.errors import Conflict, StorageError, UpdateRejected
+from server.storage.database import storage_error
 
 __all__ = ["ReleaseRefused", "SeedStore", "metadata"]
 
@@ -123,7 +124,7 @@ class SeedStore:
             async with self._engine.begin() as conn:
                 await conn.run_sync(metadata.create_all)
         except SQLAlchemyError as exc:
-            raise StorageError(f"cannot create the mask service's store: {exc}") from exc
+            raise storage_error(f"cannot create the mask service's store: {exc}", exc) from exc
 
     async def threshold(self, task_id: str, asked: int) -> int:
         """The task's threshold: fixed at its first seed, never below the service's own
@@ -149,7 +150,7 @@ class SeedStore:
         except IntegrityError:
             return await self.threshold(task_id, asked)
         except SQLAlchemyError as exc:
-            raise StorageError(f"mask service store: {exc}") from exc
+            raise storage_error(f"mask service store: {exc}", exc) from exc
         self._thresholds[task_id] = want
         return want
 
@@ -295,7 +296,7 @@ class SeedStore:
         except (ReleaseRefused, UpdateRejected):
             raise
         except SQLAlchemyError as exc:
-            raise StorageError(f"mask service store: {exc}") from exc
+            raise storage_error(f"mask service store: {exc}", exc) from exc
         return {r[0]: bytes(r[2]) for r in rows}
 
     async def forget(self, task_id: str, release_id: str) -> int:
@@ -313,7 +314,7 @@ class SeedStore:
                     .values(committed=True)
                 )
         except SQLAlchemyError as exc:
-            raise StorageError(f"mask service store: {exc}") from exc
+            raise storage_error(f"mask service store: {exc}", exc) from exc
         return int(deleted.rowcount or 0)
 
     async def seed_count(self, task_id: str) -> int:
@@ -327,5 +328,5 @@ class SeedStore:
                     )
                 ).scalar()
         except SQLAlchemyError as exc:
-            raise StorageError(f"mask service store: {exc}") from exc
+            raise storage_error(f"mask service store: {exc}", exc) from exc
         return int(value or 0)

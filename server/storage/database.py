@@ -18,10 +18,11 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from server.errors import ConfigError, StorageError
+from server.errors import ConfigError, DatabaseBusy, StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,21 @@ def create_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+
+
+# What a database says when it is overloaded rather than broken (SQLite's lock timeout,
+# PostgreSQL's connection limit): the request may succeed a moment later.
+_BUSY_TEXT = ("database is locked", "too many clients", "too many connections")
+
+
+def storage_error(message: str, exc: BaseException) -> StorageError:
+    """The error to raise for a failed database call: :class:`DatabaseBusy` (503, retry)
+    when the pool had no connection in time or the database was overloaded, else
+    :class:`StorageError` (500)."""
+    busy = isinstance(exc, PoolTimeout) or (
+        isinstance(exc, DBAPIError) and any(t in str(exc.orig).lower() for t in _BUSY_TEXT)
+    )
+    return DatabaseBusy(message) if busy else StorageError(message)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

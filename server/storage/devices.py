@@ -8,7 +8,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.errors import Conflict, StorageError
+from server.errors import Conflict
+from server.storage.database import storage_error
 from server.storage.records import DeviceRecord
 from server.storage.schema import devices
 
@@ -24,7 +25,7 @@ class DeviceRepository:
         except IntegrityError as exc:
             raise Conflict(f"device {device.id!r} exists", code="device_exists") from exc
         except SQLAlchemyError as exc:
-            raise StorageError(f"cannot enroll device: {exc}") from exc
+            raise storage_error(f"cannot enroll device: {exc}", exc) from exc
 
     async def revoke(self, device_id: str) -> None:
         try:
@@ -33,7 +34,7 @@ class DeviceRepository:
                     devices.update().where(devices.c.id == device_id).values(revoked=True)
                 )
         except SQLAlchemyError as exc:
-            raise StorageError(f"cannot revoke device: {exc}") from exc
+            raise storage_error(f"cannot revoke device: {exc}", exc) from exc
 
     async def revoked_ids(self) -> set[str]:
         try:
@@ -41,7 +42,7 @@ class DeviceRepository:
                 rows = await conn.execute(sa.select(devices.c.id).where(devices.c.revoked))
                 return {str(r[0]) for r in rows}
         except SQLAlchemyError as exc:
-            raise StorageError(f"cannot read devices: {exc}") from exc
+            raise storage_error(f"cannot read devices: {exc}", exc) from exc
 
     async def count(self) -> int:
         try:
@@ -52,4 +53,4 @@ class DeviceRepository:
                     ).scalar_one()
                 )
         except SQLAlchemyError as exc:
-            raise StorageError(f"cannot read devices: {exc}") from exc
+            raise storage_error(f"cannot read devices: {exc}", exc) from exc

@@ -17,7 +17,6 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from server.errors import StorageError
 from server.fleet.rows import (
     OLDER,
     AppliedGroup,
@@ -27,6 +26,7 @@ from server.fleet.rows import (
     TierDevices,
     VersionRow,
 )
+from server.storage.database import storage_error
 from server.storage.dialect import upsert
 from server.storage.records import EvaluationRecord
 from server.storage.schema import checkin_counts, devices, evaluations, model_versions, updates
@@ -86,7 +86,7 @@ class FleetRepository:
             async with self._engine.connect() as conn:
                 yield FleetRepository(self._engine, conn)
         except SQLAlchemyError as exc:
-            raise StorageError(f"fleet read failed ({type(exc).__name__})") from exc
+            raise storage_error(f"fleet read failed ({type(exc).__name__})", exc) from exc
 
     # -- applied updates ----------------------------------------------------------------
     async def applied(self, task_id: str, after: int, upto: int) -> list[AppliedGroup]:
@@ -261,11 +261,11 @@ class FleetRepository:
             async with self._engine.connect() as conn:
                 return list(await conn.execute(query))
         except SQLAlchemyError as exc:
-            raise StorageError(f"fleet read failed ({type(exc).__name__})") from exc
+            raise storage_error(f"fleet read failed ({type(exc).__name__})", exc) from exc
 
     async def _write(self, stmt: Any, rows: list[dict[str, Any]]) -> None:
         try:
             async with self._engine.begin() as conn:
                 await conn.execute(stmt, rows)
         except SQLAlchemyError as exc:
-            raise StorageError(f"fleet write failed ({type(exc).__name__})") from exc
+            raise storage_error(f"fleet write failed ({type(exc).__name__})", exc) from exc

@@ -11,6 +11,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyErro
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.errors import StorageError
+from server.storage.database import storage_error
 from server.storage.dialect import upsert
 from server.storage.records import LedgerEntry
 from server.storage.schema import updates
@@ -53,7 +54,7 @@ class LedgerRepository:
         except (SQLAlchemyError, ArithmeticError, ValueError, TypeError) as exc:
             if _refuses_rows(exc):
                 raise RowsRefused(f"ledger rows refused ({type(exc).__name__})") from exc
-            raise StorageError(f"ledger write failed ({type(exc).__name__})") from exc
+            raise storage_error(f"ledger write failed ({type(exc).__name__})", exc) from exc
 
     async def counts(self, task_id: str) -> dict[str, int]:
         query = (
@@ -96,4 +97,4 @@ class LedgerRepository:
             async with self._engine.connect() as conn:
                 return list(await conn.execute(query))
         except SQLAlchemyError as exc:
-            raise StorageError(f"ledger read failed: {exc}") from exc
+            raise storage_error(f"ledger read failed: {exc}", exc) from exc

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.errors import Conflict, NotFound, StorageError
+from server.storage.database import storage_error
 from server.storage.dialect import upsert
 from server.storage.records import LedgerEntry, TaskRecord, VersionRecord
 from server.storage.schema import model_versions, tasks, updates
@@ -37,7 +38,7 @@ class TaskRepository:
         except IntegrityError as exc:
             raise Conflict(f"task {task.id!r} already exists", code="task_exists") from exc
         except SQLAlchemyError as exc:
-            raise StorageError(f"cannot create task {task.id!r}: {exc}") from exc
+            raise storage_error(f"cannot create task {task.id!r}: {exc}", exc) from exc
 
     async def get(self, task_id: str) -> TaskRecord:
         rows = await self._select(tasks.select().where(tasks.c.id == task_id))
@@ -62,7 +63,7 @@ class TaskRepository:
                 )
                 row = result.first()
         except SQLAlchemyError as exc:
-            raise StorageError(f"cannot claim task {task_id!r}: {exc}") from exc
+            raise storage_error(f"cannot claim task {task_id!r}: {exc}", exc) from exc
         if row is None:
             raise NotFound(f"unknown task {task_id!r}", code="unknown_task")
         return int(row[0])
@@ -152,7 +153,8 @@ class TaskRepository:
         except StaleCommit:
             raise
         except SQLAlchemyError as exc:
-            raise StorageError(f"commit of version {_span(first, last)} failed: {exc}") from exc
+            message = f"commit of version {_span(first, last)} failed: {exc}"
+            raise storage_error(message, exc) from exc
 
     async def _select(self, query: sa.Select[Any]) -> list[dict[str, Any]]:
         try:
@@ -160,14 +162,14 @@ class TaskRepository:
                 result = await conn.execute(query)
                 return [dict(r._mapping) for r in result]
         except SQLAlchemyError as exc:
-            raise StorageError(f"database read failed: {exc}") from exc
+            raise storage_error(f"database read failed: {exc}", exc) from exc
 
     async def _write(self, statement: sa.Executable) -> None:
         try:
             async with self._engine.begin() as conn:
                 await conn.execute(statement)
         except SQLAlchemyError as exc:
-            raise StorageError(f"database write failed: {exc}") from exc
+            raise storage_error(f"database write failed: {exc}", exc) from exc
 
 
 def _applied_row(entry: LedgerEntry, version: int) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from server.api.middleware import error_middleware, metrics_middleware
-from server.errors import BadRequest, StorageError, Unavailable
+from server.errors import BadRequest, DatabaseBusy, StorageError, Unavailable
 from server.metrics import Metrics
 
 SQL = "INSERT INTO updates (id, base_version) VALUES ('x', 18446744073709551616)"
@@ -28,6 +28,10 @@ async def _redis(request: web.Request) -> web.Response:
     )
 
 
+async def _busy(request: web.Request) -> web.Response:
+    raise DatabaseBusy("cannot enroll device: QueuePool limit of size 5 overflow 10 reached")
+
+
 async def _bug(request: web.Request) -> web.Response:
     raise KeyError("secret-key-name")
 
@@ -42,6 +46,7 @@ async def server() -> AsyncIterator[TestServer]:
     app.router.add_get("/storage", _storage)
     app.router.add_get("/redis", _redis)
     app.router.add_get("/bug", _bug)
+    app.router.add_get("/busy", _busy)
     app.router.add_get("/refused", _refused)
     async with TestServer(app) as test_server:
         yield test_server
@@ -53,6 +58,7 @@ async def server() -> AsyncIterator[TestServer]:
         ("/storage", 500, "storage_error", "INSERT INTO"),
         ("/redis", 503, "redis_unavailable", "10.0.0.7"),
         ("/bug", 500, "internal_error", "secret-key-name"),
+        ("/busy", 503, "database_busy", "QueuePool"),
     ],
 )
 async def test_server_errors_say_a_code_and_a_request_id_and_log_the_detail(
@@ -70,6 +76,7 @@ async def test_server_errors_say_a_code_and_a_request_id_and_log_the_detail(
         rid = r.headers["X-Request-Id"]
 
     assert r.status == status
+    assert (r.headers.get("Retry-After") is not None) == (status == 503)
     assert doc["error"]["code"] == code and doc["error"]["request_id"] == rid
     assert secret not in text and "Traceback" not in text
     logged = [rec for rec in caplog.records if rid in rec.getMessage()]
