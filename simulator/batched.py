@@ -338,23 +338,24 @@ class DenseBatchTrainer:
         g = len(out[0])
         rows, width = x.shape[0], x.shape[0] // g
         acts = [x]  # (rows, features) per layer input
-        pre: list[Array] = []
         for k in range(layers):
             w_k, b_k = table[2 * k], table[2 * k + 1]
             out_f, in_f = w_k.shape[1], w_k.shape[2]
             self.flops += 2.0 * rows * in_f * out_f * (3 if k else 2)
-            if rows * in_f * out_f > math.prod(self._heaviest):  # the weight gradient's
-                self._heaviest = (g, out_f, width, in_f)  # grad^T (out x m) @ a (m x in)
+            if rows * in_f * out_f > math.prod(self._heaviest):
+                # baseline: the whole group's examples through W^T in one product, the
+                # fastest shape these FLOPs come in (the stacked per-device weight
+                # gradients of the same FLOPs run slower per FLOP in a plain matmul too)
+                self._heaviest = (1, rows, in_f, out_f)  # x (rows x in) @ W^T (in x out)
             z = np.empty((rows, out_f), dtype=_F32)
             a = acts[k]
             for v, lo, hi in runs:
                 part = z[lo * width : hi * width]
                 np.matmul(a[lo * width : hi * width], w_k[v].T, out=part)
                 part += b_k[v]
-            pre.append(z)
-            if k < layers - 1:
-                acts.append(np.maximum(z, _F32(0)))
-        probs = pre[-1]  # logits, overwritten: (rows, classes)
+            if k < layers - 1:  # ReLU in place: the activation also gives its mask (> 0)
+                acts.append(np.maximum(z, _F32(0), out=z))
+        probs = z  # logits, overwritten: (rows, classes)
         probs -= probs.max(axis=1, keepdims=True)
         np.exp(probs, out=probs)
         probs /= probs.sum(axis=1, keepdims=True)
@@ -373,7 +374,7 @@ class DenseBatchTrainer:
                     np.matmul(
                         grad[lo * width : hi * width], w_k[v], out=back[lo * width : hi * width]
                     )
-                back *= pre[k - 1] > 0
+                back *= acts[k] > 0
                 grad = back
 
     def _steps(
