@@ -129,7 +129,7 @@ class DenseBatchTrainer:
             raise SimulatorError(f"batched training unavailable: {problem}")
         self.onnx = onnx
         self.layers = len(onnx.bundle.manifest.params) // 2
-        self.classes = onnx.bundle.manifest.params[-1].shape[0]
+        self.classes = len(onnx.initial_params()[-1])  # the last bias: one per class
         self.rtol = rtol
         self.notify = notify
         self.gate: dict[Config, GateResult] = {}
@@ -290,7 +290,7 @@ class DenseBatchTrainer:
         table: list[Array],
         version: Array,
         deltas: list[Array],
-        neg_lr: Array,
+        neg_lr: np.float32,
     ) -> None:
         """A step past the first of ``group``'s devices, each from its own parameters
         (base + delta so far): stacked per-device products, the delta accumulated."""
@@ -454,7 +454,7 @@ def _width_groups(rows: list[int], sizes: list[int]) -> list[list[int]]:
 
 
 def _pad(
-    parts: list[tuple[Array, Array, Array]], classes: int, neg_lr: Array
+    parts: list[tuple[Array, Array, Array]], classes: int, neg_lr: np.float32
 ) -> tuple[Array, Array, Array]:
     """Per-device batches zero-padded to the longest, example-major (device ``i`` in
     rows ``i x width`` on): inputs (rows, features), one-hot labels (rows, classes) and
