@@ -3,7 +3,9 @@
 The ONNX path (:class:`~simulator.training.OnnxTrainer`) costs one ONNX Runtime call
 per local step and device; at 9.6k parameters that call overhead, not arithmetic, is
 what limits a simulation. :class:`DenseBatchTrainer` runs the *same* computation for
-many devices in one set of stacked matrix products: the zoo's Linear(-ReLU-Linear)
+many devices in a few matrix products (a first step shares one product per model
+version over all its devices' examples; only weight gradients, and steps past the first,
+are per-device stacked products): the zoo's Linear(-ReLU-Linear)
 models (``logreg``, ``mlp`` and the Synthetic ones) with mean cross-entropy and plain
 SGD, each device with its own parameters, shard, shuffling (``default_rng(seed)``, as
 the SDK's :meth:`~client_sdk.trainer.Trainer.train`) and number of steps. It refuses
@@ -134,8 +136,9 @@ class DenseBatchTrainer:
         self.notify = notify
         self.gate: dict[Config, GateResult] = {}
         # What the batched steps cost (matmul FLOPs, seconds in batched calls) and, for
-        # every _SAMPLE_EVERY-th call, a plain float32 np.matmul of that call's heaviest
-        # shape timed right after it: the baseline sees the machine as the run did.
+        # every _SAMPLE_EVERY-th call, a plain float32 np.matmul with the FLOPs of that
+        # call's heaviest product, timed right after it: the baseline sees the machine as
+        # the run did.
         self.flops = 0.0
         self.seconds = 0.0
         self.matmul_flops = 0.0
