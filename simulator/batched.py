@@ -3,7 +3,9 @@
 The ONNX path (:class:`~simulator.training.OnnxTrainer`) costs one ONNX Runtime call
 per local step and device; at 9.6k parameters that call overhead, not arithmetic, is
 what limits a simulation. :class:`DenseBatchTrainer` runs the *same* computation for
-many devices in one set of stacked matrix products: the zoo's Linear(-ReLU-Linear)
+many devices in a few matrix products (a first step shares one product per model
+version over all its devices' examples; only weight gradients, and steps past the first,
+are per-device stacked products): the zoo's Linear(-ReLU-Linear)
 models (``logreg``, ``mlp`` and the Synthetic ones) with mean cross-entropy and plain
 SGD, each device with its own parameters, shard, shuffling (``default_rng(seed)``, as
 the SDK's :meth:`~client_sdk.trainer.Trainer.train`) and number of steps. It refuses
@@ -22,6 +24,7 @@ of the run (slower; said on stderr), never wrong. ``tests/simulator/test_trainin
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 import time
@@ -33,6 +36,7 @@ import numpy as np
 
 from client_sdk.errors import SdkError
 from client_sdk.trainer import TrainPlan
+from server.aggregation.blas import sq_norm
 from simulator.errors import SimulatorError
 from simulator.speed import plain_matmul_seconds
 from simulator.training import Diverged, LocalUpdate, OnnxTrainer, TrainJob
@@ -60,7 +64,7 @@ _MIN_GROUP = 48
 # shards (lr 0.1-100, batch 8-32, 1-5 epochs): 2e-7..2e-5 mostly, up to 5e-4 over 30+
 # steps where float32 rounding flips a ReLU; a wrong step (lr, order, batch) is O(1).
 RTOL = 1e-3
-_SAMPLE_EVERY = 8  # batched calls per plain-matmul baseline sample (~2% of their time)
+_SAMPLE_EVERY = 16  # batched calls per plain-matmul baseline sample (~1.5% of the run)
 _GATE_JOBS = 12  # jobs of the gated call reused as the gate's shards
 _PERTURB = 0.5  # perturbed parameters: + N(0, (0.5 x the tensor's std + 0.01)**2)
 
@@ -127,12 +131,14 @@ class DenseBatchTrainer:
             raise SimulatorError(f"batched training unavailable: {problem}")
         self.onnx = onnx
         self.layers = len(onnx.bundle.manifest.params) // 2
+        self.classes = len(onnx.initial_params()[-1])  # the last bias: one per class
         self.rtol = rtol
         self.notify = notify
         self.gate: dict[Config, GateResult] = {}
         # What the batched steps cost (matmul FLOPs, seconds in batched calls) and, for
-        # every _SAMPLE_EVERY-th call, a plain float32 np.matmul of that call's heaviest
-        # shape timed right after it: the baseline sees the machine as the run did.
+        # every _SAMPLE_EVERY-th call, a plain float32 np.matmul with the FLOPs of that
+        # call's heaviest product, timed right after it: the baseline sees the machine as
+        # the run did.
         self.flops = 0.0
         self.seconds = 0.0
         self.matmul_flops = 0.0
@@ -217,104 +223,202 @@ class DenseBatchTrainer:
     ) -> list[LocalUpdate]:
         """:meth:`train_many` on the batched path, ungated."""
         plans = [_batches(len(j.x), batch_size, epochs, j.steps, j.seed) for j in jobs]
+        # Jobs of one model version share their base parameter list: stack each distinct
+        # list once (a simulation's call holds a few versions).
+        slot: dict[int, int] = {}
+        distinct: list[Sequence[Array]] = []
+        versions: list[int] = []
+        for job in jobs:
+            v = slot.get(id(job.params))
+            if v is None:
+                v = slot[id(job.params)] = len(distinct)
+                distinct.append(job.params)
+            versions.append(v)
+        table = [np.stack([p[t] for p in distinct]) for t in range(2 * self.layers)]
         # Sorted by first batch size, devices padded to the same width sit side by side,
-        # so each width group of a step is a slice (a view, no copy) of the stacks.
-        order = sorted(range(len(jobs)), key=lambda i: len(plans[i][0]) if plans[i] else 0)
+        # so each width group of a step is a slice (a view, no copy) of the deltas; in a
+        # group of the first step, the devices of one version are a run.
+        by_width = sorted(range(len(jobs)), key=lambda i: len(plans[i][0]) if plans[i] else 0)
+        idle = [i for i in by_width if not plans[i]]
+        busy = [i for i in by_width if plans[i]]
+        order = list(idle)
+        first_groups = []
+        for group in _width_groups(busy, [len(plans[i][0]) for i in busy]):
+            first_groups.append((len(order), len(order) + len(group)))
+            order += sorted(group, key=versions.__getitem__)
         jobs = [jobs[i] for i in order]
         plans = [plans[i] for i in order]
-        base_w = [np.stack([j.params[2 * k] for j in jobs]) for k in range(self.layers)]
-        base_b = [np.stack([j.params[2 * k + 1] for j in jobs]) for k in range(self.layers)]
-        # The updates themselves are the state: step 0 trains from the base stacks and
-        # writes delta = -lr * g; a later step trains from base + delta of its rows only
-        # (few devices run more than one step), so no full copy of the stacks is made.
-        dw = [np.empty_like(w) for w in base_w]  # step 0 writes every row with a step
-        db = [np.empty_like(b) for b in base_b]
-        for i, plan in enumerate(plans):
-            if not plan:  # sorted first: no step, no update
-                for d in (*dw, *db):
-                    d[i] = 0
-        seen = [0] * len(jobs)
+        version = np.asarray([versions[i] for i in order], dtype=np.intp)
+        # The updates themselves are the state: step 0 trains from the base parameters
+        # and writes delta = -lr * g; a later step trains from base + delta of its rows
+        # only (few devices run more than one step), so no full copy of the stacks is made.
+        deltas = [np.empty((len(jobs), *t.shape[1:]), dtype=_F32) for t in table]
+        for d in deltas:
+            d[: len(idle)] = 0  # no step, no update
+        seen = [len(p[0]) if p else 0 for p in plans]
         neg_lr = _F32(-lr)
-        for step in range(max((len(p) for p in plans), default=0)):
-            active = [i for i, p in enumerate(plans) if len(p) > step]
-            for i in active:
-                seen[i] += len(plans[i][step])
-            for group in _width_groups(active, [len(plans[i][step]) for i in active]):
-                x, y, mask, count = _pad([(jobs[i].x, jobs[i].y, plans[i][step]) for i in group])
-                contiguous = group[-1] - group[0] + 1 == len(group)
-                rows: slice | list[int] = slice(group[0], group[-1] + 1) if contiguous else group
-                if step == 0:
-                    ws = [w[rows] for w in base_w]
-                    bs = [b[rows] for b in base_b]
-                else:
-                    ws = [w[rows] + d[rows] for w, d in zip(base_w, dw, strict=True)]
-                    bs = [b[rows] + d[rows] for b, d in zip(base_b, db, strict=True)]
-                with np.errstate(over="ignore", invalid="ignore"):  # checked below
-                    gw, gb = self._gradients(ws, bs, x, y, mask, count)
-                for k in range(self.layers):  # an overflow here is caught below
-                    if step == 0 and contiguous:  # views: written in place
-                        np.multiply(gw[k], neg_lr, out=dw[k][rows])
-                        np.multiply(gb[k], neg_lr, out=db[k][rows])
-                    elif step == 0:
-                        dw[k][rows] = neg_lr * gw[k]
-                        db[k][rows] = neg_lr * gb[k]
-                    elif contiguous:
-                        dw[k][rows] += neg_lr * gw[k]
-                        db[k][rows] += neg_lr * gb[k]
-                    else:
-                        dw[k][rows] = dw[k][rows] + neg_lr * gw[k]
-                        db[k][rows] = db[k][rows] + neg_lr * gb[k]
-        if not all(np.isfinite(d).all() for d in dw):
-            raise Diverged("local training produced non-finite parameters: training diverged")
-        deltas: list[Array] = []  # new - base, per tensor, for all jobs at once
-        for k in range(self.layers):
-            deltas += [dw[k], db[k]]
+        with np.errstate(over="ignore", invalid="ignore"):  # checked below
+            for lo, hi in first_groups:
+                x, onehot, scale = _pad(
+                    [(jobs[i].x, jobs[i].y, plans[i][0]) for i in range(lo, hi)],
+                    self.classes,
+                    neg_lr,
+                )
+                runs = _runs(version, lo, hi)
+                self._first_step(table, runs, x, onehot, scale, [d[lo:hi] for d in deltas])
+            for step in range(1, max((len(p) for p in plans), default=0)):
+                active = [i for i, p in enumerate(plans) if len(p) > step]
+                for i in active:
+                    seen[i] += len(plans[i][step])
+                for group in _width_groups(active, [len(plans[i][step]) for i in active]):
+                    self._later_step(jobs, plans, step, group, table, version, deltas, neg_lr)
+        # One BLAS pass per weight tensor (a bias follows its weight); its float32 sum of
+        # squares overflows for huge finite values too, which the exact check tells apart.
+        for d in deltas[::2]:
+            if not math.isfinite(sq_norm(d.reshape(-1))) and not np.isfinite(d).all():
+                raise Diverged("local training produced non-finite parameters: training diverged")
         out: list[LocalUpdate | None] = [None] * len(jobs)
-        for i, job in enumerate(jobs):
-            delta = [d[i] for d in deltas]
-            out[order[i]] = LocalUpdate(delta, min(seen[i], len(job.x)), len(plans[i]))
+        rows = [list(d) for d in deltas]  # per-device views, iterated in C
+        for i, delta in enumerate(zip(*rows, strict=True)):
+            steps = len(plans[i])
+            out[order[i]] = LocalUpdate(list(delta), min(seen[i], len(jobs[i].x)), steps)
         return [u for u in out if u is not None]
 
-    def _gradients(
-        self, ws: list[Array], bs: list[Array], x: Array, y: Array, mask: Array, count: Array
-    ) -> tuple[list[Array], list[Array]]:
-        """Gradients of each device's mean cross-entropy over its (masked) batch.
+    def _later_step(
+        self,
+        jobs: list[TrainJob],
+        plans: list[list[Array]],
+        step: int,
+        group: list[int],
+        table: list[Array],
+        version: Array,
+        deltas: list[Array],
+        neg_lr: np.float32,
+    ) -> None:
+        """A step past the first of ``group``'s devices, each from its own parameters
+        (base + delta so far): stacked per-device products, the delta accumulated."""
+        x, onehot, scale = _pad(
+            [(jobs[i].x, jobs[i].y, plans[i][step]) for i in group], self.classes, neg_lr
+        )
+        g = len(group)
+        width = x.shape[0] // g
+        contiguous = group[-1] - group[0] + 1 == g
+        rows: slice | list[int] = slice(group[0], group[-1] + 1) if contiguous else group
+        params = [t[version[rows]] + d[rows] for t, d in zip(table, deltas, strict=True)]
+        steps = [np.empty((g, *t.shape[1:]), dtype=_F32) for t in table]
+        self._steps(
+            params,
+            x.reshape(g, width, -1).transpose(0, 2, 1),
+            onehot.reshape(g, width, -1).transpose(0, 2, 1),
+            scale.reshape(g, width),
+            steps,
+        )
+        for d, o in zip(deltas, steps, strict=True):
+            if contiguous:
+                d[rows] += o
+            else:
+                d[rows] = d[rows] + o
 
-        Activations are kept feature-major, (devices, features, batch): ``W @ a`` with
-        both operands contiguous runs 2-2.5x faster in numpy's stacked matmul than
-        ``a @ W^T`` through a transposed view (measured here).
+    def _first_step(
+        self,
+        table: list[Array],
+        runs: list[tuple[int, int, int]],
+        x: Array,
+        onehot: Array,
+        scale: Array,
+        out: list[Array],
+    ) -> None:
+        """Step 0 of a group of ``g`` devices trained from their versions' base parameters:
+        writes ``-lr x`` the gradient of every tensor into ``out`` (weight, bias, ...).
+
+        Example-major, ``x`` is (g x width, features), device ``i`` in rows ``i x width``
+        on (zero-padded). Devices of one version are a run of rows (``runs``: version,
+        first and last device + 1), so the forward pass and the gradient through a layer
+        are one matrix product per version over all its devices' examples; only the
+        weight gradients are per device, one stacked product over strided views.
         """
-        g, m = x.shape[0], x.shape[1]
-        acts_t = [np.ascontiguousarray(x.transpose(0, 2, 1))]  # (g, in, m)
+        layers = self.layers
+        g = len(out[0])
+        rows, width = x.shape[0], x.shape[0] // g
+        acts = [x]  # (rows, features) per layer input
+        for k in range(layers):
+            w_k, b_k = table[2 * k], table[2 * k + 1]
+            out_f, in_f = w_k.shape[1], w_k.shape[2]
+            self.flops += 2.0 * rows * in_f * out_f * (3 if k else 2)
+            if rows * in_f * out_f > math.prod(self._heaviest):
+                # baseline: the whole group's examples through W^T in one product, the
+                # fastest shape these FLOPs come in (the stacked per-device weight
+                # gradients of the same FLOPs run slower per FLOP in a plain matmul too)
+                self._heaviest = (1, rows, in_f, out_f)  # x (rows x in) @ W^T (in x out)
+            z = np.empty((rows, out_f), dtype=_F32)
+            a = acts[k]
+            for v, lo, hi in runs:
+                part = z[lo * width : hi * width]
+                np.matmul(a[lo * width : hi * width], w_k[v].T, out=part)
+                part += b_k[v]
+            if k < layers - 1:  # ReLU in place: the activation also gives its mask (> 0)
+                acts.append(np.maximum(z, _F32(0), out=z))
+        probs = z  # logits, overwritten: (rows, classes)
+        probs -= probs.max(axis=1, keepdims=True)
+        np.exp(probs, out=probs)
+        probs /= probs.sum(axis=1, keepdims=True)
+        probs -= onehot
+        probs *= scale[:, None]
+        grad = probs
+        ones = np.ones((1, width), dtype=_F32)
+        for k in range(layers - 1, -1, -1):
+            g3 = grad.reshape(g, width, -1)
+            np.matmul(g3.transpose(0, 2, 1), acts[k].reshape(g, width, -1), out=out[2 * k])
+            np.matmul(ones, g3, out=out[2 * k + 1][:, None, :])
+            if k:
+                w_k = table[2 * k]
+                back = np.empty((rows, w_k.shape[2]), dtype=_F32)
+                for v, lo, hi in runs:
+                    np.matmul(
+                        grad[lo * width : hi * width], w_k[v], out=back[lo * width : hi * width]
+                    )
+                back *= acts[k] > 0
+                grad = back
+
+    def _steps(
+        self, params: list[Array], x_t: Array, onehot: Array, scale: Array, out: list[Array]
+    ) -> None:
+        """One SGD step of each device's mean cross-entropy over its (masked) batch:
+        writes ``-lr x`` the gradient of every tensor into ``out`` (weight, bias, ...).
+
+        Activations are feature-major, (devices, features, batch), ``W @ a`` per device.
+        ``scale`` is ``-lr / batch length`` per example (0 on padding), so the backward
+        pass yields the deltas directly.
+        """
+        layers = self.layers
+        g, m = x_t.shape[0], x_t.shape[2]
+        acts_t = [x_t]  # (g, in, m)
         pre_t: list[Array] = []
-        for k in range(self.layers):
-            out_f, in_f = ws[k].shape[1], ws[k].shape[2]
+        for k in range(layers):
+            w, b = params[2 * k], params[2 * k + 1]
+            out_f, in_f = w.shape[1], w.shape[2]
             # W @ a, its weight gradient and (k > 0) W^T @ grad: 2 g m in out FLOPs each
             self.flops += 2.0 * g * m * in_f * out_f * (3 if k else 2)
             if g * m * in_f * out_f > math.prod(self._heaviest):
                 self._heaviest = (g, out_f, in_f, m)  # W (out x in) @ a (in x m)
-            z = np.matmul(ws[k], acts_t[k])
-            z += bs[k][:, :, None]
+            z = np.matmul(w, acts_t[k])
+            z += b[:, :, None]
             pre_t.append(z)
-            if k < self.layers - 1:
+            if k < layers - 1:
                 acts_t.append(np.maximum(z, _F32(0)))
         logits = pre_t[-1]  # (g, classes, m)
         probs = np.exp(logits - logits.max(axis=1, keepdims=True))
         probs /= probs.sum(axis=1, keepdims=True)
-        rows, cols = np.nonzero(mask)
-        probs[rows, y[rows, cols], cols] -= _F32(1)
-        grad = probs * (mask / count[:, None])[:, None, :]
+        probs -= onehot
+        grad = probs
+        grad *= scale[:, None, :]
         ones = np.ones((m, 1), dtype=_F32)
-        gw: list[Array] = [np.empty(0, _F32)] * self.layers
-        gb: list[Array] = [np.empty(0, _F32)] * self.layers
-        for k in range(self.layers - 1, -1, -1):
-            inputs = x if k == 0 else acts_t[k].transpose(0, 2, 1)  # (g, m, in)
-            gw[k] = np.matmul(grad, inputs)
-            gb[k] = np.matmul(grad, ones)[:, :, 0]  # 10x faster than grad.sum(axis=2)
+        for k in range(layers - 1, -1, -1):
+            np.matmul(grad, acts_t[k].transpose(0, 2, 1), out=out[2 * k])
+            np.matmul(grad, ones, out=out[2 * k + 1][:, :, None])  # 10x faster than a sum
             if k:
-                grad = np.matmul(ws[k].transpose(0, 2, 1), grad)
+                grad = np.matmul(params[2 * k].transpose(0, 2, 1), grad)
                 grad *= pre_t[k - 1] > 0
-        return gw, gb
 
 
 def _batches(n: int, batch_size: int, epochs: int, steps: int, seed: int) -> list[Array]:
@@ -352,9 +456,13 @@ def _width_groups(rows: list[int], sizes: list[int]) -> list[list[int]]:
     return groups
 
 
-def _pad(parts: list[tuple[Array, Array, Array]]) -> tuple[Array, Array, Array, Array]:
-    """Stack per-device batches, zero-padded to the longest, with a validity mask (one
-    scatter for the whole group; a full-shard batch is the shard itself, not a copy)."""
+def _pad(
+    parts: list[tuple[Array, Array, Array]], classes: int, neg_lr: np.float32
+) -> tuple[Array, Array, Array]:
+    """Per-device batches zero-padded to the longest, example-major (device ``i`` in
+    rows ``i x width`` on): inputs (rows, features), one-hot labels (rows, classes) and
+    each example's ``-lr / batch length`` (0 on padding). One scatter each for the whole
+    group; a full-shard batch is the shard itself, not a copy."""
     lengths = np.fromiter((len(idx) for _, _, idx in parts), dtype=np.int64, count=len(parts))
     n, width, total = len(parts), int(lengths.max()), int(lengths.sum())
     features = parts[0][0].shape[1]
@@ -365,15 +473,23 @@ def _pad(parts: list[tuple[Array, Array, Array]]) -> tuple[Array, Array, Array, 
     ycat = np.concatenate(
         [ys if w else ys[idx] for (_, ys, idx), w in zip(parts, whole, strict=True)]
     )
-    rows = np.repeat(np.arange(n), lengths)
-    cols = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    x = np.zeros((n, width, features), dtype=_F32)
-    y = np.zeros((n, width), dtype=np.int64)
-    mask = np.zeros((n, width), dtype=_F32)
-    x[rows, cols] = xcat
-    y[rows, cols] = ycat
-    mask[rows, cols] = 1
-    return x, y, mask, lengths.astype(_F32)
+    starts = np.cumsum(lengths) - lengths
+    rows = np.arange(total) + np.repeat(np.arange(n) * width - starts, lengths)
+    x = np.zeros((n * width, features), dtype=_F32)
+    x[rows] = xcat
+    onehot = np.zeros((n * width, classes), dtype=_F32)
+    onehot[rows, ycat] = 1
+    scale = np.zeros(n * width, dtype=_F32)
+    scale[rows] = np.repeat(neg_lr / lengths.astype(_F32), lengths)
+    return x, onehot, scale
+
+
+def _runs(version: Array, lo: int, hi: int) -> list[tuple[int, int, int]]:
+    """``(version, first, last + 1)`` of each run of equal versions in ``version[lo:hi]``,
+    positions relative to ``lo``."""
+    part = version[lo:hi]
+    cuts = [0, *(np.flatnonzero(part[1:] != part[:-1]) + 1).tolist(), len(part)]
+    return [(int(part[a]), a, b) for a, b in itertools.pairwise(cuts)]
 
 
 class GateFailed(SimulatorError):

@@ -3,9 +3,10 @@
 :class:`~simulator.batched.DenseBatchTrainer` counts the FLOPs of its matrix products
 (2 x m x k x n each: forward, weight gradient and, past the first layer, the gradient
 through the layer) and the seconds its batched calls took; after every few calls it
-times a plain float32 ``np.matmul`` of that call's heaviest shape (contiguous stacks,
-nothing around it), so the baseline is measured on the machine as loaded as the run
-saw it (these machines are shared). :func:`training_speed` reports both rates and the
+times a plain float32 ``np.matmul`` of that call's heaviest product (contiguous operands,
+nothing around it; for a first step the group's whole forward product, the fastest shape
+its FLOPs come in), so the baseline is measured on the machine as loaded as the run saw
+it (these machines are shared). :func:`training_speed` reports both rates and the
 fraction; :func:`gate_report` the configurations the gate checked.
 """
 

@@ -70,10 +70,28 @@ def test_the_batched_path_matches_the_sdk_trainer_to_float32_rounding(
     batched = DenseBatchTrainer(onnx_trainer)
     jobs = _jobs(onnx_trainer, 40, seed=batch_size)
 
-    got = batched.train_many(jobs, lr=0.2, batch_size=batch_size, epochs=epochs)
+    got = batched.batched_many(jobs, lr=0.2, batch_size=batch_size, epochs=epochs)  # ungated
 
     for job, update in zip(jobs, got, strict=True):
         plan = TrainPlan(lr=0.2, batch_size=batch_size, epochs=epochs, max_steps=job.steps)
+        want = onnx_trainer.train_reference(job.params, job.x, job.y, plan, job.seed)
+        assert (update.num_examples, update.steps) == (want.num_examples, want.steps)
+        for a, b in zip(update.delta, want.delta, strict=True):
+            np.testing.assert_allclose(a, b, rtol=0, atol=2e-6)
+
+
+def test_jobs_sharing_a_model_version_train_as_if_alone(onnx_trainer: OnnxTrainer) -> None:
+    # The engine hands every session of a version the same parameter list; the batched
+    # path trains each version's devices in shared products, interleaved with others.
+    batched = DenseBatchTrainer(onnx_trainer)
+    jobs = _jobs(onnx_trainer, 36, seed=5)
+    versions = [job.params for job in jobs[:3]]
+    shared = [job._replace(params=versions[i % 3]) for i, job in enumerate(jobs)]
+
+    got = batched.batched_many(shared, lr=0.3, batch_size=16, epochs=2)  # ungated
+
+    for job, update in zip(shared, got, strict=True):
+        plan = TrainPlan(lr=0.3, batch_size=16, epochs=2, max_steps=job.steps)
         want = onnx_trainer.train_reference(job.params, job.x, job.y, plan, job.seed)
         assert (update.num_examples, update.steps) == (want.num_examples, want.steps)
         for a, b in zip(update.delta, want.delta, strict=True):
