@@ -35,7 +35,6 @@ run).
 from __future__ import annotations
 
 import gc
-import itertools
 import json
 import os
 import random
@@ -147,12 +146,16 @@ ConnectionPool._create_socket = _counted_create_socket  # type: ignore[method-as
 # -- per-process state -----------------------------------------------------------------------
 COUNTERS: Counter[str] = Counter()  # device outcomes, sent to the master with each report
 _DELTAS: dict[str, list[dict[str, Any]]] = {}  # manifest digest -> wire tensors, shared
-_TOKENS: list[str] | None = None  # this process' share of the enrolled devices
-_NEXT_TOKEN = itertools.count()
+_TOKENS: list[str] | None = None  # this process' share of the enrolled devices, unused
+_RETURNED: list[str] = []  # tokens of stopped users (Locust rebalancing workers), reused first
 
 
 def _pooled_token(env: Environment) -> str | None:
-    """The next pre-enrolled device token of this process, or None (enroll instead)."""
+    """The next free pre-enrolled device token of this process, or None (enroll instead).
+
+    A user Locust stops (when it rebalances users between workers) gives its token back,
+    so a worker that briefly runs more than its share does not enroll thousands of new
+    devices at once (on a starved machine 5,000 did, in the ramp-up)."""
     global _TOKENS
     opts: Any = env.parsed_options
     if not opts.asyncfl_device_tokens:
@@ -163,9 +166,10 @@ def _pooled_token(env: Environment) -> str | None:
         worker = isinstance(env.runner, WorkerRunner)
         share = max(1, opts.asyncfl_workers) if worker else 1
         index = int(getattr(env.runner, "worker_index", 0)) if worker else 0
-        _TOKENS = tokens[index % share :: share]
-    i = next(_NEXT_TOKEN)
-    return _TOKENS[i] if i < len(_TOKENS) else None
+        _TOKENS = tokens[index % share :: share][::-1]  # popped from the end: file order
+    if _RETURNED:
+        return _RETURNED.pop()
+    return _TOKENS.pop() if _TOKENS else None
 
 
 def _delta_tensors(manifest: bytes, digest: str) -> list[dict[str, Any]]:
@@ -187,6 +191,7 @@ class Device(FastHttpUser):
 
     network_timeout = 60.0
     connection_timeout = 60.0
+    pooled_token: str | None = None  # a pre-enrolled device's, given back on stop
 
     def on_start(self) -> None:
         opts = self.environment.parsed_options
@@ -200,12 +205,17 @@ class Device(FastHttpUser):
         self.params_version = -1
         self.backoff_s = 1.0
         self.headers = dict(HEADERS)
-        token = _pooled_token(self.environment)
-        if token is not None:
-            self.headers["Authorization"] = f"Bearer {token}"
+        self.pooled_token = _pooled_token(self.environment)
+        if self.pooled_token is not None:
+            self.headers["Authorization"] = f"Bearer {self.pooled_token}"
             return
         while not self._enroll(opts.asyncfl_enrollment_key):
             self._sleep(self._next_backoff())
+
+    def on_stop(self) -> None:
+        if self.pooled_token is not None:
+            _RETURNED.append(self.pooled_token)
+            self.pooled_token = None
 
     # -- protocol steps ------------------------------------------------------------------
     def _enroll(self, key: str) -> bool:
