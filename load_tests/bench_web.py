@@ -78,8 +78,10 @@ def step_ms(pass_ms: list[float], steps: int) -> float:
 def bundle_dir(out: Path, model: str) -> Path:
     from client_sdk.bundle import MANIFEST_FILE
     from server.modeling.export import export_bundle
+    from server.modeling.sources import exporter_digest
 
-    folder = out / "bundles" / f"{model}-sgd"
+    # keyed by the exporter's sources: a changed zoo model is exported again
+    folder = out / "bundles" / f"{model}-sgd-{exporter_digest()[:12]}"
     if not (folder / MANIFEST_FILE).exists():
         export_bundle(model, folder, optimizer="sgd", parity_steps=10)
     return folder
