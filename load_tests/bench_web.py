@@ -6,11 +6,7 @@
    on Python onnxruntime (the baseline), onnxruntime-node, onnxruntime-web's WASM in
    Node, and onnxruntime-web's WASM in a Chromium Web Worker; ratios to Python. The
    same start parameters and batches run everywhere, so each line also gives the
-   parameter difference to Python after 50 steps (``cnn`` three times: on the digits as
-   they are, where max-pool ties meet one-ulp kernel differences; with a 1e-3 jitter;
-   and with the jitter step by step, each step from Python's parameters: see
-   tests/web/test_parity.py). Stepwise lines time the decoding of the start parameters
-   too.
+   parameter difference to Python after 50 steps (tests/web/test_parity.py).
 2. ``bundle``: the SDK's browser builds without ONNX Runtime, minified and gzipped
    (``gzip -9``), beside onnxruntime-web's own files for scale.
 3. ``download``: what a browser device downloads and uploads in its first round and in
@@ -82,8 +78,10 @@ def step_ms(pass_ms: list[float], steps: int) -> float:
 def bundle_dir(out: Path, model: str) -> Path:
     from client_sdk.bundle import MANIFEST_FILE
     from server.modeling.export import export_bundle
+    from server.modeling.sources import exporter_digest
 
-    folder = out / "bundles" / f"{model}-sgd"
+    # keyed by the exporter's sources: a changed zoo model is exported again
+    folder = out / "bundles" / f"{model}-sgd-{exporter_digest()[:12]}"
     if not (folder / MANIFEST_FILE).exists():
         export_bundle(model, folder, optimizer="sgd", parity_steps=10)
     return folder
@@ -94,38 +92,26 @@ async def train_steps(args: argparse.Namespace, site: str, demo: WebDemo, work: 
         page = await browser.new_page()
         for model in sorted(ZOO):
             folder = await asyncio.to_thread(bundle_dir, args.out, model)
-            # the CNN on the digits as they are, tie-free, and tie-free step by step
-            variants = (
-                [(0.0, False), (1e-3, False), (1e-3, True)] if model == "cnn" else [(0.0, False)]
-            )
-            for jitter, stepwise in variants:
-                job = step_job(
-                    model, folder, jitter=jitter, repeats=args.repeats, stepwise=stepwise
-                )
-                line: dict[str, Any] = {
-                    "bench": "train_step",
-                    "model": model,
-                    "jitter": jitter,
-                    "diff": "stepwise" if stepwise else "after_50_steps",
-                }
-                steps = len(job.job["batches"])
-                line["python_ms"] = step_ms(job.python_pass_ms, steps)
-                for backend, name in (("node", "node"), ("web", "wasm_node")):
-                    out = await run_node_job(backend, job.job, work)
-                    line[f"{name}_ms"] = step_ms(out["pass_ms"], steps)
-                    line[f"{name}_diff"] = parity_error(job, out)
-                demo.jobs[model] = browser_job(job.job)
-                await page.goto(f"{site}/demo/bench.html?job={model}")
-                handle = await page.wait_for_function("window.asyncflBench", timeout=600_000)
-                out = await handle.json_value()
-                if "error" in out:
-                    raise RuntimeError(f"{model} in Chromium: {out['error']}")
-                result = unpack(base64.b64decode(out["params"]))
-                line["wasm_chromium_ms"] = step_ms(out["pass_ms"], steps)
-                line["wasm_chromium_diff"] = parity_error(job, result)
-                for name in ("node", "wasm_node", "wasm_chromium"):
-                    line[f"{name}_ratio"] = round(line[f"{name}_ms"] / line["python_ms"], 2)
-                emit(line)
+            job = step_job(model, folder, repeats=args.repeats)
+            line: dict[str, Any] = {"bench": "train_step", "model": model}
+            steps = len(job.job["batches"])
+            line["python_ms"] = step_ms(job.python_pass_ms, steps)
+            for backend, name in (("node", "node"), ("web", "wasm_node")):
+                out = await run_node_job(backend, job.job, work)
+                line[f"{name}_ms"] = step_ms(out["pass_ms"], steps)
+                line[f"{name}_diff"] = parity_error(job, out)
+            demo.jobs[model] = browser_job(job.job)
+            await page.goto(f"{site}/demo/bench.html?job={model}")
+            handle = await page.wait_for_function("window.asyncflBench", timeout=600_000)
+            out = await handle.json_value()
+            if "error" in out:
+                raise RuntimeError(f"{model} in Chromium: {out['error']}")
+            result = unpack(base64.b64decode(out["params"]))
+            line["wasm_chromium_ms"] = step_ms(out["pass_ms"], steps)
+            line["wasm_chromium_diff"] = parity_error(job, result)
+            for name in ("node", "wasm_node", "wasm_chromium"):
+                line[f"{name}_ratio"] = round(line[f"{name}_ms"] / line["python_ms"], 2)
+            emit(line)
 
 
 def bundle_sizes() -> None:

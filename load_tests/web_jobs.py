@@ -7,8 +7,7 @@ the bundle folder, for Node); :func:`browser_job` adds ``manifest`` and ``graphs
 page can build the bundle itself. The harness (``client_sdk/web/test/harness/parity.mjs``
 for Node, ``client_sdk/web/demo/bench-worker.js`` in a browser) runs one train step per
 batch, ``repeats`` times over, and returns the parameters after the first pass, the
-losses (with ``starts``, stepwise: see :func:`step_job`), every step's milliseconds and
-every pass's (a browser's ``performance.now()``
+losses, every step's milliseconds and every pass's (a browser's ``performance.now()``
 is coarsened to 0.1 ms outside cross-origin isolation: time passes, not steps).
 """
 
@@ -40,7 +39,6 @@ class StepJob:
     expected: list[Array]  # the Python Trainer's parameters after one pass
     python_ms: list[float]  # its step times, every pass
     python_pass_ms: list[float]  # the time of each pass over the batches
-    trajectory: list[list[Array]]  # the Python Trainer's parameters after each step
 
 
 def node() -> str:
@@ -65,28 +63,18 @@ def step_job(
     steps: int = 50,
     batch: int = 32,
     seed: int = 0,
-    jitter: float = 0.0,
     repeats: int = 1,
-    stepwise: bool = False,
 ) -> StepJob:
-    """Batches drawn from the model's dataset (``jitter``: Gaussian noise added to x).
-
-    ``stepwise``: every step of the other side starts from the Python trajectory's
-    parameters before it (``starts``), so each step's error is measured alone instead of
-    compounding over the run.
-    """
+    """``steps`` batches drawn from the model's dataset, trained by the Python Trainer."""
     entry = ZOO[model]
     assert entry.dataset is not None
     x, y, _, _ = load_dataset(entry.dataset)
     rng = np.random.default_rng(seed)
-    if jitter:
-        x = (x + rng.normal(0, jitter, x.shape)).astype(x.dtype)
     bundle = Bundle.load(bundle_dir)
     trainer = Trainer(bundle)
     picks = (rng.choice(len(x), batch, replace=False) for _ in range(steps))
     batches = [(x[i], y[i]) for i in picks]
     expected: list[Array] = []
-    trajectory: list[list[Array]] = []
     python_ms, python_pass_ms = [], []
     for repeat in range(repeats):
         params, state = list(bundle.initial_params), trainer.initial_state()
@@ -95,8 +83,6 @@ def step_job(
             started = time.perf_counter()
             params, state, _ = trainer.train_step(params, state, xb, yb, entry.lr)
             python_ms.append((time.perf_counter() - started) * 1000)
-            if repeat == 0:
-                trajectory.append(params)
         python_pass_ms.append((time.perf_counter() - pass_started) * 1000)
         if repeat == 0:
             expected = params
@@ -107,12 +93,7 @@ def step_job(
         "lr": entry.lr,
         "repeats": repeats,
     }
-    if stepwise:
-        if bundle.manifest.optimizer_state:
-            raise ValueError("stepwise jobs need a stateless optimizer (sgd)")
-        starts = [bundle.initial_params, *trajectory[:-1]]
-        job["starts"] = [encode_tensors([np.ascontiguousarray(p) for p in ps]) for ps in starts]
-    return StepJob(job, expected, python_ms, python_pass_ms, trajectory)
+    return StepJob(job, expected, python_ms, python_pass_ms)
 
 
 def browser_job(job: dict[str, Any]) -> bytes:
@@ -151,11 +132,5 @@ def params_of(out: dict[str, Any]) -> list[Array]:
 
 
 def parity_error(job: StepJob, out: dict[str, Any]) -> float:
-    """The largest parameter difference to Python: after the run, or (stepwise) the
-    largest of the steps' own errors."""
-    if "starts" not in job.job:
-        return max_diff(params_of(out), job.expected)
-    steps = [decode_tensors(ps) for ps in out["step_params"]]
-    if len(steps) != len(job.trajectory):
-        raise RuntimeError(f"{len(steps)} stepwise results for {len(job.trajectory)} steps")
-    return max(max_diff(got, want) for got, want in zip(steps, job.trajectory, strict=True))
+    """The largest parameter difference to the Python Trainer after the run."""
+    return max_diff(params_of(out), job.expected)

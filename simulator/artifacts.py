@@ -1,7 +1,8 @@
 """The model bundle a simulation trains with: loaded from a cache directory, exported
 there on first use (that needs torch, the ``export`` extra; later runs do not).
 
-The cache holds one bundle per model under ``<cache>/<model>``; the default cache is
+The cache holds one bundle per model under ``<cache>/<model>-<digest>`` (the digest of
+the exporter's sources, so a changed zoo model is exported again); the default cache is
 ``~/.cache/asyncfl/bundles``. A bundle exported with ``asyncfl model export --model
 mlp --out DIR`` can be used directly by pointing ``--bundle-dir`` at it.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 from client_sdk.bundle import MANIFEST_FILE, Bundle
 from client_sdk.errors import BundleError
 from server.errors import AsyncflError
+from server.modeling.sources import exporter_digest
 from simulator.errors import SimulatorError
 
 __all__ = ["DEFAULT_CACHE", "load_bundle"]
@@ -32,10 +34,11 @@ _SIM_MODELS = {
 def load_bundle(
     model: str, cache_dir: Path | None = None, *, bundle_dir: Path | None = None
 ) -> Bundle:
-    """``bundle_dir`` if given, else ``<cache_dir>/<model>``, exporting it if missing."""
+    """``bundle_dir`` if given, else ``<cache_dir>/<model>-<digest>``, exporting it if
+    missing (the digest of the exporter's sources: a changed zoo model is exported again)."""
     if bundle_dir is not None:
         return _load(bundle_dir)
-    path = (cache_dir or DEFAULT_CACHE) / model.replace(":", "_")
+    path = (cache_dir or DEFAULT_CACHE) / f"{model.replace(':', '_')}-{exporter_digest()[:12]}"
     if (path / MANIFEST_FILE).is_file():
         return _load(path)
     try:

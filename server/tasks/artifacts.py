@@ -1,7 +1,9 @@
 """A task's artifacts: its training bundle and held-out set, into and out of blobs.
 
 Zoo models are exported in a child process (``asyncfl model export``), so the server
-process never imports torch; exports are cached under ``<data_dir>/exports``.
+process never imports torch; exports are cached under ``<data_dir>/exports``, keyed by
+model, optimizer and a digest of the exporter's sources
+(:func:`server.modeling.sources.exporter_digest`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from client_sdk.bundle import Bundle, Manifest, decode_params, encode_params
 from client_sdk.errors import BundleError, WireFormatError
 from client_sdk.wire import decode_tensor, encode_tensor, pack, unpack
 from server.errors import AsyncflError, BadRequest, ConfigError, StorageError
+from server.modeling.sources import exporter_digest
 from server.storage.blobs import LocalBlobStore
 
 logger = logging.getLogger(__name__)
@@ -35,8 +38,8 @@ async def export_zoo_bundle(
     """Export (or reuse a cached export of) a zoo model with a client optimizer."""
     if optimizer not in CLIENT_OPTIMIZERS:
         raise ConfigError(f"client optimizer must be one of {CLIENT_OPTIMIZERS}")
-    key = hashlib.sha256(json.dumps([model, optimizer]).encode()).hexdigest()[:16]
-    out = exports_dir / f"{_slug(model)}-{optimizer}-{key}"
+    key = hashlib.sha256(json.dumps([model, optimizer, exporter_digest()]).encode()).hexdigest()
+    out = exports_dir / f"{_slug(model)}-{optimizer}-{key[:16]}"
     if (out / "manifest.json").exists():
         try:
             return await asyncio.to_thread(Bundle.load, out)

@@ -43,3 +43,23 @@ def linear_regression() -> ZooEntry:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((8, 5), dtype=np.float32)
     return ZooEntry("tiny-regression", TinyRegression, "regression", (x, x.sum(1)), None)
+
+
+class PooledCNN(nn.Module):
+    """conv3x3(4)-ReLU-maxpool2-fc over 1x8x8 images: the zoo CNN has no pool any more."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(4 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(torch.relu(self.conv(x))).flatten(1))  # type: ignore[no-any-return]
+
+
+def pooled_cnn() -> ZooEntry:
+    """A max-pooling model, referenced as ``tests.modeling.support:pooled_cnn``."""
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 1, 8, 8), dtype=np.float32)
+    return ZooEntry("pooled-cnn", PooledCNN, "classification", (x, rng.integers(0, 10, 8)), None)

@@ -62,14 +62,25 @@ def test_graphs_take_a_dynamic_batch(bundles: BundleCache) -> None:
     assert not batch.HasField("dim_value")
 
 
-def test_cnn_pool_backward_runs_without_indices(bundles: BundleCache) -> None:
-    nodes = onnx.load(bundles("cnn") / "train_step.onnx").graph.node
+def test_cnn_train_step_routes_no_gradient_by_a_comparison(bundles: BundleCache) -> None:
+    ops = {n.op_type for n in onnx.load(bundles("cnn") / "train_step.onnx").graph.node}
+
+    # max-pool (first maximum) and ReLU (sign) backward pick where a gradient goes; on
+    # near-ties one ulp flips the pick, and WASM and native ORT then drift apart
+    assert not ops & {"MaxPool", "ArgMax", "ReduceMax", "Relu", "Greater", "Col2Im"}
+    assert {"Conv", "ConvTranspose", "Elu"} <= ops
+
+
+def test_max_pool_backward_runs_without_indices(bundles: BundleCache) -> None:
+    bundle_dir = bundles("tests.modeling.support:pooled_cnn")
+    nodes = onnx.load(bundle_dir / "train_step.onnx").graph.node
 
     pools = [n for n in nodes if n.op_type == "MaxPool"]
 
+    assert Bundle.load(bundle_dir).manifest.extra["parity"]["max_param_diff"] <= 1e-5
     assert pools
     assert all(len(n.output) == 1 for n in pools)  # no indices: ORT's fast kernel
-    assert sum(n.op_type == "Col2Im" for n in nodes) == 2  # one gradient scatter per pool
+    assert sum(n.op_type == "Col2Im" for n in nodes) == 1  # the gradient's scatter
 
 
 def test_momentum_state_is_a_graph_input_and_output(bundles: BundleCache) -> None:

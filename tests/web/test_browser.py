@@ -24,7 +24,7 @@ from server.process import ServerProcess
 from tests.modeling.support import BundleCache
 from tests.server.fleet import create_task, status, wait_for
 from tests.web.support import built
-from tests.web.test_parity import STEPS, STEPWISE, TIE_JITTER, TOLERANCE
+from tests.web.test_parity import STEPS, TOLERANCE
 
 GOAL_1 = {"aggregation_goal": 1, "optimizer": {"name": "fedavg", "lr": 1.0}}
 
@@ -113,8 +113,7 @@ async def test_training_in_a_chromium_worker_matches_the_python_trainer(
     jobs = {}
     for model in sorted(ZOO):
         folder = await asyncio.to_thread(bundles, model)
-        stepwise = (model, "web") in STEPWISE
-        job = step_job(model, folder, jitter=TIE_JITTER.get(model, 0.0), stepwise=stepwise)
+        job = step_job(model, folder, steps=STEPS)
         demo.jobs[model], jobs[model] = browser_job(job.job), job
     diffs = {}
     async with chromium() as browser:

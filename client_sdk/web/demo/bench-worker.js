@@ -10,7 +10,7 @@ self.onmessage = async (event) => {
     const trainer = await sdk.Trainer.create(ort, await sdk.bundleFromParts(job.manifest, job.graphs), sdk.WEB_SESSION_OPTIONS);
     const out = await runSteps(trainer, job, sdk);
     let binary = "";
-    for (const b of sdk.pack({ params: out.params, step_params: out.step_params })) binary += String.fromCharCode(b);
+    for (const b of sdk.pack({ params: out.params })) binary += String.fromCharCode(b);
     self.postMessage({ params: btoa(binary), losses: out.losses, step_ms: out.step_ms, pass_ms: out.pass_ms });
   } catch (error) {
     self.postMessage({ error: String(error?.stack ?? error) });

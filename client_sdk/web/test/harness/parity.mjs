@@ -1,7 +1,7 @@
 // Parity harness: `node parity.mjs BACKEND IN OUT`. IN is a msgpack step job
-// {bundle: dir, params, batches: [{x, y}], lr, repeats, starts?} (see demo/steps.js and
-// load_tests/web_jobs.py); OUT gets {params (after the first pass), step_params,
-// losses, step_ms, pass_ms} (msgpack). The Python side compares with its own Trainer.
+// {bundle: dir, params, batches: [{x, y}], lr, repeats} (see demo/steps.js and
+// load_tests/web_jobs.py); OUT gets {params (after the first pass), losses, step_ms,
+// pass_ms} (msgpack). The Python side compares with its own Trainer.
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 
