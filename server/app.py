@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from prometheus_client import ProcessCollector
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.api import admin, dashboard, device, fleet, ops, sessions
+from server.api import admin, dashboard, device, fleet, live, ops, sessions
 from server.api.middleware import error_middleware, metrics_middleware
 from server.coordination.events import EventBus, LocalEvents, RedisEvents
 from server.coordination.keys import Keys
@@ -46,8 +47,9 @@ from server.coordination.tokens import TokenSigner
 from server.ingest.partials import ReplicaPartials
 from server.ingest.upload import Ingest
 from server.metrics import Metrics
-from server.monitor.collector import FleetCollector
+from server.monitor.collector import FleetCollector, LiveCollector
 from server.monitor.service import Monitor
+from server.monitor.snapshots import LiveHub
 from server.privacy.participation import InProcessParticipation, Participation, RedisParticipation
 from server.secagg.client import ProvidedReleases
 from server.secagg.provider import MaskServiceProvider
@@ -80,7 +82,7 @@ def create_app(settings: Settings) -> web.Application:
     routes = ops.routes()
     if settings.effective_role != "aggregator":
         routes = device.routes() + sessions.routes() + admin.routes() + routes
-        routes += fleet.routes() + dashboard.routes()
+        routes += fleet.routes() + live.routes() + dashboard.routes()
     app.add_routes(routes)
     app.cleanup_ctx.append(_services_ctx(settings, metrics))
     app.on_shutdown.append(_stop_admitting)
@@ -246,7 +248,14 @@ def _services_ctx(
             loops: list[Callable[[], Awaitable[None]]] = [ledger_writer.run, sync.poll]
             if settings.effective_role != "aggregator":
                 services.monitor = _monitor(settings, engine, manager, metrics)
-                loops.append(services.monitor.run)
+                services.live = LiveHub(services.monitor, manager, live.summarizer(services))
+                hub = services.live
+                metrics.registry.register(LiveCollector(hub))
+                loops += [
+                    services.monitor.run,
+                    hub.run,
+                    functools.partial(hub.listen, coord.events),
+                ]
             if settings.distributed:
                 loops.append(sync.listen)
             if leadership is not None:
@@ -332,4 +341,6 @@ async def _stop_admitting(app: web.Application) -> None:
     services = app.get(SERVICES)
     if services is not None:
         services.draining = True
+        if services.live is not None:
+            services.live.close()  # streams end; aiohttp then waits for no handler
         logger.info("draining: %d upload(s) in flight", services.ingest.inflight)

@@ -182,6 +182,10 @@ class TaskRollup:
         for row in rows:
             self.checkins.setdefault(row.bucket, Counter())[row.result] += row.count
 
+    def add_checkin(self, bucket: int, result: str, count: int) -> None:
+        """Check-ins counted here and just written (no need to read them back)."""
+        self.checkins.setdefault(bucket, Counter())[result] += count
+
     def set_checkins_before(self, rows: Iterable[CheckinBucket]) -> None:
         """Totals of the buckets before the first window read (``bucket`` is ignored)."""
         self.checkins_before.clear()

@@ -1,4 +1,4 @@
-"""CPU spent on the dashboard's behalf, measured on the thread that spends it."""
+"""CPU spent on the dashboard's behalf, measured on the threads that spend it."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from contextlib import contextmanager
 
 
 class CpuMeter:
-    """Sums :func:`time.thread_time` over the blocks it measures.
+    """Sums CPU seconds (user and system) of the dashboard's work.
 
-    Measure only code that does not await: across an ``await`` the event loop runs
-    other requests, whose CPU would be counted too. SQL executed in the database
-    driver's thread is not counted (the load script measures the whole process too).
+    :meth:`measure` times a block on the calling thread with :func:`time.thread_time`.
+    A block that does not await is exact. A block that awaits (a rollup refresh's SQL)
+    also counts whatever else the event loop ran meanwhile: an upper bound. :meth:`add`
+    takes CPU measured elsewhere (the database driver's thread, :mod:`server.storage.fleet`).
     """
 
     def __init__(self) -> None:
@@ -27,3 +28,6 @@ class CpuMeter:
         finally:
             self.seconds += time.thread_time() - started
             self.blocks += 1
+
+    def add(self, seconds: float) -> None:
+        self.seconds += max(0.0, seconds)

@@ -14,7 +14,8 @@ after, so a failed read changes nothing. The first read of a task folds its whol
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 from server.fleet.cost import CostModel
@@ -73,7 +74,9 @@ class RollupCache:
         self._clock = clock
         self.rollups: dict[str, TaskRollup] = {}
         self._fresh_at: dict[str, float] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._marks: dict[str, Hashable] = {}
+        # one refresh at a time, and none between a check-in write and its fold
+        self.lock = asyncio.Lock()
         self.enrolled: dict[str | None, int] = {}
         self._enrolled_at = -ENROLLED_EVERY_S
         self._enrolled_count = -1
@@ -82,47 +85,107 @@ class RollupCache:
     def cached(self, task_id: str) -> TaskRollup | None:
         return self.rollups.get(task_id)
 
-    async def get(self, task_id: str, head: int, created_at: float) -> TaskRollup:
+    async def get(
+        self, task_id: str, head: int, created_at: float, marks: Hashable = None
+    ) -> TaskRollup:
         """The task's rollup, refreshed if older than ``min_age_s`` (``head``: the
-        task's newest committed version; ``created_at``: when the task was created)."""
+        task's newest committed version; ``created_at``: when the task was created;
+        ``marks``: see the module docstring, kept with the refresh)."""
         rollup = self.rollups.get(task_id)
         if rollup is not None and self._clock() - self._fresh_at[task_id] < self._min_age_s:
             return rollup
-        lock = self._locks.setdefault(task_id, asyncio.Lock())
-        async with lock:
+        async with self.lock:
             rollup = self.rollups.get(task_id)
             if rollup is not None and self._clock() - self._fresh_at[task_id] < self._min_age_s:
                 return rollup
-            return await self._refresh(task_id, head, created_at)
+            return await self._refresh(task_id, head, created_at, marks)
 
-    async def _refresh(self, task_id: str, head: int, created_at: float) -> TaskRollup:
+    def stale(self, task_id: str, marks: Hashable) -> bool:
+        """Whether the database may hold something the rollup has not read."""
+        return task_id not in self.rollups or self._marks.get(task_id) != marks
+
+    async def current(
+        self, task_id: str, head: int, created_at: float, marks: Hashable
+    ) -> TaskRollup:
+        """The task's rollup, refreshed only if :meth:`stale` (however old it is)."""
+        rollup = self.rollups.get(task_id)
+        if rollup is not None and not self.stale(task_id, marks):
+            return rollup
+        async with self.lock:
+            rollup = self.rollups.get(task_id)
+            if rollup is not None and not self.stale(task_id, marks):
+                return rollup
+            return await self._refresh(task_id, head, created_at, marks)
+
+    async def write_checkins(
+        self,
+        write: Callable[[], Awaitable[Sequence[tuple[str, int, str, int]]]],
+    ) -> None:
+        """Run ``write`` (the check-in tally's flush: it returns the ``(task, bucket,
+        result, count)`` rows it added to the database) and fold those rows into the
+        cached rollups, with no refresh in between (it would read them and they would
+        be folded twice)."""
+        async with self.lock:
+            rows = await write()
+            with self._meter.measure():
+                touched = set()
+                for task_id, bucket, result, count in rows:
+                    rollup = self.rollups.get(task_id)
+                    if rollup is not None:
+                        rollup.add_checkin(bucket, result, count)
+                        touched.add(rollup)
+                for rollup in touched:
+                    rollup.generation += 1
+
+    async def _refresh(
+        self, task_id: str, head: int, created_at: float, marks: Hashable
+    ) -> TaskRollup:
+        # CPU of the whole refresh: the event loop's (an upper bound: it runs other
+        # requests while the SQL runs) and the database driver's thread's
+        started = time.thread_time()
         now = self._clock()
         rollup = self.rollups.get(task_id)
         async with self._repo.reading() as repo:
+            driver_started = repo.driver_cpu_s()
             reads = await self._read(repo, task_id, rollup, head, created_at, now)
-        with self._meter.measure():
-            if reads.enrolled is not None:
-                self.enrolled = {r.tier: r.count for r in reads.enrolled}
-                self._enrolled_at = now
-            if rollup is None:
-                rollup = TaskRollup(task_id, self._model)
-            if reads.versions is not None:
-                rollup.add_versions(reads.versions)
-            if reads.older:
-                rollup.add_applied(reads.older, max(OLDER, head - MAX_VERSIONS))
-            rollup.add_devices(reads.devices)
-            rollup.add_arrivals(reads.arrivals)
-            rollup.add_applied(reads.applied, reads.upto)
-            rollup.set_evaluations(reads.evaluations, reads.eval_from)
-            rollup.evals_head = head
-            rollup.set_ledger(reads.refusals, reads.since)
-            rollup.set_checkins(reads.checkins, reads.since)
-            if reads.checkins_before is not None:
-                rollup.set_checkins_before(reads.checkins_before)
-            rollup.trim(now)
-            rollup.generation += 1
+            driver_s = repo.driver_cpu_s() - driver_started
+        try:
+            return self._fold(task_id, rollup, reads, head, now, marks)
+        finally:
+            self._meter.add(time.thread_time() - started + driver_s)
+
+    def _fold(
+        self,
+        task_id: str,
+        rollup: TaskRollup | None,
+        reads: _Reads,
+        head: int,
+        now: float,
+        marks: Hashable,
+    ) -> TaskRollup:
+        if reads.enrolled is not None:
+            self.enrolled = {r.tier: r.count for r in reads.enrolled}
+            self._enrolled_at = now
+        if rollup is None:
+            rollup = TaskRollup(task_id, self._model)
+        if reads.versions is not None:
+            rollup.add_versions(reads.versions)
+        if reads.older:
+            rollup.add_applied(reads.older, max(OLDER, head - MAX_VERSIONS))
+        rollup.add_devices(reads.devices)
+        rollup.add_arrivals(reads.arrivals)
+        rollup.add_applied(reads.applied, reads.upto)
+        rollup.set_evaluations(reads.evaluations, reads.eval_from)
+        rollup.evals_head = head
+        rollup.set_ledger(reads.refusals, reads.since)
+        rollup.set_checkins(reads.checkins, reads.since)
+        if reads.checkins_before is not None:
+            rollup.set_checkins_before(reads.checkins_before)
+        rollup.trim(now)
+        rollup.generation += 1
         self.rollups[task_id] = rollup
         self._fresh_at[task_id] = now
+        self._marks[task_id] = marks
         self.refreshes += 1
         return rollup
 

@@ -3,7 +3,9 @@
 Every API process runs one (embedded and distributed alike). It owns the rollup cache,
 the evaluation and check-in writers and the update-rate sampler, and one background
 loop that flushes the writers every ``FLUSH_S`` and refreshes every task's rollup every
-``refresh_s`` (so ``/metrics`` is current with no page open).
+``refresh_s`` (so ``/metrics`` is current with no page open). The dashboard's live
+snapshots (:mod:`server.monitor.snapshots`) ask for :meth:`Monitor.current` instead: a
+refresh only when the task's :meth:`Monitor.marks` moved.
 """
 
 from __future__ import annotations
@@ -71,9 +73,35 @@ class Monitor:
             )
         )
 
-    async def rollup(self, runtime: TaskRuntime) -> TaskRollup:
+    def marks(self, runtime: TaskRuntime, head: int | None = None) -> tuple[Any, ...]:
+        """What changes, in this process's memory, when the database gets something a
+        rollup reads: a commit (the head; ``head``: a newer one another process
+        announced), a held-out evaluation, a refusal or drop, a federated evaluation
+        written here. Check-ins written here are folded as written (no read needed);
+        those other replicas counted arrive with the next refresh."""
         state = runtime.state
-        return await self.rollups.get(state.id, state.version, state.record.created_at)
+        last_eval = state.last_eval or {}
+        return (
+            max(state.version, head if head is not None else -1),
+            last_eval.get("version"),
+            last_eval.get("at"),
+            state.dropped,
+            sum(state.rejected.values()),
+            self.evaluations.written[state.id],
+        )
+
+    async def rollup(self, runtime: TaskRuntime) -> TaskRollup:
+        """The task's rollup, at most ``MIN_AGE_S`` old (the admin API's documents)."""
+        state = runtime.state
+        marks = self.marks(runtime)
+        return await self.rollups.get(state.id, marks[0], state.record.created_at, marks)
+
+    async def current(self, runtime: TaskRuntime, head: int | None = None) -> TaskRollup:
+        """The task's rollup, re-read only if its marks moved (the live snapshots)."""
+        marks = self.marks(runtime, head)
+        return await self.rollups.current(
+            runtime.state.id, marks[0], runtime.state.record.created_at, marks
+        )
 
     def memo(self, rollup: TaskRollup, name: str, build: Callable[[], Any]) -> Any:
         """A document built from ``rollup``, kept until its next refresh (every open page
@@ -94,7 +122,7 @@ class Monitor:
         now = self._clock()
         for task_id in list(self._manager.runtimes):
             self.rates.observe(task_id, now, await self._manager.accepted(task_id))
-        await self.checkins.flush(self.repo)
+        await self.rollups.write_checkins(lambda: self.checkins.flush(self.repo))
         await self.evaluations.flush()
         if refresh:
             for runtime in list(self._manager.runtimes.values()):

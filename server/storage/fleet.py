@@ -8,6 +8,7 @@ the dashboard never scans a task's whole ledger after its first read.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, fields
@@ -30,6 +31,19 @@ from server.fleet.rows import (
 from server.storage.dialect import upsert
 from server.storage.records import EvaluationRecord
 from server.storage.schema import checkin_counts, devices, evaluations, model_versions, updates
+
+
+def _driver_thread_clock(raw: Any) -> int | None:
+    """The CPU clock of the thread an aiosqlite connection runs its SQL on, if any."""
+    thread = getattr(getattr(raw, "driver_connection", None), "_thread", None)
+    ident = getattr(thread, "ident", None)
+    if not isinstance(ident, int):
+        return None
+    try:
+        return time.pthread_getcpuclockid(ident)
+    except OSError:
+        return None
+
 
 # The tier a device reported at enrollment: device_info.tier, else device_info.device_class.
 TIER = sa.func.coalesce(
@@ -74,19 +88,35 @@ _WITH_DEVICES = updates.outerjoin(devices, devices.c.id == updates.c.device_id)
 
 
 class FleetRepository:
-    def __init__(self, engine: AsyncEngine, conn: AsyncConnection | None = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, conn: AsyncConnection | None = None, clock: int | None = None
+    ) -> None:
         self._engine = engine
         self._conn = conn
         self._dialect = engine.dialect.name
+        self._driver_clock = clock
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[FleetRepository]:
         """This repository on one connection for several reads (a refresh makes ~8)."""
         try:
             async with self._engine.connect() as conn:
-                yield FleetRepository(self._engine, conn)
+                clock = _driver_thread_clock(await conn.get_raw_connection())
+                yield FleetRepository(self._engine, conn, clock)
         except SQLAlchemyError as exc:
             raise StorageError(f"fleet read failed ({type(exc).__name__})") from exc
+
+    def driver_cpu_s(self) -> float:
+        """CPU seconds the database driver's own thread has used (aiosqlite runs every
+        connection's SQL on a thread of its own); 0 for a driver on the event loop
+        (asyncpg). Only meaningful on a :meth:`reading` repository, whose connection no
+        one else uses meanwhile: the growth across the reads is what they cost."""
+        if self._driver_clock is None:
+            return 0.0
+        try:
+            return time.clock_gettime(self._driver_clock)
+        except OSError:  # the thread ended (the connection was closed)
+            return 0.0
 
     # -- applied updates ----------------------------------------------------------------
     async def applied(self, task_id: str, after: int, upto: int) -> list[AppliedGroup]:
