@@ -60,6 +60,7 @@ from server.storage.database import create_engine, ensure_schema
 from server.storage.devices import DeviceRepository
 from server.storage.fleet import FleetRepository
 from server.storage.ledger import LedgerRepository
+from server.storage.reader import FleetReader
 from server.storage.tasks import TaskRepository
 from server.tasks.leadership import AggregatorRegistry, Leadership
 from server.tasks.ledgerwriter import LedgerWriter
@@ -149,6 +150,7 @@ def _services_ctx(
         coord: Coordination | None = None
         audit: AuditLog | None = None
         partials: ReplicaPartials | None = None
+        reader: FleetReader | None = None
         secagg = MaskServiceProvider(
             url=settings.secagg_url,
             token=settings.secagg_token,
@@ -247,7 +249,8 @@ def _services_ctx(
             sync = StateSync(manager, coord.events)
             loops: list[Callable[[], Awaitable[None]]] = [ledger_writer.run, sync.poll]
             if settings.effective_role != "aggregator":
-                services.monitor = _monitor(settings, engine, manager, metrics)
+                reader = FleetReader(settings.effective_database_url).start()
+                services.monitor = _monitor(settings, engine, manager, metrics, reader)
                 services.live = LiveHub(services.monitor, manager, live.summarizer(services))
                 hub = services.live
                 metrics.registry.register(LiveCollector(hub))
@@ -293,6 +296,8 @@ def _services_ctx(
                     except Exception as exc:
                         logger.warning("monitor: final flush failed: %s", exc)
         finally:
+            if reader is not None:
+                await reader.close()
             await secagg.close()
             if audit is not None:
                 await audit.close()
@@ -308,6 +313,7 @@ def _monitor(
     engine: AsyncEngine,
     manager: TaskManager,
     metrics: Metrics,
+    reader: FleetReader,
 ) -> Monitor:
     """The fleet figures of this API process, exported on ``/metrics`` too."""
     monitor = Monitor(
@@ -316,6 +322,7 @@ def _monitor(
         metrics,
         settings.cost_model,
         refresh_s=settings.fleet_refresh_s,
+        reader=reader,
     )
     metrics.registry.register(FleetCollector(monitor))
     ProcessCollector(registry=metrics.registry)

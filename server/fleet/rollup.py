@@ -117,6 +117,7 @@ class TaskRollup:
         self.applied_upto = OLDER  # newest version whose applied updates are folded
         self.evals_head = 0  # the head when evaluations were last read
         self.generation = 0  # bumped by every refresh (documents built from it are cached)
+        self.checkins_generation = 0  # bumped by every fold of check-ins written here
 
     # -- folding ------------------------------------------------------------------------
     def view(self, version: int) -> VersionView:

@@ -88,10 +88,13 @@ class FleetCollector(Collector):
                 fairness.add_metric([task_id], newest_gap["gap"])
         cpu = CounterMetricFamily(
             "asyncfl_dashboard_cpu_seconds",
-            "CPU the dashboard's figures cost: rollup refreshes (event loop and the "
-            "database driver's thread), documents, live snapshots and stream writes",
+            "CPU the dashboard's figures cost, by part: admin documents, rollup refreshes "
+            "(event loop and the database driver's thread), check-in folds, live "
+            "snapshots, stream writes",
+            labels=["part"],
         )
-        cpu.add_metric([], monitor.meter.seconds)
+        for part, seconds in sorted(monitor.meter.parts.items()):
+            cpu.add_metric([part], seconds)
         refreshes = CounterMetricFamily(
             "asyncfl_dashboard_refreshes", "Rollup refreshes (database reads) of any task"
         )

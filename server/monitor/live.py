@@ -83,7 +83,7 @@ def timeline_part(
     return {
         **timeline_doc(rollup, since=since, bucket_s=bucket_s),
         "staleness": monitor.memo(rollup, "staleness", lambda: staleness_doc(rollup)),
-        "checkins": monitor.memo(rollup, "checkins", lambda: checkin_totals(rollup)),
+        "checkins": monitor.memo(rollup, "checkins", lambda: checkin_totals(rollup), checkins=True),
     }
 
 
@@ -97,10 +97,17 @@ def charts_doc(
 ) -> dict[str, Any]:
     """Everything of the live document but its time and summary."""
     return {
+        **progress_part(monitor, rollup, after_version=after_version),
+        "timeline": timeline_part(monitor, rollup, since=since, bucket_s=bucket_s),
+    }
+
+
+def progress_part(monitor: Monitor, rollup: TaskRollup, *, after_version: int) -> dict[str, Any]:
+    """What changes only with a refresh: versions, tiers and their gap, cost."""
+    return {
         "versions": version_docs(rollup, after_version=after_version),
         **fleet_part(monitor, rollup),
         "cost": cost_part(monitor, rollup),
-        "timeline": timeline_part(monitor, rollup, since=since, bucket_s=bucket_s),
     }
 
 

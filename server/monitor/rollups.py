@@ -1,7 +1,15 @@
 """Each task's :class:`~server.fleet.rollup.TaskRollup`, kept fresh from the database.
 
-A rollup is refreshed on demand, at most once every ``min_age_s`` however many pages
-ask (concurrent askers share one refresh), on one database connection. A refresh reads
+A rollup is refreshed on demand: by age (:meth:`RollupCache.get`, at most once every
+``min_age_s`` however many callers ask; concurrent askers share one refresh), or only when
+something it reads changed (:meth:`RollupCache.current`, what the dashboard's live
+snapshots use: the caller passes *marks*, the in-memory facts that change when the
+database does: the task's head, its last held-out evaluation, its refusal counts, the
+evaluations this process wrote). Check-ins this process counted are folded in memory as
+they are written (:meth:`RollupCache.write_checkins`), so they need no read. Refreshes run
+one at a time, on one database connection each, on the reader's thread when there is
+one (:mod:`server.storage.reader`: the API's loop stays free, and their CPU is measured
+exactly). A refresh reads
 only what is new: applied updates of versions after the last folded up to the task's
 committed head (by tier, by device, by staleness and arrival time); versions after the
 newest folded plus a short tail, only when the head moved or a recent version still
@@ -32,6 +40,7 @@ from server.fleet.rows import (
 from server.fleet.views import TAIL_VERSIONS
 from server.monitor.meter import CpuMeter
 from server.storage.fleet import FleetRepository
+from server.storage.reader import FleetReader
 
 MIN_AGE_S = 2.0  # a rollup is re-read at most this often, however many pages ask
 EVAL_TAIL = 50  # versions whose federated evaluations are re-read (late reports)
@@ -66,8 +75,10 @@ class RollupCache:
         meter: CpuMeter,
         min_age_s: float = MIN_AGE_S,
         clock: Callable[[], float],
+        reader: FleetReader | None = None,
     ) -> None:
         self._repo = repo
+        self._reader = reader
         self._model = model
         self._meter = meter
         self._min_age_s = min_age_s
@@ -127,7 +138,7 @@ class RollupCache:
         be folded twice)."""
         async with self.lock:
             rows = await write()
-            with self._meter.measure():
+            with self._meter.measure("checkins"):
                 touched = set()
                 for task_id, bucket, result, count in rows:
                     rollup = self.rollups.get(task_id)
@@ -135,24 +146,29 @@ class RollupCache:
                         rollup.add_checkin(bucket, result, count)
                         touched.add(rollup)
                 for rollup in touched:
-                    rollup.generation += 1
+                    rollup.checkins_generation += 1
 
     async def _refresh(
         self, task_id: str, head: int, created_at: float, marks: Hashable
     ) -> TaskRollup:
-        # CPU of the whole refresh: the event loop's (an upper bound: it runs other
-        # requests while the SQL runs) and the database driver's thread's
-        started = time.thread_time()
         now = self._clock()
         rollup = self.rollups.get(task_id)
-        async with self._repo.reading() as repo:
-            driver_started = repo.driver_cpu_s()
-            reads = await self._read(repo, task_id, rollup, head, created_at, now)
-            driver_s = repo.driver_cpu_s() - driver_started
+        if self._reader is not None:  # exact: the reads' own threads
+            reads, read_s = await self._reader.read(
+                lambda repo: self._read(repo, task_id, rollup, head, created_at, now)
+            )
+            started = time.thread_time()
+        else:  # the event loop from the first query on (an upper bound: it runs other
+            # requests while the SQL runs) and the database driver's thread
+            started = time.thread_time()
+            async with self._repo.reading() as repo:
+                driver_started = repo.driver_cpu_s()
+                reads = await self._read(repo, task_id, rollup, head, created_at, now)
+                read_s = repo.driver_cpu_s() - driver_started
         try:
             return self._fold(task_id, rollup, reads, head, now, marks)
         finally:
-            self._meter.add(time.thread_time() - started + driver_s)
+            self._meter.add(time.thread_time() - started + read_s, "refresh")
 
     def _fold(
         self,

@@ -25,6 +25,7 @@ from server.monitor.rates import RateMeter
 from server.monitor.recorder import CheckinTally, EvaluationWriter
 from server.monitor.rollups import RollupCache
 from server.storage.fleet import FleetRepository
+from server.storage.reader import FleetReader
 from server.storage.records import EvaluationRecord
 from server.tasks.manager import TaskManager, TaskRuntime
 
@@ -43,6 +44,7 @@ class Monitor:
         *,
         refresh_s: float = 15.0,
         clock: Callable[[], float] = time.time,
+        reader: FleetReader | None = None,
     ) -> None:
         self.repo = repo
         self._refresh_s = refresh_s
@@ -50,11 +52,11 @@ class Monitor:
         self._manager = manager
         self._clock = clock
         self.meter = CpuMeter()
-        self.rollups = RollupCache(repo, model, meter=self.meter, clock=clock)
+        self.rollups = RollupCache(repo, model, meter=self.meter, clock=clock, reader=reader)
         self.evaluations = EvaluationWriter(repo)
         self.checkins = CheckinTally(metrics.checkins, clock)
         self.rates = RateMeter()
-        self._memo: dict[tuple[str, str], tuple[int, Any]] = {}
+        self._memo: dict[tuple[str, str], tuple[tuple[int, int], Any]] = {}
 
     def record_evaluation(
         self, sid: str, task_id: str, device_id: str, version: int, metrics: dict[str, float]
@@ -103,15 +105,19 @@ class Monitor:
             runtime.state.id, marks[0], runtime.state.record.created_at, marks
         )
 
-    def memo(self, rollup: TaskRollup, name: str, build: Callable[[], Any]) -> Any:
+    def memo(
+        self, rollup: TaskRollup, name: str, build: Callable[[], Any], *, checkins: bool = False
+    ) -> Any:
         """A document built from ``rollup``, kept until its next refresh (every open page
-        asks for the same tier table, cost and histogram)."""
+        asks for the same tier table, cost and histogram); ``checkins``: one that shows
+        check-ins, rebuilt when check-ins counted here are folded too."""
         key = (rollup.task_id, name)
+        generation = (rollup.generation, rollup.checkins_generation if checkins else 0)
         found = self._memo.get(key)
-        if found is not None and found[0] == rollup.generation:
+        if found is not None and found[0] == generation:
             return found[1]
         value = build()
-        self._memo[key] = (rollup.generation, value)
+        self._memo[key] = (generation, value)
         return value
 
     def updates_per_s(self, task_id: str) -> float | None:

@@ -14,8 +14,9 @@ the hub ticks at most once every ``MIN_INTERVAL_S``:
    written, with no read;
 3. if either changed since the last snapshot: one JSON document (the newest versions and
    the trailing ``RESEND_S`` of the timeline, what a page holding the rest needs; the
-   rollup's part is encoded once per rollup generation), one SSE frame of it, and every
-   stream is woken to write those same bytes.
+   rollup's parts are encoded once per refresh, the timeline once per refresh or fold
+   of check-ins), one SSE frame of it, and every stream is woken to write those same
+   bytes.
 
 Nothing changed: no query, no encoding, no write, but a comment line every
 ``KEEPALIVE_S`` (proxies close silent connections; the page's watchdog too). A version
@@ -39,7 +40,7 @@ from typing import Any
 
 from server.coordination.events import EventBus
 from server.errors import AsyncflError
-from server.monitor.live import charts_doc, recent_since
+from server.monitor.live import progress_part, recent_since, timeline_part
 from server.monitor.service import Monitor
 from server.tasks.manager import TaskManager, TaskRuntime
 
@@ -72,8 +73,10 @@ class _Channel:
         self.sent_at = -float("inf")
         self.pings = 0
         self.summary: dict[str, Any] | None = None
-        self.generation = -1  # of the rollup whose part is in ``charts``
-        self.charts = b""
+        self.generation = -1  # of the rollup whose parts are encoded below
+        self.progress = b""  # versions, tiers, gap, cost
+        self.timeline_key = (-1, -1)  # the rollup's generations of ``timeline``
+        self.timeline = b""
         self.closed = False
         self.lock = asyncio.Lock()
         self._woken = asyncio.Event()
@@ -161,7 +164,7 @@ class LiveHub:
     def sent(self, seconds: float) -> None:
         """A stream wrote a frame, in ``seconds`` of CPU."""
         self.frames += 1
-        self._monitor.meter.add(seconds)
+        self._monitor.meter.add(seconds, "stream")
 
     def close(self) -> None:
         """End every stream (shutdown)."""
@@ -231,31 +234,32 @@ class LiveHub:
         meter = self._monitor.meter
         # exact when the status is all in memory (embedded); in distributed mode it
         # awaits Redis, and what the loop ran meanwhile is counted too
-        with meter.measure():
+        with meter.measure("snapshot"):
             summary = await self._summarize(runtime)
         rollup = await self._monitor.current(runtime, self._heads.get(task_id))
-        with meter.measure():
-            changed = rollup.generation != channel.generation
+        with meter.measure("snapshot"):
+            timeline_key = (rollup.generation, rollup.checkins_generation)
+            changed = timeline_key != channel.timeline_key
             if not changed and summary == channel.summary and channel.snapshot is not None:
                 self._keepalive(channel)
                 return
             now = time.time()
-            if changed:
-                charts = charts_doc(
-                    self._monitor,
-                    rollup,
-                    after_version=rollup.newest_version,
-                    since=recent_since(now),
-                )
-                channel.charts = _encode(charts)[1:-1]  # the members, spliced in below
+            if rollup.generation != channel.generation:
+                progress = progress_part(self._monitor, rollup, after_version=rollup.newest_version)
+                channel.progress = _members(progress)
                 channel.generation = rollup.generation
+            if changed:
+                timeline = timeline_part(self._monitor, rollup, since=recent_since(now))
+                channel.timeline = _members({"timeline": timeline})
+                channel.timeline_key = timeline_key
             channel.summary = summary
             self._seq += 1
-            body = b'{"now":%s,"seq":%d,"summary":%s,%s}' % (
+            body = b'{"now":%s,"seq":%d,"summary":%s,%s,%s}' % (
                 json.dumps(round(now, 3)).encode(),
                 self._seq,
                 _encode(summary),
-                channel.charts,
+                channel.progress,
+                channel.timeline,
             )
             frame = b"id: %d\nevent: snapshot\ndata: %s\n\n" % (self._seq, body)
             channel.snapshot = Snapshot(self._seq, f'"{self._nonce}-{self._seq}"', body, frame)
@@ -272,3 +276,8 @@ class LiveHub:
 
 def _encode(doc: Any) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _members(doc: dict[str, Any]) -> bytes:
+    """An object's members, encoded, to splice into another object."""
+    return _encode(doc)[1:-1]

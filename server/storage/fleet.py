@@ -96,6 +96,10 @@ class FleetRepository:
         self._dialect = engine.dialect.name
         self._driver_clock = clock
 
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[FleetRepository]:
         """This repository on one connection for several reads (a refresh makes ~8)."""
