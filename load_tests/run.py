@@ -32,14 +32,21 @@ Figures (the last stdout line; progress goes to stderr):
 - ``5xx``: answers with a 5xx status the server counted over the whole run (its
   ``/metrics``), by status in ``5xx_by_status``: the budget is 0, and the exit status is 1
   when it is not met.
-- ``dashboard`` (with ``--pages``), from the server's own ``/metrics``: over the steady
-  state, the dashboard requests served and the event-loop CPU the fleet figures cost
-  (``asyncfl_dashboard_cpu_seconds``) against the process' CPU
-  (``process_cpu_seconds``): ``loop_cpu_share_pct``. That gauge leaves out the SQL the
-  database driver's thread runs and the HTTP handling, so the quiet phases price a
-  request whole: process CPU with pages open and no fleet, minus the same time with no
-  page, per request (``quiet_cpu_per_request_ms``); times the steady request rate over
-  the steady process CPU, that is ``whole_cpu_share_pct``.
+- ``dashboard`` (with ``--pages``), from the server's own ``/metrics``; ``method`` in
+  the JSON says the same. Open pages follow the task over server-sent events (one long
+  request each), so the cost is counted as CPU a second, not per request:
+  ``asyncfl_dashboard_cpu_seconds`` counts, on the threads that spend it, every rollup
+  refresh whole (the event loop from the first query to the last fold: an upper bound,
+  as it includes what the loop ran while the SQL did; plus the SQLite driver's thread),
+  every snapshot built and encoded, every frame written to a stream, and the documents
+  of ``/live`` and the other admin routes. Over the steady state: ``cpu_ms_per_s`` and
+  ``cpu_share_pct`` (against the process' ``process_cpu_seconds``: the target is < 1%),
+  ``cpu_ms_per_update`` (per snapshot delivered to a page or poll answered), and what
+  happened (``snapshots``, ``frames``, ``refreshes``, ``requests``: HTTP requests to
+  dashboard routes, a stream counted when it ends). Not counted: the event loop's
+  scheduling of the stream tasks and aiohttp's parsing of the few requests a page makes
+  when it opens. A cross-check of that: ``quiet_extra_cpu_ms_per_s``, the process CPU
+  with the pages open and no fleet (``--quiet-s``) minus the same time with no page.
 """
 
 from __future__ import annotations
@@ -267,6 +274,15 @@ def stop_pages(proc: subprocess.Popen[bytes], args: argparse.Namespace) -> dict[
     return json.loads(path.read_text()) if path.exists() else {"error": "pages wrote nothing"}
 
 
+METHOD = (
+    "asyncfl_dashboard_cpu_seconds growth over the steady state against "
+    "process_cpu_seconds: rollup refreshes whole (event loop from first query to last "
+    "fold, an upper bound, plus the SQLite driver thread), snapshot builds and encodes, "
+    "stream writes, admin documents; quiet_*: process CPU with pages open and no fleet "
+    "minus the same time with no page"
+)
+
+
 def dashboard_figures(
     doc: dict[str, Any],
     scraper: MetricsScraper,
@@ -277,32 +293,40 @@ def dashboard_figures(
     steady = scraper.between(doc["steady_started_at"], doc["steady_ended_at"])
     with_pages = scraper.between(*quiet)
     without = scraper.between(*idle)
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"method": METHOD}
     if steady:
-        rate = steady["dashboard_requests"] / steady["seconds"]
+        seconds, cpu = steady["seconds"], steady["dashboard_cpu_s"]
+        updates = steady["frames"] + steady["dashboard_requests"]
         out.update(
-            steady_requests=int(steady["dashboard_requests"]),
-            steady_requests_per_s=round(rate, 2),
-            steady_server_cpu_cores=round(steady["process_cpu_s"] / steady["seconds"], 3),
-            steady_loop_cpu_s=round(steady["dashboard_cpu_s"], 4),
-            loop_cpu_share_pct=round(100 * steady["dashboard_cpu_s"] / steady["process_cpu_s"], 3),
-            loop_cpu_per_request_ms=round(
-                1000 * steady["dashboard_cpu_s"] / max(1.0, steady["dashboard_requests"]), 3
-            ),
+            cpu_ms_per_s=round(1000 * cpu / seconds, 3),
+            cpu_share_pct=round(100 * cpu / steady["process_cpu_s"], 3),
+            steady_server_cpu_cores=round(steady["process_cpu_s"] / seconds, 3),
+            cpu_ms_per_update=round(1000 * cpu / max(1.0, updates), 3),
+            cpu_ms_per_s_by_part={
+                part: round(1000 * value / seconds, 3)
+                for part, value in sorted(steady["cpu_by_part"].items())
+            },
+            streams=int(steady["streams"]),
+            snapshots=int(steady["snapshots"]),
+            frames=int(steady["frames"]),
+            refreshes=int(steady["refreshes"]),
+            requests=int(steady["dashboard_requests"]),
+            snapshots_per_s=round(steady["snapshots"] / seconds, 3),
+            refreshes_per_s=round(steady["refreshes"] / seconds, 3),
+            steady_seconds=round(seconds, 1),
         )
-    if with_pages and without and with_pages["dashboard_requests"] > 0:
+    if with_pages and without:
         idle_rate = without["process_cpu_s"] / without["seconds"]
-        extra = with_pages["process_cpu_s"] - idle_rate * with_pages["seconds"]
-        per_request = extra / with_pages["dashboard_requests"]
+        extra = with_pages["process_cpu_s"] / with_pages["seconds"] - idle_rate
         out.update(
-            quiet_requests=int(with_pages["dashboard_requests"]),
             quiet_cpu_cores_pages=round(with_pages["process_cpu_s"] / with_pages["seconds"], 4),
             quiet_cpu_cores_idle=round(idle_rate, 4),
-            quiet_cpu_per_request_ms=round(1000 * per_request, 3),
+            quiet_extra_cpu_ms_per_s=round(1000 * extra, 3),
+            quiet_meter_cpu_ms_per_s=round(
+                1000 * with_pages["dashboard_cpu_s"] / with_pages["seconds"], 3
+            ),
+            quiet_frames=int(with_pages["frames"]),
         )
-        if steady and steady["process_cpu_s"] > 0:
-            whole = per_request * steady["dashboard_requests"] / steady["process_cpu_s"]
-            out["whole_cpu_share_pct"] = round(100 * whole, 3)
     return out
 
 
