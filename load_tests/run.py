@@ -36,10 +36,10 @@ Figures (the last stdout line; progress goes to stderr):
   the JSON says the same. Open pages follow the task over server-sent events (one long
   request each), so the cost is counted as CPU a second, not per request:
   ``asyncfl_dashboard_cpu_seconds`` counts, on the threads that spend it, every rollup
-  refresh whole (the event loop from the first query to the last fold: an upper bound,
-  as it includes what the loop ran while the SQL did; plus the SQLite driver's thread),
-  every snapshot built and encoded, every frame written to a stream, and the documents
-  of ``/live`` and the other admin routes. Over the steady state: ``cpu_ms_per_s`` and
+  refresh whole (the reader thread that runs the queries, where nothing else runs, the
+  SQLite driver's thread, and the fold on the event loop), every snapshot built and
+  encoded, every frame written to a stream, and the documents of ``/live`` and the other
+  admin routes (by part in ``cpu_ms_per_s_by_part``). Over the steady state: ``cpu_ms_per_s`` and
   ``cpu_share_pct`` (against the process' ``process_cpu_seconds``: the target is < 1%),
   ``cpu_ms_per_update`` (per snapshot delivered to a page or poll answered), and what
   happened (``snapshots``, ``frames``, ``refreshes``, ``requests``: HTTP requests to
@@ -276,10 +276,11 @@ def stop_pages(proc: subprocess.Popen[bytes], args: argparse.Namespace) -> dict[
 
 METHOD = (
     "asyncfl_dashboard_cpu_seconds growth over the steady state against "
-    "process_cpu_seconds: rollup refreshes whole (event loop from first query to last "
-    "fold, an upper bound, plus the SQLite driver thread), snapshot builds and encodes, "
-    "stream writes, admin documents; quiet_*: process CPU with pages open and no fleet "
-    "minus the same time with no page"
+    "process_cpu_seconds: rollup refreshes whole (the reader thread's CPU, the SQLite "
+    "driver thread's, the fold on the loop), snapshot summaries, builds and encodes, "
+    "stream writes, admin documents, each timed with thread CPU clocks; not counted: "
+    "the loop's scheduling of stream tasks, HTTP parsing of the page's opening requests; "
+    "quiet_*: process CPU with pages open and no fleet minus the same time with no page"
 )
 
 

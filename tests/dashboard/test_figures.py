@@ -248,7 +248,8 @@ async def test_metrics_carry_the_same_figures(trained: Devices) -> None:
     assert samples['asyncfl_tier_updates{task="t1",tier="low"}'] == low["updates"]
     assert samples['asyncfl_tier_devices{task="t1",tier="low"}'] == low["devices"]
     assert math.isclose(samples['asyncfl_task_tier_accuracy_gap{task="t1"}'], fleet["gap"]["gap"])
-    assert samples["asyncfl_dashboard_cpu_seconds_total"] > 0
+    assert samples['asyncfl_dashboard_cpu_seconds_total{part="refresh"}'] > 0
+    assert samples["asyncfl_dashboard_refreshes_total"] > 0
 
 
 async def test_figures_need_the_admin_token(trained: Devices) -> None:

@@ -15,6 +15,7 @@ from server.storage.database import create_engine, upgrade
 from server.storage.devices import DeviceRepository
 from server.storage.fleet import FleetRepository
 from server.storage.ledger import LedgerRepository
+from server.storage.reader import FleetReader
 from server.storage.records import (
     DeviceRecord,
     EvaluationRecord,
@@ -142,3 +143,25 @@ async def test_evaluations_are_read_however_far_the_head_moved(engine: AsyncEngi
     rollup = await cache.get("t1", 3 + EVAL_TAIL * 2, 1000.0)
 
     assert "high" in rollup.versions[5].evals
+
+
+async def test_a_refresh_on_the_reader_thread_folds_the_same_and_counts_its_cpu(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    repo = FleetRepository(engine)
+    await _commit(engine, 1, [_applied("u1", "a", 1, train_s=2.0), _applied("u2", "b", 1)])
+    reader = FleetReader(database_url).start()
+    meter = CpuMeter()
+    try:
+        threaded = await RollupCache(
+            repo, CostModel(), meter=meter, clock=lambda: 2000.0, reader=reader
+        ).get("t1", 1, 1000.0)
+    finally:
+        await reader.close()
+    inline = await RollupCache(repo, CostModel(), meter=CpuMeter(), clock=lambda: 2000.0).get(
+        "t1", 1, 1000.0
+    )
+
+    assert tier_table(threaded, {}) == tier_table(inline, {})
+    assert version_docs(threaded) == version_docs(inline)
+    assert meter.parts["refresh"] > 0
