@@ -94,6 +94,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await open_task_page(browser, args.url, token, args.task) for _ in range(args.pages)
             ]
             opened = time.time()
+            if args.ready is not None:
+                args.ready.write_text(str(opened))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), args.seconds)
             seconds = time.time() - opened
@@ -121,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pages", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3600.0)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--ready", type=Path, help="written once every page is open")
     args = parser.parse_args(argv)
     result = asyncio.run(run(args))
     args.out.write_text(json.dumps(result))

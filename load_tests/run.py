@@ -64,6 +64,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -148,7 +149,7 @@ def locust_command(args: argparse.Namespace, url: str, summary: Path) -> list[st
         url,
         "--only-summary",
         "--loglevel",
-        "WARNING",
+        os.environ.get("ASYNCFL_LOAD_LOCUST_LOGLEVEL", "WARNING"),
         "--csv",
         str(prefix),
         "--html",
@@ -169,8 +170,18 @@ def locust_command(args: argparse.Namespace, url: str, summary: Path) -> list[st
         str(summary),
     ]
     if args.processes > 1:
+        # a port of its own: workers that find another run's master on Locust's default
+        # port join that one, and this run measures nothing
+        port = str(free_port())
         cmd += ["--processes", str(args.processes), "--asyncfl-workers", str(args.processes)]
+        cmd += ["--master-bind-port", port, "--master-port", port]
     return cmd
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def run_locust(
@@ -204,9 +215,11 @@ def run_locust(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+    tail = (args.out / "locust.log").read_text(errors="replace")[-3000:]
     if not summary.exists():
-        tail = (args.out / "locust.log").read_text(errors="replace")[-3000:]
         raise RuntimeError(f"Locust wrote no summary (exit {proc.returncode}):\n{tail}")
+    if json.loads(summary.read_text()).get("steady_started_at") is None:
+        raise RuntimeError(f"Locust never reached the steady state:\n{tail}")
     return summary
 
 
@@ -257,10 +270,22 @@ def figures(
 def start_pages(args: argparse.Namespace, url: str, admin_token: str) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "load_tests.pages", "--url", url, "--task", args.task_id]
     cmd += ["--pages", str(args.pages), "--out", str(args.out / "pages.json")]
+    cmd += ["--ready", str(args.out / "pages.ready")]
     env = {**os.environ, "ASYNCFL_LOAD_ADMIN_TOKEN": admin_token, "PYTHONPATH": str(REPO)}
     log(f"opening {args.pages} dashboard page(s)")
     with open(args.out / "pages.log", "wb") as out:
         return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+
+
+def wait_for_pages(args: argparse.Namespace, proc: subprocess.Popen[bytes]) -> None:
+    """Until every page is open: opening five pages takes the CPU for seconds, and
+    Locust's workers starved of it while they spawn miss heartbeats and end the run."""
+    deadline = time.monotonic() + 120
+    while not (args.out / "pages.ready").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the dashboard pages did not open (see {args.out}/pages.log)")
+        time.sleep(0.5)
+    time.sleep(5.0)  # their first paint and first stream messages
 
 
 def stop_pages(proc: subprocess.Popen[bytes], args: argparse.Namespace) -> dict[str, Any]:
@@ -383,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.pages:
             scraper = MetricsScraper(url).start()
             pages = start_pages(args, url, admin_token)
+            wait_for_pages(args, pages)
         doc = json.loads(run_locust(args, url, key, tokens, rss).read_text())
         result = figures(args, doc, rss)
         if pages is not None and scraper is not None:

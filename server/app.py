@@ -323,6 +323,7 @@ def _monitor(
         settings.cost_model,
         refresh_s=settings.fleet_refresh_s,
         reader=reader,
+        local=not settings.distributed,
     )
     metrics.registry.register(FleetCollector(monitor))
     ProcessCollector(registry=metrics.registry)

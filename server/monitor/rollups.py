@@ -47,6 +47,7 @@ EVAL_TAIL = 50  # versions whose federated evaluations are re-read (late reports
 WINDOW_S = 180  # time buckets re-read (refusals and check-ins land late: batched writers)
 METRICS_WAIT_S = 60.0  # how long a version's held-out metrics are waited for
 ENROLLED_EVERY_S = 5.0  # the devices table is re-counted by tier this often
+RECENT_VERSIONS = 20  # new versions whose updates are read row by row, grouped here
 
 
 @dataclass
@@ -56,10 +57,10 @@ class _Reads:
     applied: list[AppliedGroup]
     devices: list[tuple[str, str | None]]
     arrivals: list[tuple[int | None, int, int]]
-    evaluations: list[EvalGroup]
+    evaluations: list[EvalGroup] | None  # None: not re-read (see ``skip``)
     eval_from: int
-    refusals: list[LedgerBucket]
-    checkins: list[CheckinBucket]
+    refusals: list[LedgerBucket] | None
+    checkins: list[CheckinBucket] | None
     checkins_before: list[CheckinBucket] | None
     enrolled: list[TierDevices] | None
     since: int
@@ -111,14 +112,25 @@ class RollupCache:
                 return rollup
             return await self._refresh(task_id, head, created_at, marks)
 
+    def marks_of(self, task_id: str) -> Hashable:
+        """The marks of the task's last refresh (None before the first)."""
+        return self._marks.get(task_id)
+
     def stale(self, task_id: str, marks: Hashable) -> bool:
         """Whether the database may hold something the rollup has not read."""
         return task_id not in self.rollups or self._marks.get(task_id) != marks
 
     async def current(
-        self, task_id: str, head: int, created_at: float, marks: Hashable
+        self,
+        task_id: str,
+        head: int,
+        created_at: float,
+        marks: Hashable,
+        skip: frozenset[str] = frozenset(),
     ) -> TaskRollup:
-        """The task's rollup, refreshed only if :meth:`stale` (however old it is)."""
+        """The task's rollup, refreshed only if :meth:`stale` (however old it is);
+        ``skip``: reads the caller knows cannot have changed (``evaluations``,
+        ``refusals``, ``checkins``; never on a task's first read)."""
         rollup = self.rollups.get(task_id)
         if rollup is not None and not self.stale(task_id, marks):
             return rollup
@@ -126,7 +138,7 @@ class RollupCache:
             rollup = self.rollups.get(task_id)
             if rollup is not None and not self.stale(task_id, marks):
                 return rollup
-            return await self._refresh(task_id, head, created_at, marks)
+            return await self._refresh(task_id, head, created_at, marks, skip)
 
     async def write_checkins(
         self,
@@ -149,13 +161,18 @@ class RollupCache:
                     rollup.checkins_generation += 1
 
     async def _refresh(
-        self, task_id: str, head: int, created_at: float, marks: Hashable
+        self,
+        task_id: str,
+        head: int,
+        created_at: float,
+        marks: Hashable,
+        skip: frozenset[str] = frozenset(),
     ) -> TaskRollup:
         now = self._clock()
         rollup = self.rollups.get(task_id)
         if self._reader is not None:  # exact: the reads' own threads
             reads, read_s = await self._reader.read(
-                lambda repo: self._read(repo, task_id, rollup, head, created_at, now)
+                lambda repo: self._read(repo, task_id, rollup, head, created_at, now, skip)
             )
             started = time.thread_time()
         else:  # the event loop from the first query on (an upper bound: it runs other
@@ -163,7 +180,7 @@ class RollupCache:
             started = time.thread_time()
             async with self._repo.reading() as repo:
                 driver_started = repo.driver_cpu_s()
-                reads = await self._read(repo, task_id, rollup, head, created_at, now)
+                reads = await self._read(repo, task_id, rollup, head, created_at, now, skip)
                 read_s = repo.driver_cpu_s() - driver_started
         try:
             return self._fold(task_id, rollup, reads, head, now, marks)
@@ -191,10 +208,13 @@ class RollupCache:
         rollup.add_devices(reads.devices)
         rollup.add_arrivals(reads.arrivals)
         rollup.add_applied(reads.applied, reads.upto)
-        rollup.set_evaluations(reads.evaluations, reads.eval_from)
-        rollup.evals_head = head
-        rollup.set_ledger(reads.refusals, reads.since)
-        rollup.set_checkins(reads.checkins, reads.since)
+        if reads.evaluations is not None:
+            rollup.set_evaluations(reads.evaluations, reads.eval_from)
+            rollup.evals_head = head
+        if reads.refusals is not None:
+            rollup.set_ledger(reads.refusals, reads.since)
+        if reads.checkins is not None:
+            rollup.set_checkins(reads.checkins, reads.since)
         if reads.checkins_before is not None:
             rollup.set_checkins_before(reads.checkins_before)
         rollup.trim(now)
@@ -213,8 +233,11 @@ class RollupCache:
         head: int,
         created_at: float,
         now: float,
+        skip: frozenset[str] = frozenset(),
     ) -> _Reads:
         first = rollup is None
+        if first:
+            skip = frozenset()
         done = OLDER if rollup is None else rollup.applied_upto
         older: list[AppliedGroup] = []
         devices: list[tuple[str, str | None]] = []
@@ -226,7 +249,13 @@ class RollupCache:
             devices += await repo.applied_devices(task_id, done, cut)
             arrivals += await repo.arrivals(task_id, done, cut, BUCKET_S)
             done = cut
-        if head > done:
+        if 0 < head - done <= RECENT_VERSIONS:  # a commit or a few: one query
+            applied, recent_devices, recent_arrivals = await repo.applied_recent(
+                task_id, done, head, BUCKET_S
+            )
+            devices += recent_devices
+            arrivals += recent_arrivals
+        elif head > done:
             applied = await repo.applied(task_id, done, head)
             devices += await repo.applied_devices(task_id, done, head)
             arrivals += await repo.arrivals(task_id, done, head, BUCKET_S)
@@ -254,10 +283,12 @@ class RollupCache:
             applied=applied,
             devices=devices,
             arrivals=arrivals,
-            evaluations=await repo.evaluations(task_id, eval_from),
+            evaluations=(
+                None if "evaluations" in skip else await repo.evaluations(task_id, eval_from)
+            ),
             eval_from=eval_from,
-            refusals=await repo.refusals(task_id, since, BUCKET_S),
-            checkins=await repo.checkins(task_id, since),
+            refusals=None if "refusals" in skip else await repo.refusals(task_id, since, BUCKET_S),
+            checkins=None if "checkins" in skip else await repo.checkins(task_id, since),
             checkins_before=await repo.checkins_before(task_id, since) if first else None,
             enrolled=enrolled,
             since=since,

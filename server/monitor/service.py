@@ -45,7 +45,11 @@ class Monitor:
         refresh_s: float = 15.0,
         clock: Callable[[], float] = time.time,
         reader: FleetReader | None = None,
+        local: bool = False,
     ) -> None:
+        # local: this process is the only writer of evaluations, refusals and check-ins
+        # (embedded mode), so their marks tell when a re-read is needed
+        self._local = local
         self.repo = repo
         self._refresh_s = refresh_s
         self.model = model
@@ -99,10 +103,20 @@ class Monitor:
         return await self.rollups.get(state.id, marks[0], state.record.created_at, marks)
 
     async def current(self, runtime: TaskRuntime, head: int | None = None) -> TaskRollup:
-        """The task's rollup, re-read only if its marks moved (the live snapshots)."""
+        """The task's rollup, re-read only if its marks moved (the live snapshots).
+        Embedded, a commit re-reads only what a commit changes: evaluations, refusals
+        and check-ins are written by this process alone, whose marks say when."""
         marks = self.marks(runtime, head)
+        before = self.rollups.marks_of(runtime.state.id)
+        skip: set[str] = set()
+        if self._local and isinstance(before, tuple):
+            skip.add("checkins")  # folded as written
+            if before[5] == marks[5]:
+                skip.add("evaluations")
+            if before[3:5] == marks[3:5]:
+                skip.add("refusals")
         return await self.rollups.current(
-            runtime.state.id, marks[0], runtime.state.record.created_at, marks
+            runtime.state.id, marks[0], runtime.state.record.created_at, marks, frozenset(skip)
         )
 
     def memo(

@@ -171,6 +171,68 @@ class FleetRepository:
             for r in await self._rows(query)
         ]
 
+    async def applied_recent(
+        self, task_id: str, after: int, upto: int, size: int
+    ) -> tuple[list[AppliedGroup], list[tuple[str, str | None]], list[tuple[int | None, int, int]]]:
+        """:meth:`applied`, :meth:`applied_devices` and :meth:`arrivals` of a few new
+        versions at once: one query for their updates, grouped here (a commit's K rows
+        cost less to group than two more round trips through the driver)."""
+        query = (
+            sa.select(
+                updates.c.applied_version,
+                TIER,
+                updates.c.device_id,
+                updates.c.staleness,
+                updates.c.created_at,
+                updates.c.num_examples,
+                updates.c.train_s,
+                updates.c.energy_j,
+                updates.c.bytes_up,
+                updates.c.bytes_down,
+            )
+            .select_from(_WITH_DEVICES)
+            .where(*self._applied_window(task_id, after, upto))
+        )
+        sums: dict[tuple[int, str | None], list[Any]] = {}
+        devices: set[tuple[str, str | None]] = set()
+        arrivals: dict[tuple[int | None, int], int] = {}
+        for (
+            version,
+            tier,
+            device,
+            staleness,
+            created,
+            examples,
+            train_s,
+            energy_j,
+            up,
+            down,
+        ) in await self._rows(query):
+            cell = sums.setdefault(
+                (int(version), tier), [0, 0.0, 0, 0, 0.0, 0, 0.0, 0, 0.0, 0, 0, 0]
+            )
+            cell[0] += 1
+            if staleness is not None:
+                cell[1] += staleness
+                cell[2] += 1
+            cell[3] += examples or 0
+            if train_s is not None:
+                cell[4] += train_s
+                cell[5] += 1
+            if energy_j is not None:
+                cell[6] += energy_j
+                cell[7] += 1
+            elif train_s is not None:
+                cell[8] += train_s
+                cell[9] += 1
+            cell[10] += up or 0
+            cell[11] += down or 0
+            devices.add((str(device), tier))
+            key = (None if staleness is None else int(staleness), int(created // size) * size)
+            arrivals[key] = arrivals.get(key, 0) + 1
+        groups = [AppliedGroup(v, t, *cell) for (v, t), cell in sums.items()]
+        return groups, sorted(devices, key=str), [(s, b, n) for (s, b), n in arrivals.items()]
+
     @staticmethod
     def _applied_window(task_id: str, after: int, upto: int) -> tuple[Any, ...]:
         return (

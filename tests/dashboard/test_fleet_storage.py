@@ -165,3 +165,26 @@ async def test_a_refresh_on_the_reader_thread_folds_the_same_and_counts_its_cpu(
     assert tier_table(threaded, {}) == tier_table(inline, {})
     assert version_docs(threaded) == version_docs(inline)
     assert meter.parts["refresh"] > 0
+
+
+async def test_recent_updates_grouped_here_equal_the_groups_the_database_makes(
+    engine: AsyncEngine,
+) -> None:
+    await _commit(
+        engine,
+        1,
+        [
+            _applied("u1", "a", 1, train_s=2.0, bytes_up=10, bytes_down=5),
+            _applied("u2", "b", 1, energy_j=3.0, train_s=1.5),
+            _applied("u3", "c", 1),
+        ],
+    )
+    await _commit(engine, 2, [_applied("u4", "a", 2, train_s=1.0, energy_j=0.5)])
+    repo = FleetRepository(engine)
+
+    groups, devices, arrivals = await repo.applied_recent("t1", 0, 2, 10)
+
+    key = lambda g: (g.version, str(g.tier))  # noqa: E731
+    assert sorted(groups, key=key) == sorted(await repo.applied("t1", 0, 2), key=key)
+    assert sorted(devices, key=str) == sorted(await repo.applied_devices("t1", 0, 2), key=str)
+    assert sorted(arrivals, key=str) == sorted(await repo.arrivals("t1", 0, 2, 10), key=str)
