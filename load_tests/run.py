@@ -46,7 +46,9 @@ Figures (the last stdout line; progress goes to stderr):
   dashboard routes, a stream counted when it ends). Not counted: the event loop's
   scheduling of the stream tasks and aiohttp's parsing of the few requests a page makes
   when it opens. A cross-check of that: ``quiet_extra_cpu_ms_per_s``, the process CPU
-  with the pages open and no fleet (``--quiet-s``) minus the same time with no page.
+  with the pages open and no fleet (``--quiet-s``) minus the same time with no page (the
+  pages-open phase comes first: after a large fleet the server is still winding down its
+  sessions then, which this difference counts too).
 """
 
 from __future__ import annotations
