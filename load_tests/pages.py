@@ -1,12 +1,12 @@
-"""Open dashboard task pages in headless Chromium and keep them polling (load tool).
+"""Open dashboard task pages in headless Chromium and keep them following (load tool).
 
     ASYNCFL_LOAD_ADMIN_TOKEN=... python -m load_tests.pages --url http://127.0.0.1:8080 \\
         --task load --pages 5 --out pages.json
 
-Each page signs in with the admin token and opens the task's page, which polls the
-server as an operator's would (once a second). Runs until ``--seconds`` pass or SIGTERM,
-then writes what the pages saw (requests answered, console errors, failed requests,
-first paint) to ``--out`` as JSON.
+Each page signs in with the admin token and opens the task's page, which follows the
+task as an operator's would (its live stream, or polling where the stream fails). Runs
+until ``--seconds`` pass or SIGTERM, then writes what the pages saw (updates applied and
+over which transport, console errors, failed requests) to ``--out`` as JSON.
 """
 
 from __future__ import annotations
@@ -74,6 +74,15 @@ async def first_paint_ms(page: Page) -> float | None:
     return float(marks[0]) if marks else None
 
 
+async def updates_seen(page: Page) -> tuple[int, str]:
+    """Live updates the page applied (stream or poll) and over which transport."""
+    found = await page.evaluate(
+        "[document.getElementById('task').dataset.updates || '0',"
+        " document.getElementById('task').dataset.transport || '']"
+    )
+    return int(found[0]), str(found[1])
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     token = os.environ.get("ASYNCFL_LOAD_ADMIN_TOKEN", "")
     stop = asyncio.Event()
@@ -85,17 +94,23 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await open_task_page(browser, args.url, token, args.task) for _ in range(args.pages)
             ]
             opened = time.time()
+            if args.ready is not None:
+                args.ready.write_text(str(opened))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), args.seconds)
             seconds = time.time() - opened
             counters = [seen for _, seen in pages]
+            updates = [await updates_seen(page) for page, _ in pages]
         finally:
             await browser.close()
+    total = sum(n for n, _ in updates)
     return {
         "pages": args.pages,
         "seconds": round(seconds, 1),
-        "live_ok": sum(c["live_ok"] for c in counters),
-        "live_per_page_s": round(sum(c["live_ok"] for c in counters) / seconds / args.pages, 3),
+        "updates": total,
+        "updates_per_page_s": round(total / seconds / args.pages, 3),
+        "transports": sorted({t for _, t in updates}),
+        "live_ok": sum(c["live_ok"] for c in counters),  # /live reads: opening, gaps
         "console_errors": [e for c in counters for e in c["errors"]][:20],
         "failed_requests": [f for c in counters for f in c["failed"]][:20],
     }
@@ -108,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pages", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=3600.0)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--ready", type=Path, help="written once every page is open")
     args = parser.parse_args(argv)
     result = asyncio.run(run(args))
     args.out.write_text(json.dumps(result))

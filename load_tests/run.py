@@ -32,14 +32,23 @@ Figures (the last stdout line; progress goes to stderr):
 - ``5xx``: answers with a 5xx status the server counted over the whole run (its
   ``/metrics``), by status in ``5xx_by_status``: the budget is 0, and the exit status is 1
   when it is not met.
-- ``dashboard`` (with ``--pages``), from the server's own ``/metrics``: over the steady
-  state, the dashboard requests served and the event-loop CPU the fleet figures cost
-  (``asyncfl_dashboard_cpu_seconds``) against the process' CPU
-  (``process_cpu_seconds``): ``loop_cpu_share_pct``. That gauge leaves out the SQL the
-  database driver's thread runs and the HTTP handling, so the quiet phases price a
-  request whole: process CPU with pages open and no fleet, minus the same time with no
-  page, per request (``quiet_cpu_per_request_ms``); times the steady request rate over
-  the steady process CPU, that is ``whole_cpu_share_pct``.
+- ``dashboard`` (with ``--pages``), from the server's own ``/metrics``; ``method`` in
+  the JSON says the same. Open pages follow the task over server-sent events (one long
+  request each), so the cost is counted as CPU a second, not per request:
+  ``asyncfl_dashboard_cpu_seconds`` counts, on the threads that spend it, every rollup
+  refresh whole (the reader thread that runs the queries, where nothing else runs, the
+  SQLite driver's thread, and the fold on the event loop), every snapshot built and
+  encoded, every frame written to a stream, and the documents of ``/live`` and the other
+  admin routes (by part in ``cpu_ms_per_s_by_part``). Over the steady state: ``cpu_ms_per_s`` and
+  ``cpu_share_pct`` (against the process' ``process_cpu_seconds``: the target is < 1%),
+  ``cpu_ms_per_update`` (per snapshot delivered to a page or poll answered), and what
+  happened (``snapshots``, ``frames``, ``refreshes``, ``requests``: HTTP requests to
+  dashboard routes, a stream counted when it ends). Not counted: the event loop's
+  scheduling of the stream tasks and aiohttp's parsing of the few requests a page makes
+  when it opens. A cross-check of that: ``quiet_extra_cpu_ms_per_s``, the process CPU
+  with the pages open and no fleet (``--quiet-s``) minus the same time with no page (the
+  pages-open phase comes first: after a large fleet the server is still winding down its
+  sessions then, which this difference counts too).
 """
 
 from __future__ import annotations
@@ -57,6 +66,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -141,7 +151,7 @@ def locust_command(args: argparse.Namespace, url: str, summary: Path) -> list[st
         url,
         "--only-summary",
         "--loglevel",
-        "WARNING",
+        os.environ.get("ASYNCFL_LOAD_LOCUST_LOGLEVEL", "WARNING"),
         "--csv",
         str(prefix),
         "--html",
@@ -162,8 +172,18 @@ def locust_command(args: argparse.Namespace, url: str, summary: Path) -> list[st
         str(summary),
     ]
     if args.processes > 1:
+        # a port of its own: workers that find another run's master on Locust's default
+        # port join that one, and this run measures nothing
+        port = str(free_port())
         cmd += ["--processes", str(args.processes), "--asyncfl-workers", str(args.processes)]
+        cmd += ["--master-bind-port", port, "--master-port", port]
     return cmd
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def run_locust(
@@ -197,9 +217,11 @@ def run_locust(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+    tail = (args.out / "locust.log").read_text(errors="replace")[-3000:]
     if not summary.exists():
-        tail = (args.out / "locust.log").read_text(errors="replace")[-3000:]
         raise RuntimeError(f"Locust wrote no summary (exit {proc.returncode}):\n{tail}")
+    if json.loads(summary.read_text()).get("steady_started_at") is None:
+        raise RuntimeError(f"Locust never reached the steady state:\n{tail}")
     return summary
 
 
@@ -250,10 +272,22 @@ def figures(
 def start_pages(args: argparse.Namespace, url: str, admin_token: str) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "load_tests.pages", "--url", url, "--task", args.task_id]
     cmd += ["--pages", str(args.pages), "--out", str(args.out / "pages.json")]
+    cmd += ["--ready", str(args.out / "pages.ready")]
     env = {**os.environ, "ASYNCFL_LOAD_ADMIN_TOKEN": admin_token, "PYTHONPATH": str(REPO)}
     log(f"opening {args.pages} dashboard page(s)")
     with open(args.out / "pages.log", "wb") as out:
         return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+
+
+def wait_for_pages(args: argparse.Namespace, proc: subprocess.Popen[bytes]) -> None:
+    """Until every page is open: opening five pages takes the CPU for seconds, and
+    Locust's workers starved of it while they spawn miss heartbeats and end the run."""
+    deadline = time.monotonic() + 120
+    while not (args.out / "pages.ready").exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the dashboard pages did not open (see {args.out}/pages.log)")
+        time.sleep(0.5)
+    time.sleep(5.0)  # their first paint and first stream messages
 
 
 def stop_pages(proc: subprocess.Popen[bytes], args: argparse.Namespace) -> dict[str, Any]:
@@ -267,6 +301,16 @@ def stop_pages(proc: subprocess.Popen[bytes], args: argparse.Namespace) -> dict[
     return json.loads(path.read_text()) if path.exists() else {"error": "pages wrote nothing"}
 
 
+METHOD = (
+    "asyncfl_dashboard_cpu_seconds growth over the steady state against "
+    "process_cpu_seconds: rollup refreshes whole (the reader thread's CPU, the SQLite "
+    "driver thread's, the fold on the loop), snapshot summaries, builds and encodes, "
+    "stream writes, admin documents, each timed with thread CPU clocks; not counted: "
+    "the loop's scheduling of stream tasks, HTTP parsing of the page's opening requests; "
+    "quiet_*: process CPU with pages open and no fleet minus the same time with no page"
+)
+
+
 def dashboard_figures(
     doc: dict[str, Any],
     scraper: MetricsScraper,
@@ -277,32 +321,40 @@ def dashboard_figures(
     steady = scraper.between(doc["steady_started_at"], doc["steady_ended_at"])
     with_pages = scraper.between(*quiet)
     without = scraper.between(*idle)
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"method": METHOD}
     if steady:
-        rate = steady["dashboard_requests"] / steady["seconds"]
+        seconds, cpu = steady["seconds"], steady["dashboard_cpu_s"]
+        updates = steady["frames"] + steady["dashboard_requests"]
         out.update(
-            steady_requests=int(steady["dashboard_requests"]),
-            steady_requests_per_s=round(rate, 2),
-            steady_server_cpu_cores=round(steady["process_cpu_s"] / steady["seconds"], 3),
-            steady_loop_cpu_s=round(steady["dashboard_cpu_s"], 4),
-            loop_cpu_share_pct=round(100 * steady["dashboard_cpu_s"] / steady["process_cpu_s"], 3),
-            loop_cpu_per_request_ms=round(
-                1000 * steady["dashboard_cpu_s"] / max(1.0, steady["dashboard_requests"]), 3
-            ),
+            cpu_ms_per_s=round(1000 * cpu / seconds, 3),
+            cpu_share_pct=round(100 * cpu / steady["process_cpu_s"], 3),
+            steady_server_cpu_cores=round(steady["process_cpu_s"] / seconds, 3),
+            cpu_ms_per_update=round(1000 * cpu / max(1.0, updates), 3),
+            cpu_ms_per_s_by_part={
+                part: round(1000 * value / seconds, 3)
+                for part, value in sorted(steady["cpu_by_part"].items())
+            },
+            streams=int(steady["streams"]),
+            snapshots=int(steady["snapshots"]),
+            frames=int(steady["frames"]),
+            refreshes=int(steady["refreshes"]),
+            requests=int(steady["dashboard_requests"]),
+            snapshots_per_s=round(steady["snapshots"] / seconds, 3),
+            refreshes_per_s=round(steady["refreshes"] / seconds, 3),
+            steady_seconds=round(seconds, 1),
         )
-    if with_pages and without and with_pages["dashboard_requests"] > 0:
+    if with_pages and without:
         idle_rate = without["process_cpu_s"] / without["seconds"]
-        extra = with_pages["process_cpu_s"] - idle_rate * with_pages["seconds"]
-        per_request = extra / with_pages["dashboard_requests"]
+        extra = with_pages["process_cpu_s"] / with_pages["seconds"] - idle_rate
         out.update(
-            quiet_requests=int(with_pages["dashboard_requests"]),
             quiet_cpu_cores_pages=round(with_pages["process_cpu_s"] / with_pages["seconds"], 4),
             quiet_cpu_cores_idle=round(idle_rate, 4),
-            quiet_cpu_per_request_ms=round(1000 * per_request, 3),
+            quiet_extra_cpu_ms_per_s=round(1000 * extra, 3),
+            quiet_meter_cpu_ms_per_s=round(
+                1000 * with_pages["dashboard_cpu_s"] / with_pages["seconds"], 3
+            ),
+            quiet_frames=int(with_pages["frames"]),
         )
-        if steady and steady["process_cpu_s"] > 0:
-            whole = per_request * steady["dashboard_requests"] / steady["process_cpu_s"]
-            out["whole_cpu_share_pct"] = round(100 * whole, 3)
     return out
 
 
@@ -358,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.pages:
             scraper = MetricsScraper(url).start()
             pages = start_pages(args, url, admin_token)
+            wait_for_pages(args, pages)
         doc = json.loads(run_locust(args, url, key, tokens, rss).read_text())
         result = figures(args, doc, rss)
         if pages is not None and scraper is not None:

@@ -1,14 +1,17 @@
-"""Sample the server's own ``/metrics`` in a background thread: what the dashboard's
-requests cost it (event-loop CPU the fleet figures took, requests served) against the
-process' whole CPU."""
+"""Sample the server's own ``/metrics`` in a background thread: what the dashboard
+costs it (the CPU its figures, snapshots and stream writes took; requests served,
+snapshots built, frames written to streams, rollup refreshes) against the process'
+whole CPU."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from typing import Any
 
 DASHBOARD_ROUTES = (
     'route="/admin/v1/overview"',
@@ -17,30 +20,52 @@ DASHBOARD_ROUTES = (
     'route="/admin/v1/tasks/{task}/fleet"',
     'route="/admin/v1/tasks/{task}/cost"',
     'route="/admin/v1/tasks/{task}/timeline"',
+    'route="/admin/v1/tasks/{task}/snapshot"',
+    'route="/admin/v1/tasks/{task}/stream"',  # counted when a stream ends
     'route="/dashboard',
 )
+COUNTERS = {
+    "process_cpu_seconds_total": "process_cpu_s",
+    "asyncfl_dashboard_snapshots_total": "snapshots",
+    "asyncfl_dashboard_stream_frames_total": "frames",
+    "asyncfl_dashboard_refreshes_total": "refreshes",
+}
 
 
 @dataclass(frozen=True)
 class Sample:
     at: float
-    dashboard_requests: float
-    dashboard_cpu_s: float
-    process_cpu_s: float
+    dashboard_requests: float = 0.0
+    dashboard_cpu_s: float = 0.0
+    process_cpu_s: float = 0.0
+    snapshots: float = 0.0
+    frames: float = 0.0
+    refreshes: float = 0.0
+    streams: float = 0.0  # open now (a gauge)
+    cpu_by_part: dict[str, float] = field(default_factory=dict)
 
 
-def parse(text: str) -> tuple[float, float, float]:
-    requests = cpu = process = 0.0
+_CPU_PART = re.compile(r'^asyncfl_dashboard_cpu_seconds_total\{part="(\w+)"\} (\S+)$')
+
+
+def parse(text: str, at: float = 0.0) -> Sample:
+    values: dict[str, Any] = {"dashboard_requests": 0.0, "dashboard_cpu_s": 0.0}
+    parts: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith("asyncfl_http_requests_total{") and any(
             r in line for r in DASHBOARD_ROUTES
         ):
-            requests += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("asyncfl_dashboard_cpu_seconds_total "):
-            cpu = float(line.rsplit(" ", 1)[1])
-        elif line.startswith("process_cpu_seconds_total "):
-            process = float(line.rsplit(" ", 1)[1])
-    return requests, cpu, process
+            values["dashboard_requests"] += float(line.rsplit(" ", 1)[1])
+        elif found := _CPU_PART.match(line):
+            parts[found[1]] = float(found[2])
+            values["dashboard_cpu_s"] += float(found[2])
+        elif line.startswith("asyncfl_dashboard_streams "):
+            values["streams"] = float(line.rsplit(" ", 1)[1])
+        else:
+            name, _, value = line.partition(" ")
+            if name in COUNTERS:
+                values[COUNTERS[name]] = float(value)
+    return Sample(at, cpu_by_part=parts, **values)
 
 
 @dataclass
@@ -67,7 +92,7 @@ class MetricsScraper:
                 text = resp.read().decode()
         except (urllib.error.URLError, OSError):
             return None
-        found = Sample(time.time(), *parse(text))
+        found = parse(text, time.time())
         self.samples.append(found)
         return found
 
@@ -76,15 +101,25 @@ class MetricsScraper:
             self.sample()
             self._stop.wait(self.interval_s)
 
-    def between(self, start: float, end: float) -> dict[str, float] | None:
-        """Growth of each figure between the first and last sample in ``[start, end]``."""
+    def between(self, start: float, end: float) -> dict[str, Any] | None:
+        """Growth of each counter between the first and last sample in ``[start, end]``
+        (``streams``: the most open at any sample)."""
         window = [s for s in self.samples if start <= s.at <= end]
         if len(window) < 2:
             return None
         a, b = window[0], window[-1]
-        return {
-            "seconds": b.at - a.at,
-            "dashboard_requests": b.dashboard_requests - a.dashboard_requests,
-            "dashboard_cpu_s": b.dashboard_cpu_s - a.dashboard_cpu_s,
-            "process_cpu_s": b.process_cpu_s - a.process_cpu_s,
+        grown: dict[str, Any] = {name: getattr(b, name) - getattr(a, name) for name in GROWING}
+        grown["cpu_by_part"] = {
+            part: b.cpu_by_part[part] - a.cpu_by_part.get(part, 0.0) for part in b.cpu_by_part
         }
+        return {"seconds": b.at - a.at, **grown, "streams": max(s.streams for s in window)}
+
+
+GROWING = (
+    "dashboard_requests",
+    "dashboard_cpu_s",
+    "process_cpu_s",
+    "snapshots",
+    "frames",
+    "refreshes",
+)

@@ -30,7 +30,7 @@ from prometheus_client import ProcessCollector
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from server.api import admin, dashboard, device, fleet, ops, sessions
+from server.api import admin, dashboard, device, fleet, live, ops, sessions
 from server.api.middleware import error_middleware, metrics_middleware
 from server.coordination.events import EventBus, LocalEvents, RedisEvents
 from server.coordination.keys import Keys
@@ -48,8 +48,9 @@ from server.heap import HeapCollector, trim_every
 from server.ingest.partials import ReplicaPartials
 from server.ingest.upload import Ingest
 from server.metrics import Metrics
-from server.monitor.collector import FleetCollector
+from server.monitor.collector import FleetCollector, LiveCollector
 from server.monitor.service import Monitor
+from server.monitor.snapshots import LiveHub
 from server.privacy.participation import InProcessParticipation, Participation, RedisParticipation
 from server.secagg.client import ProvidedReleases
 from server.secagg.provider import MaskServiceProvider
@@ -60,6 +61,7 @@ from server.storage.database import create_engine, ensure_schema
 from server.storage.devices import DeviceRepository
 from server.storage.fleet import FleetRepository
 from server.storage.ledger import LedgerRepository
+from server.storage.reader import FleetReader
 from server.storage.tasks import TaskRepository
 from server.tasks.leadership import AggregatorRegistry, Leadership
 from server.tasks.ledgerwriter import LedgerWriter
@@ -82,7 +84,7 @@ def create_app(settings: Settings) -> web.Application:
     routes = ops.routes()
     if settings.effective_role != "aggregator":
         routes = device.routes() + sessions.routes() + admin.routes() + routes
-        routes += fleet.routes() + dashboard.routes()
+        routes += fleet.routes() + live.routes() + dashboard.routes()
     app.add_routes(routes)
     app.cleanup_ctx.append(_services_ctx(settings, metrics))
     app.on_shutdown.append(_stop_admitting)
@@ -149,6 +151,7 @@ def _services_ctx(
         coord: Coordination | None = None
         audit: AuditLog | None = None
         partials: ReplicaPartials | None = None
+        reader: FleetReader | None = None
         secagg = MaskServiceProvider(
             url=settings.secagg_url,
             token=settings.secagg_token,
@@ -247,8 +250,16 @@ def _services_ctx(
             sync = StateSync(manager, coord.events)
             loops: list[Callable[[], Awaitable[None]]] = [ledger_writer.run, sync.poll]
             if settings.effective_role != "aggregator":
-                services.monitor = _monitor(settings, engine, manager, metrics)
-                loops.append(services.monitor.run)
+                reader = FleetReader(settings.effective_database_url).start()
+                services.monitor = _monitor(settings, engine, manager, metrics, reader)
+                services.live = LiveHub(services.monitor, manager, live.summarizer(services))
+                hub = services.live
+                metrics.registry.register(LiveCollector(hub))
+                loops += [
+                    services.monitor.run,
+                    hub.run,
+                    functools.partial(hub.listen, coord.events),
+                ]
             if settings.distributed:
                 loops.append(sync.listen)
             if leadership is not None:
@@ -288,6 +299,8 @@ def _services_ctx(
                     except Exception as exc:
                         logger.warning("monitor: final flush failed: %s", exc)
         finally:
+            if reader is not None:
+                await reader.close()
             await secagg.close()
             if audit is not None:
                 await audit.close()
@@ -303,6 +316,7 @@ def _monitor(
     engine: AsyncEngine,
     manager: TaskManager,
     metrics: Metrics,
+    reader: FleetReader,
 ) -> Monitor:
     """The fleet figures of this API process, exported on ``/metrics`` too."""
     monitor = Monitor(
@@ -311,6 +325,8 @@ def _monitor(
         metrics,
         settings.cost_model,
         refresh_s=settings.fleet_refresh_s,
+        reader=reader,
+        local=not settings.distributed,
     )
     metrics.registry.register(FleetCollector(monitor))
     ProcessCollector(registry=metrics.registry)
@@ -337,4 +353,6 @@ async def _stop_admitting(app: web.Application) -> None:
     services = app.get(SERVICES)
     if services is not None:
         services.draining = True
+        if services.live is not None:
+            services.live.close()  # streams end; aiohttp then waits for no handler
         logger.info("draining: %d upload(s) in flight", services.ingest.inflight)

@@ -16,6 +16,7 @@ from server.coordination.tokens import TokenSigner
 from server.ingest.upload import Ingest
 from server.metrics import Metrics
 from server.monitor.service import Monitor
+from server.monitor.snapshots import LiveHub
 from server.privacy.participation import InProcessParticipation, Participation
 from server.secagg.provider import MaskServiceProvider
 from server.settings import Settings
@@ -45,6 +46,7 @@ class Services:
     leadership: Leadership | None = None  # set where this process aggregates
     redis: Redis | None = None  # set in distributed mode
     monitor: Monitor | None = None  # fleet figures (API processes)
+    live: LiveHub | None = None  # the dashboard's live snapshots (API processes)
     participation: Participation = field(default_factory=InProcessParticipation)  # DP limits
     ready: bool = False
     draining: bool = False

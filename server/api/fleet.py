@@ -1,8 +1,9 @@
 """The admin API behind the dashboard: fleet, fairness, cost and progress over time.
 
-Every route needs the admin token. ``/live`` is what an open task page polls (once a
-second at most): the task's summary and, incrementally, everything its charts show;
-the other routes serve each figure on its own::
+Every route needs the admin token. ``/live`` is what a task page reads when it opens
+(and after a gap): the task's summary and, incrementally, everything its charts show;
+then it follows the task's live snapshots (:mod:`server.api.live`). The other routes
+serve each figure on its own::
 
     GET /admin/v1/overview                     every task: state, version, rates
     GET /admin/v1/tasks/{task}/history         per version: accuracy, loss, tiers, cost
@@ -20,7 +21,6 @@ take ``since`` (UNIX seconds) and ``bucket_s``.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from aiohttp import web
 
@@ -28,14 +28,13 @@ from server.api.admin import require_admin, status_of
 from server.api.http import query_int, respond
 from server.errors import Unavailable
 from server.fleet.rollup import BUCKET_S, TaskRollup
-from server.fleet.views import (
-    checkin_totals,
-    cost_doc,
-    latest_gap,
-    staleness_doc,
-    tier_table,
-    timeline_doc,
-    version_docs,
+from server.fleet.views import version_docs
+from server.monitor.live import (
+    charts_doc,
+    cost_part,
+    fleet_part,
+    summary_doc,
+    timeline_part,
 )
 from server.monitor.service import Monitor
 from server.services import Services
@@ -55,21 +54,6 @@ def routes() -> list[web.RouteDef]:
     ]
 
 
-def state_of(status: dict[str, Any]) -> str:
-    """running, paused or budget_reached.
-
-    Privacy budgets arrive with the differential-privacy work: its status field
-    ``privacy`` = ``{"epsilon": spent, "epsilon_budget": budget, "budget_reached": bool}``
-    (or a status of ``budget_reached``) is shown as is once the task status carries it.
-    """
-    privacy = status.get("privacy")
-    if status.get("status") == "budget_reached" or (
-        isinstance(privacy, dict) and privacy.get("budget_reached")
-    ):
-        return "budget_reached"
-    return "paused" if status.get("status") == "paused" else "running"
-
-
 def _monitor(services: Services) -> Monitor:
     if services.monitor is None:
         raise Unavailable("the monitor is not running yet", code="starting")
@@ -83,34 +67,12 @@ async def _task(request: web.Request) -> tuple[Services, Monitor, TaskRuntime, T
     return services, monitor, runtime, await monitor.rollup(runtime)
 
 
-def _summary(status: dict[str, Any], monitor: Monitor) -> dict[str, Any]:
-    last_eval = status.get("last_eval") or {}
-    federated = status.get("federated_eval") or {}
-    return {
-        "id": status["id"],
-        "model": status["model"],
-        "mode": status["mode"],
-        "state": state_of(status),
-        "version": status["version"],
-        "active_sessions": status["active_sessions"],
-        "concurrency": status["concurrency"],
-        "updates_per_s": monitor.updates_per_s(status["id"]),
-        "updates_accepted": status["updates_accepted"],
-        "updates_applied": status["updates_applied"],
-        "commit_lag": status["updates_buffered"],
-        "accuracy": last_eval.get("accuracy"),
-        "accuracy_version": last_eval.get("version"),
-        "federated_accuracy": federated.get("accuracy"),
-        "privacy": status.get("privacy"),
-    }
-
-
 async def overview(request: web.Request) -> web.Response:
     services = require_admin(request)
     monitor = _monitor(services)
     statuses = [await status_of(services, rt) for rt in services.manager.runtimes.values()]
     with monitor.meter.measure():
-        doc = {"now": time.time(), "tasks": [_summary(s, monitor) for s in statuses]}
+        doc = {"now": time.time(), "tasks": [summary_doc(s, monitor) for s in statuses]}
         return respond(request, doc)
 
 
@@ -135,53 +97,36 @@ async def history(request: web.Request) -> web.Response:
         return respond(request, doc)
 
 
-def _fleet_doc(monitor: Monitor, rollup: TaskRollup) -> dict[str, Any]:
-    return {
-        "tiers": monitor.memo(
-            rollup, "tiers", lambda: tier_table(rollup, monitor.rollups.enrolled)
-        ),
-        "gap": monitor.memo(rollup, "gap", lambda: latest_gap(rollup)),
-    }
-
-
 async def fleet(request: web.Request) -> web.Response:
     _, monitor, runtime, rollup = await _task(request)
     with monitor.meter.measure():
-        return respond(request, {"task": runtime.state.id, **_fleet_doc(monitor, rollup)})
+        return respond(request, {"task": runtime.state.id, **fleet_part(monitor, rollup)})
 
 
 async def cost(request: web.Request) -> web.Response:
     _, monitor, runtime, rollup = await _task(request)
     with monitor.meter.measure():
-        doc = monitor.memo(rollup, "cost", lambda: cost_doc(rollup))
-        return respond(request, {"task": runtime.state.id, **doc})
-
-
-def _timeline(monitor: Monitor, rollup: TaskRollup, request: web.Request) -> dict[str, Any]:
-    since, bucket_s = _since(request)
-    return {
-        **timeline_doc(rollup, since=since, bucket_s=bucket_s),
-        "staleness": monitor.memo(rollup, "staleness", lambda: staleness_doc(rollup)),
-        "checkins": monitor.memo(rollup, "checkins", lambda: checkin_totals(rollup)),
-    }
+        return respond(request, {"task": runtime.state.id, **cost_part(monitor, rollup)})
 
 
 async def timeline(request: web.Request) -> web.Response:
     _, monitor, runtime, rollup = await _task(request)
     with monitor.meter.measure():
-        return respond(request, {"task": runtime.state.id, **_timeline(monitor, rollup, request)})
+        since, bucket_s = _since(request)
+        doc = timeline_part(monitor, rollup, since=since, bucket_s=bucket_s)
+        return respond(request, {"task": runtime.state.id, **doc})
 
 
 async def live(request: web.Request) -> web.Response:
     services, monitor, runtime, rollup = await _task(request)
     status = await status_of(services, runtime)
+    since, bucket_s = _since(request)
     with monitor.meter.measure():
         doc = {
             "now": time.time(),
-            "summary": _summary(status, monitor),
-            "versions": version_docs(rollup, after_version=_after(request)),
-            **_fleet_doc(monitor, rollup),
-            "cost": monitor.memo(rollup, "cost", lambda: cost_doc(rollup)),
-            "timeline": _timeline(monitor, rollup, request),
+            "summary": summary_doc(status, monitor),
+            **charts_doc(
+                monitor, rollup, after_version=_after(request), since=since, bucket_s=bucket_s
+            ),
         }
         return respond(request, doc)

@@ -117,6 +117,7 @@ class TaskRollup:
         self.applied_upto = OLDER  # newest version whose applied updates are folded
         self.evals_head = 0  # the head when evaluations were last read
         self.generation = 0  # bumped by every refresh (documents built from it are cached)
+        self.checkins_generation = 0  # bumped by every fold of check-ins written here
 
     # -- folding ------------------------------------------------------------------------
     def view(self, version: int) -> VersionView:
@@ -181,6 +182,10 @@ class TaskRollup:
         self._replace(self.checkins, since)
         for row in rows:
             self.checkins.setdefault(row.bucket, Counter())[row.result] += row.count
+
+    def add_checkin(self, bucket: int, result: str, count: int) -> None:
+        """Check-ins counted here and just written (no need to read them back)."""
+        self.checkins.setdefault(bucket, Counter())[result] += count
 
     def set_checkins_before(self, rows: Iterable[CheckinBucket]) -> None:
         """Totals of the buckets before the first window read (``bucket`` is ignored)."""

@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector
 
 from server.fleet.views import cost_doc, latest_gap, tier_table
 from server.monitor.service import Monitor
+from server.monitor.snapshots import LiveHub
 
 
 class FleetCollector(Collector):
@@ -87,8 +88,36 @@ class FleetCollector(Collector):
                 fairness.add_metric([task_id], newest_gap["gap"])
         cpu = CounterMetricFamily(
             "asyncfl_dashboard_cpu_seconds",
-            "Event-loop CPU the fleet figures cost (folding rollups, building documents)",
+            "CPU the dashboard's figures cost, by part: admin documents, rollup refreshes "
+            "(event loop and the database driver's thread), check-in folds, live "
+            "snapshots, stream writes",
+            labels=["part"],
         )
-        cpu.add_metric([], monitor.meter.seconds)
+        for part, seconds in sorted(monitor.meter.parts.items()):
+            cpu.add_metric([part], seconds)
+        refreshes = CounterMetricFamily(
+            "asyncfl_dashboard_refreshes", "Rollup refreshes (database reads) of any task"
+        )
+        refreshes.add_metric([], monitor.rollups.refreshes)
         yield from (energy, co2e, train, traffic, tier_updates, tier_devices, tier_staleness)
-        yield from (tier_accuracy, tier_energy, fairness, cpu)
+        yield from (tier_accuracy, tier_energy, fairness, cpu, refreshes)
+
+
+class LiveCollector(Collector):
+    """The live snapshots: built, written to streams, streams open."""
+
+    def __init__(self, hub: LiveHub) -> None:
+        self._hub = hub
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        snapshots = CounterMetricFamily(
+            "asyncfl_dashboard_snapshots", "Live snapshots built (one per change per task)"
+        )
+        snapshots.add_metric([], self._hub.snapshots)
+        frames = CounterMetricFamily(
+            "asyncfl_dashboard_stream_frames", "Snapshots and keepalives written to streams"
+        )
+        frames.add_metric([], self._hub.frames)
+        streams = GaugeMetricFamily("asyncfl_dashboard_streams", "Live streams open")
+        streams.add_metric([], self._hub.streams)
+        yield from (snapshots, frames, streams)

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 
 from prometheus_client import Counter as PromCounter
@@ -27,6 +28,7 @@ class EvaluationWriter:
     def __init__(self, repo: FleetRepository) -> None:
         self._repo = repo
         self._pending: list[EvaluationRecord] = []
+        self.written: Counter[str] = Counter()  # by task: rows the database has now
 
     def add(self, record: EvaluationRecord) -> None:
         if len(self._pending) < MAX_PENDING:
@@ -41,6 +43,7 @@ class EvaluationWriter:
         except StorageError:
             self._pending[:0] = batch  # next flush tries again
             raise
+        self.written.update(record.task_id for record in batch)
 
 
 def counter_values(counter: PromCounter) -> dict[tuple[str, ...], float]:
@@ -74,12 +77,16 @@ class CheckinTally:
                 self._pending[key] = self._pending.get(key, 0) + grown
         self._seen = current
 
-    async def flush(self, repo: FleetRepository) -> None:
+    async def flush(self, repo: FleetRepository) -> list[tuple[str, int, str, int]]:
+        """Write what was counted since the last flush; returns the rows written,
+        ``(task, bucket, result, count)``."""
         self.collect()
         batch, self._pending = self._pending, {}
+        rows = [(t, b, r, n) for (t, b, r), n in sorted(batch.items())]
         try:
-            await repo.add_checkins([(t, b, r, n) for (t, b, r), n in sorted(batch.items())])
+            await repo.add_checkins(rows)
         except StorageError:
             for key, count in batch.items():  # keep them for the next flush
                 self._pending[key] = self._pending.get(key, 0) + count
             raise
+        return rows

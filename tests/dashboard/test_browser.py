@@ -1,8 +1,8 @@
 """The dashboard in a real browser against a real ``asyncfl serve`` with SDK devices.
 
-Sign-in, the overview, a task page that follows training live, pause turning devices
-away, the tier table, a model download; no console error and no failed request. The
-screenshots in the README come from here (``ASYNCFL_SCREENSHOT_DIR=docs``).
+Sign-in, the overview, a task page that follows training live (over its stream), pause
+turning devices away, the tier table, a model download; no console error and no failed
+request. The screenshots in the README come from here (``ASYNCFL_SCREENSHOT_DIR=docs``).
 """
 
 from __future__ import annotations
@@ -142,6 +142,7 @@ async def test_the_dashboard_follows_a_fleet_training_a_task(
             page, "(n) => +document.getElementById('chart-accuracy').dataset.points > n", first + 2
         )
         grown = await _points(page, "chart-accuracy")
+        transport = await page.get_attribute("#task", "data-transport")
         await _wait(page, "document.querySelectorAll('#tiers tbody tr').length >= 2")
         await _wait(
             page,
@@ -182,6 +183,7 @@ async def test_the_dashboard_follows_a_fleet_training_a_task(
 
     assert "logreg" in overview_row and "async" in overview_row and "running" in overview_row
     assert grown > first  # the chart gained points as versions committed
+    assert transport == "stream"  # pushed over server-sent events, not polled
     assert all(tiers[t].split()[0] == t and int(tiers[t].split()[1]) == 2 for t in tiers)
     assert isinstance(turned_away, NoSlot) and turned_away.reason == "task_paused"
     assert int(checkins_card.split(" / ")[1].replace(",", "")) >= 1

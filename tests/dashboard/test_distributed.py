@@ -32,12 +32,15 @@ def cluster(tmp_path: Path, postgres_url: str, exports_dir: Path) -> Iterator[Lo
         yield running
 
 
-async def _fleet_doc(server: ServerProcess) -> dict[str, Any]:
+async def _fleet_doc(server: ServerProcess, applied: int) -> dict[str, Any]:
     async with AdminClient(server.url, server.admin_token) as admin:
         for _ in range(100):
             doc: dict[str, Any] = await admin.request("GET", "/admin/v1/tasks/t1/timeline")
             fleet: dict[str, Any] = await admin.request("GET", "/admin/v1/tasks/t1/fleet")
-            if doc["checkins"]["admitted"] >= 8 and sum(r["updates"] for r in fleet["tiers"]) == 8:
+            if (
+                doc["checkins"]["admitted"] >= 8
+                and sum(r["updates"] for r in fleet["tiers"]) == applied
+            ):
                 return {"checkins": doc["checkins"], "tiers": fleet["tiers"]}
             await asyncio.sleep(0.1)
     raise AssertionError(f"{server.url}: figures never settled: {doc} {fleet}")
@@ -72,9 +75,11 @@ async def test_every_replica_serves_the_dashboard_and_the_same_figures(
     finally:
         for fleet in fleets:
             await fleet.close()
-    await wait_for(second, settled(8, 2), timeout_s=30)  # partials are merged whole
+    # partials are merged whole: a version may take 3 of K = 2, and the last one wait
+    status = await wait_for(second, settled(8, 2), timeout_s=30)
+    applied = status["updates_applied"]
 
-    docs = [await _fleet_doc(server) for server in (first, second)]
+    docs = [await _fleet_doc(server, applied) for server in (first, second)]
     async with aiohttp.ClientSession() as http:
         pages = []
         for server in (first, second):
@@ -84,4 +89,6 @@ async def test_every_replica_serves_the_dashboard_and_the_same_figures(
     assert pages == [(200, True), (200, True)]
     assert docs[0] == docs[1]
     assert docs[0]["checkins"]["admitted"] == 8  # 4 from each replica, summed in PostgreSQL
-    assert {r["tier"]: r["updates"] for r in docs[0]["tiers"]} == {"low": 4, "high": 4}
+    by_tier = {r["tier"]: r["updates"] for r in docs[0]["tiers"]}
+    assert set(by_tier) == {"low", "high"} and sum(by_tier.values()) == applied >= 7
+    assert all(applied - 4 <= n <= 4 for n in by_tier.values())

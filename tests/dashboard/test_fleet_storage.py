@@ -15,6 +15,7 @@ from server.storage.database import create_engine, upgrade
 from server.storage.devices import DeviceRepository
 from server.storage.fleet import FleetRepository
 from server.storage.ledger import LedgerRepository
+from server.storage.reader import FleetReader
 from server.storage.records import (
     DeviceRecord,
     EvaluationRecord,
@@ -142,3 +143,48 @@ async def test_evaluations_are_read_however_far_the_head_moved(engine: AsyncEngi
     rollup = await cache.get("t1", 3 + EVAL_TAIL * 2, 1000.0)
 
     assert "high" in rollup.versions[5].evals
+
+
+async def test_a_refresh_on_the_reader_thread_folds_the_same_and_counts_its_cpu(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    repo = FleetRepository(engine)
+    await _commit(engine, 1, [_applied("u1", "a", 1, train_s=2.0), _applied("u2", "b", 1)])
+    reader = FleetReader(database_url).start()
+    meter = CpuMeter()
+    try:
+        threaded = await RollupCache(
+            repo, CostModel(), meter=meter, clock=lambda: 2000.0, reader=reader
+        ).get("t1", 1, 1000.0)
+    finally:
+        await reader.close()
+    inline = await RollupCache(repo, CostModel(), meter=CpuMeter(), clock=lambda: 2000.0).get(
+        "t1", 1, 1000.0
+    )
+
+    assert tier_table(threaded, {}) == tier_table(inline, {})
+    assert version_docs(threaded) == version_docs(inline)
+    assert meter.parts["refresh"] > 0
+
+
+async def test_recent_updates_grouped_here_equal_the_groups_the_database_makes(
+    engine: AsyncEngine,
+) -> None:
+    await _commit(
+        engine,
+        1,
+        [
+            _applied("u1", "a", 1, train_s=2.0, bytes_up=10, bytes_down=5),
+            _applied("u2", "b", 1, energy_j=3.0, train_s=1.5),
+            _applied("u3", "c", 1),
+        ],
+    )
+    await _commit(engine, 2, [_applied("u4", "a", 2, train_s=1.0, energy_j=0.5)])
+    repo = FleetRepository(engine)
+
+    groups, devices, arrivals = await repo.applied_recent("t1", 0, 2, 10)
+
+    key = lambda g: (g.version, str(g.tier))  # noqa: E731
+    assert sorted(groups, key=key) == sorted(await repo.applied("t1", 0, 2), key=key)
+    assert sorted(devices, key=str) == sorted(await repo.applied_devices("t1", 0, 2), key=str)
+    assert sorted(arrivals, key=str) == sorted(await repo.arrivals("t1", 0, 2, 10), key=str)

@@ -1,6 +1,12 @@
 // The asyncfl operator dashboard. Every figure comes from the admin API, called with the
 // admin token the operator signed in with; the token lives in sessionStorage (this tab
 // only) and never in a URL. Any 401 clears it and shows the sign-in form again.
+//
+// A task page reads /live once (its history), then follows the task's live snapshots
+// over one server-sent-event stream, read with fetch() so that it carries the token in
+// the Authorization header like every other call (EventSource cannot send headers). The
+// server pushes a snapshot only when something changed, at most once a second. Where a
+// proxy blocks or buffers the stream, the page polls /snapshot with its ETag instead.
 import { barChart, lineChart } from "./charts.js";
 
 const TOKEN_KEY = "asyncfl.admin_token";
@@ -8,6 +14,10 @@ const POLL_MS = 1000; // an open page asks at most once a second
 const HIDDEN_POLL_MS = 5000; // ...and every 5 s while its tab is hidden
 const RESEND_S = 180; // the server re-reads this much of the timeline on every poll
 const HISTORY_S = 3600; // the timelines show the last hour
+const FIRST_BYTE_MS = 5000; // a stream silent this long from its start is buffered
+const SILENT_MS = 40000; // the server sends a keepalive every 15 s: silence = dead
+const STREAM_TRIES = 3; // streams that fail in a row before the page polls instead
+const POLL_SPELL_MS = 60000; // ...for this long, then it tries a stream again
 const $ = (id) => document.getElementById(id);
 
 class AuthError extends Error {}
@@ -15,15 +25,16 @@ class AuthError extends Error {}
 let token = sessionStorage.getItem(TOKEN_KEY) || "";
 let generation = 0; // bumps when the view changes: stale poll loops stop
 
-async function api(path, method = "GET") {
+async function api(path, method = "GET", { accept = "application/json", headers = {}, signal } = {}) {
   if (!token) throw new AuthError("not signed in");
   const resp = await fetch(path, {
     method,
     cache: "no-store",
-    headers: { Authorization: `Bearer ${token}`, Accept: "application/json" },
+    signal,
+    headers: { Authorization: `Bearer ${token}`, Accept: accept, ...headers },
   });
   if (resp.status === 401) throw new AuthError("the admin token was refused");
-  if (!resp.ok) {
+  if (!resp.ok && resp.status !== 304) {
     let message = `${resp.status} ${resp.statusText}`;
     try { message = (await resp.json()).error.message; } catch { /* not our error shape */ }
     throw new Error(message);
@@ -42,6 +53,7 @@ function signOut(message = "") {
   token = "";
   sessionStorage.removeItem(TOKEN_KEY);
   generation += 1;
+  if (page) page.stop();
   show("signin");
   $("signin-error").textContent = message;
   $("token").value = "";
@@ -138,6 +150,35 @@ class TaskPage {
     this.since = Math.floor(Date.now() / 1000) - HISTORY_S;
     this.painted = false;
     this.state = "";
+    this.latest = null; // the newest document, rendered when the tab shows
+    this.updates = 0;
+    this.abort = null; // stops the open stream
+  }
+
+  stop() {
+    if (this.abort) this.abort.abort();
+  }
+
+  // A snapshot carries the newest versions only: one after a gap needs /live first.
+  missed(doc) {
+    return this.lastVersion >= 0 && doc.versions.length > 0 && doc.versions[0].version > this.lastVersion + 1;
+  }
+
+  apply(doc, transport) {
+    this.merge(doc);
+    this.latest = doc;
+    if (transport) {
+      this.updates += 1;
+      $("task").dataset.updates = String(this.updates);
+      $("task").dataset.transport = transport;
+    }
+    if (!document.hidden) this.render(doc);
+    $("task-error").textContent = "";
+  }
+
+  async catchUp(gen) {
+    const doc = await json(this.query());
+    if (gen === generation) this.apply(doc, null);
   }
 
   query() {
@@ -250,16 +291,75 @@ class TaskPage {
   async run(gen) {
     show("task");
     $("dl-version").value = "";
+    let failed = 0;
     while (gen === generation) {
       try {
-        const doc = await json(this.query());
-        if (gen !== generation) return;
-        this.merge(doc);
-        this.render(doc);
-        $("task-error").textContent = "";
+        await this.catchUp(gen);
+        if (failed < STREAM_TRIES) {
+          failed = (await this.follow(gen)) > 0 ? 0 : failed + 1;
+        } else {
+          await this.poll(gen, Date.now() + POLL_SPELL_MS);
+          failed = STREAM_TRIES - 1; // one more try of a stream
+        }
       } catch (err) {
         if (err instanceof AuthError) return signOut(err.message);
+        if (gen !== generation) return;
         $("task-error").textContent = String(err.message || err);
+        failed += 1;
+      }
+      await sleep(POLL_MS);
+    }
+  }
+
+  // Follow the stream until it ends; returns how many snapshots it brought.
+  async follow(gen) {
+    const controller = new AbortController();
+    this.abort = controller;
+    let timer = setTimeout(() => controller.abort(), FIRST_BYTE_MS);
+    let got = 0;
+    try {
+      const path = `/admin/v1/tasks/${encodeURIComponent(this.id)}/stream`;
+      const resp = await api(path, "GET", { accept: "text/event-stream", signal: controller.signal });
+      const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      while (gen === generation) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        clearTimeout(timer);
+        timer = setTimeout(() => controller.abort(), SILENT_MS);
+        buffer += value;
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const data = eventData(buffer.slice(0, end));
+          buffer = buffer.slice(end + 2);
+          if (data === null || gen !== generation) continue;
+          const doc = JSON.parse(data);
+          if (this.missed(doc)) await this.catchUp(gen);
+          this.apply(doc, "stream");
+          got += 1;
+        }
+      }
+    } catch (err) {
+      if (err.name !== "AbortError") throw err;
+    } finally {
+      clearTimeout(timer);
+      controller.abort();
+    }
+    return got;
+  }
+
+  // The fallback: ask for the snapshot once a second, with its ETag (304: no change).
+  async poll(gen, until) {
+    let etag = "";
+    const path = `/admin/v1/tasks/${encodeURIComponent(this.id)}/snapshot`;
+    while (gen === generation && Date.now() < until) {
+      const resp = await api(path, "GET", { headers: etag ? { "If-None-Match": etag } : {} });
+      if (gen !== generation) return;
+      if (resp.status === 200) {
+        etag = resp.headers.get("ETag") || "";
+        const doc = await resp.json();
+        if (this.missed(doc)) await this.catchUp(gen);
+        this.apply(doc, "poll");
       }
       await sleep(POLL_MS);
     }
@@ -296,10 +396,21 @@ $("pause").addEventListener("click", () => page && page.control("pause"));
 $("resume").addEventListener("click", () => page && page.control("resume"));
 $("download").addEventListener("click", () => page && page.download());
 
+// One server-sent event's data lines, or null for a comment (a keepalive).
+function eventData(block) {
+  const data = block.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).replace(/^ /, ""));
+  return data.length ? data.join("\n") : null;
+}
+
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden && page && page.latest) page.render(page.latest);
+});
+
 // -- routing -------------------------------------------------------------------------------------
 function route() {
   generation += 1;
   const gen = generation;
+  if (page) page.stop();
   if (!token) return signOut();
   const match = location.hash.match(/^#\/tasks\/([^/]+)$/);
   if (match) {
