@@ -270,6 +270,12 @@ class TaskManager:
             paused=record.status == "paused",
         )
         await self._load_counts(state)
+        existing = self.runtimes.get(record.id)
+        if existing is not None:
+            # loaded meanwhile (a create and a refresh raced over the awaits above): keep
+            # the first, which the leadership may already run; replacing it left the task
+            # answering task_not_led for good
+            return existing
         runtime = TaskRuntime(state)
         self.runtimes[record.id] = runtime
         logger.info("task %s loaded at version %d", record.id, version.version)

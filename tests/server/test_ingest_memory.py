@@ -1,4 +1,5 @@
-"""An upload waiting for durability holds none of its bytes.
+"""The embedded app in process: an upload waiting for durability holds none of its
+bytes; the heap's figures and trim; a task loaded twice at once keeps one runtime.
 
 Under a slow group commit (a busy disk, a starved CPU) every upload in the open group
 waits; if each kept its body, a 10,000-device soak at 400 KB an upload grew the
@@ -117,3 +118,21 @@ def _rss_mb() -> float:
     with open("/proc/self/status") as status:
         line = next(line for line in status if line.startswith("VmRSS:"))
     return int(line.split()[1]) / 1024
+
+
+async def test_a_task_loaded_twice_at_once_keeps_one_runtime(server: TestServer) -> None:
+    """A create and a state refresh can both load a new task (each awaits its blobs
+    before registering it): the second must not replace the runtime the leadership
+    already runs, or the task answers task_not_led for good (seen in CI)."""
+    url = str(server.make_url("")).rstrip("/")
+    services = server.app[SERVICES]
+    async with AdminClient(url, services.settings.admin_token) as admin:
+        await admin.create_task("t1", model="logreg", config=SMALL_TASK)
+    manager = services.manager
+    led = manager.runtimes["t1"]
+    record = await manager.repo.get("t1")
+
+    again = await asyncio.gather(manager.load(record), manager.refresh("t1"), manager.load(record))
+
+    assert again[0] is led and again[2] is led
+    assert manager.runtimes["t1"] is led and led.leading
