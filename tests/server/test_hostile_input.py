@@ -326,6 +326,14 @@ ENDPOINTS = [
     ("GET", "/admin/v1/tasks/{task}/versions?before={segment}&limit={segment}", "admin"),
     ("GET", "/admin/v1/tasks/{task}/versions/{segment}/model.onnx", "admin"),
     ("POST", "/admin/v1/devices/{segment}/revoke", "admin"),
+    # the dashboard's reads (the stream is a long-lived answer: its refusals are below)
+    ("GET", "/admin/v1/overview", "admin"),
+    ("GET", "/admin/v1/tasks/{task}/history?after_version={segment}", "admin"),
+    ("GET", "/admin/v1/tasks/{task}/live?after_version={segment}", "admin"),
+    ("GET", "/admin/v1/tasks/{task}/fleet", "admin"),
+    ("GET", "/admin/v1/tasks/{task}/cost", "admin"),
+    ("GET", "/admin/v1/tasks/{task}/timeline?since={segment}&bucket_s={segment}", "admin"),
+    ("GET", "/admin/v1/tasks/{task}/snapshot", "admin"),
 ]
 BODY_KEYS = [
     "id",
@@ -364,6 +372,7 @@ FUZZED: list[int] = []
     segment=segments,
     with_auth=st.booleans(),
     gzip_header=st.booleans(),
+    etag=st.one_of(st.none(), st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126))),
 )
 async def test_no_input_on_any_endpoint_is_a_5xx(
     api: Api,
@@ -374,6 +383,7 @@ async def test_no_input_on_any_endpoint_is_a_5xx(
     segment: str,
     with_auth: bool,
     gzip_header: bool,
+    etag: str | None,
 ) -> None:
     method, template, auth = endpoint
     path = template.format(task=task, segment=segment)
@@ -381,6 +391,8 @@ async def test_no_input_on_any_endpoint_is_a_5xx(
     data = value if kind == "raw" else _encode(value, fmt)
     token = {"device": api.device, "admin": api.admin, None: None}[auth] if with_auth else None
     headers = {"Content-Encoding": "gzip"} if gzip_header else {}
+    if etag is not None:
+        headers["If-None-Match"] = etag
     status, doc, _ = await api.call(
         method,
         path,
@@ -393,6 +405,21 @@ async def test_no_input_on_any_endpoint_is_a_5xx(
     assert status < 500, (method, path, status, doc)
     if status >= 400:
         _error_shape(status, doc)
+
+
+@pytest.mark.parametrize("task", ["nope", "T1", "%00", "a%2Fb", "1" * 80])
+@pytest.mark.parametrize("with_auth", [True, False])
+async def test_the_live_stream_refuses_before_any_byte(
+    api: Api, task: str, with_auth: bool
+) -> None:
+    """An unknown task or no credential: a 4xx in the error shape, never a stream."""
+    status, doc, r = await api.call(
+        "GET", f"/admin/v1/tasks/{task}/stream", auth=api.admin if with_auth else None
+    )
+    FUZZED.append(status)
+    assert r.content_type != "text/event-stream"
+    _error_shape(status, doc)
+    assert status == (404 if with_auth else 401)
 
 
 def _encode(value: Any, fmt: str) -> bytes:
