@@ -138,12 +138,10 @@ def read_ledger(data_dir: Path) -> tuple[dict[str, list[tuple[str, str | None, i
 def buffered_ids(data_dir: Path, head: int) -> list[str]:
     log_ = CheckpointLog(data_dir / "checkpoints" / TASK, "never")
     try:
-        latest = log_.read_latest()
+        latest = log_.resumable(TASK, head)
     finally:
         log_.close()
-    if latest is None or latest.meta["version"] != head:
-        return []
-    return [str(e["id"]) for e in latest.meta["entries"]]
+    return [] if latest is None else [str(e["id"]) for e in latest.meta["entries"]]
 
 
 def audit(seen: list[dict[str, Any]], data_dir: Path) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from server.errors import AsyncflError
 from server.ingest.upload import Ingest
 from server.metrics import Metrics
 from server.storage.records import LedgerEntry, TaskRecord
+from server.tasks.checkpoints import Checkpoint
 from server.tasks.commits import CommitJob
 from server.tasks.config import TaskConfig
 from server.tasks.local import LocalAggregation
@@ -63,7 +64,10 @@ class NoDatabase:
     async def write(self, meta: dict[str, Any], total: Any) -> int:
         return 0
 
-    def read_latest(self) -> None:
+    def resumable(self, task_id: str, head: int) -> None:
+        return None
+
+    def keep(self, record: Checkpoint) -> None:
         return None
 
 

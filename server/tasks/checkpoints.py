@@ -9,7 +9,10 @@ round. It is written once per group of updates, not once per update.
 
 Two slot files per task, written in turn (``slot-0``, ``slot-1``): a record overwrites
 the older slot, so a torn write can only damage the slot being written and the other
-still holds the previous checkpoint. Framing (little-endian)::
+still holds the previous checkpoint. A group's checkpoint is written *before* the
+versions it follows commit (:mod:`server.tasks.local`), so the newest record may be of a
+version the database never got: :meth:`CheckpointLog.resumable` passes over it to the
+one before, which is of the committed head. Framing (little-endian)::
 
     b"AFC1" | u64 seq | u32 meta length | u64 total length | u32 crc32 | meta (msgpack)
     | total (raw float32 bytes of the buffer sum, may be empty)
@@ -77,14 +80,43 @@ class CheckpointLog:
         self._broken: StorageError | None = None
         self._lock = threading.Lock()  # one write at a time, in seq order
 
+    def records(self) -> list[Checkpoint]:
+        """The whole, valid records of both slots, newest first."""
+        found = [r for r in map(_read_slot, self._fds) if r is not None]
+        return sorted(found, key=lambda r: r.seq, reverse=True)
+
     def read_latest(self) -> Checkpoint | None:
         """The newest whole, valid record of either slot (None when there is none)."""
-        best: Checkpoint | None = None
-        for fd in self._fds:
-            record = _read_slot(fd)
-            if record is not None and (best is None or record.seq > best.seq):
-                best = record
-        return best
+        found = self.records()
+        return found[0] if found else None
+
+    def resumable(self, task_id: str, head: int) -> Checkpoint | None:
+        """The record a task resumes from at committed version ``head``: the newest
+        written at that version. A newer record of a later version was written for
+        versions whose commit did not happen (checkpoints are written before their
+        versions commit) and is passed over; None when there is no record, or when the
+        newest one left is of an older version (spent: all of it is in a version)."""
+        for record in self.records():
+            if record.meta.get("task") != task_id:
+                continue
+            version = int(record.meta.get("version", -1))
+            if version > head:
+                logger.warning(
+                    "task %s: checkpoint %d of version %d is ahead of the committed head %d "
+                    "(its versions did not commit); resuming from the one before",
+                    task_id,
+                    record.seq,
+                    version,
+                    head,
+                )
+                continue
+            return record if version == head else None
+        return None
+
+    def keep(self, record: Checkpoint) -> None:
+        """Resuming from ``record``: the next write goes to the other slot, so the record
+        stays whole until a newer one is durable."""
+        self.seq = record.seq
 
     async def write(self, meta: dict[str, Any], total: bytes | bytearray | memoryview) -> int:
         """Write the next record and wait until it is durable (per the fsync policy);

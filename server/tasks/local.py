@@ -5,19 +5,27 @@ a refused update changes nothing) and joins the open *group*. The group commit l
 cuts the group after ``group_interval_s`` (or at ``group_max`` updates, or at once when
 the interval is 0), then, in order:
 
-1. commits the versions stepped since the last cut, with their ledger rows, in one
+1. writes one checkpoint of the state after the group: the open buffer, any sealed
+   (masked) buffers waiting for their release, and the version the aggregator is at
+   (:mod:`server.tasks.checkpoints`);
+2. commits the versions stepped since the last cut, with their ledger rows, in one
    fenced database transaction (blobs first: parameters, and the state of the newest
    version without its buffer);
-2. writes one checkpoint of the open buffer (:mod:`server.tasks.checkpoints`);
 
 and only then releases the group's acknowledgements. A crash before that leaves none
-of the group acknowledged; after it, the newest committed version plus the newest
-checkpoint at that version resume exactly. One write (and fsync) per group instead of
-one per update; the commit and the checkpoint of a group run while the next group folds.
+of the group acknowledged. One write (and fsync) per group instead of one per update;
+the checkpoint and the commit of a group run while the next group folds.
 
-After a restart, :meth:`LocalAggregation.resume` puts the checkpoint's buffer back onto
-the state of the head version when it was written at that version; a checkpoint of an
-older version is spent (every update it held was applied into a version since).
+After a restart, :meth:`LocalAggregation.resume` puts the buffers of the newest
+checkpoint written at the committed head back onto that version's state. A crash
+between the two steps leaves a checkpoint of versions that never committed: it is
+passed over for the one before, which holds everything acknowledged then, and any
+release it was waiting for is asked again (the mask service answers it the same). The
+checkpoint is written first because with secure aggregation a version is made from a
+sealed buffer while later, acknowledged updates wait in the open one: committing first
+and crashing before the checkpoint would leave those updates only in a checkpoint of an
+older version. A checkpoint of a version older than the head is spent (every update it
+held was applied into a version since).
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from server.aggregation import FoldResult, Release, StepResult
-from server.errors import AsyncflError, Conflict, StorageError, Unavailable
+from server.errors import AsyncflError, Conflict, Unavailable
 from server.storage import snapshots
 from server.storage.records import LedgerEntry
 from server.tasks.checkpoints import Checkpoint
@@ -65,7 +73,9 @@ class Checkpoints(Protocol):
 
     async def write(self, meta: dict[str, Any], total: Any) -> int: ...
 
-    def read_latest(self) -> Checkpoint | None: ...
+    def resumable(self, task_id: str, head: int) -> Checkpoint | None: ...
+
+    def keep(self, record: Checkpoint) -> None: ...
 
 
 class Group:
@@ -127,21 +137,13 @@ class LocalAggregation(LeaderBase):
 
     # -- restoring ------------------------------------------------------------------------
     def resume(self) -> int:
-        """Load the newest checkpoint if it was written at the head version; returns how
-        many buffered updates it brought back."""
-        latest = self._log.read_latest()
+        """Load the newest checkpoint written at the head version; returns how many
+        buffered updates it brought back."""
+        latest = self._log.resumable(self.state.id, self.aggregator.params_version)
         if latest is None:
             return 0
+        self._log.keep(latest)
         meta = latest.meta
-        version = int(meta.get("version", -1))
-        head = self.aggregator.params_version
-        if meta.get("task") != self.state.id or version < head:
-            return 0  # spent: everything in it was applied into a committed version
-        if version > head:
-            raise StorageError(
-                f"task {self.state.id}: checkpoint of version {version} is ahead of the "
-                f"committed head {head}"
-            )
         state = snapshots.decode(meta["state"])
         raw = latest.total
         state["buffer"]["total"] = np.frombuffer(raw, np.float32).copy() if len(raw) else None
@@ -264,10 +266,10 @@ class LocalAggregation(LeaderBase):
         raw: Any,
         sealed: int,
     ) -> None:
+        await self._log.write(meta, raw)  # first: see the module's docstring
         if jobs:
             assert snapshot is not None
             await self._committer.commit(jobs, snapshot)
-        await self._log.write(meta, raw)
         if sealed:  # the sealed buffers this checkpoint holds are durable: release them
             await self._release(sealed)
 

@@ -1,4 +1,5 @@
-"""Checkpoint slots: the newest whole record wins, a torn or corrupt one never does."""
+"""Checkpoint slots: the newest whole record wins, a torn or corrupt one never does; a
+record of versions that never committed is passed over for the one before."""
 
 from __future__ import annotations
 
@@ -85,3 +86,40 @@ async def test_a_failed_write_stops_the_log(tmp_path: Path) -> None:
         await log.write({"v": 2}, b"x")
     with pytest.raises(StorageError):
         await log.write({"v": 3}, b"x")  # fail-stop: no later write goes through
+
+
+async def test_a_record_ahead_of_the_committed_head_is_passed_over(tmp_path: Path) -> None:
+    log = CheckpointLog(tmp_path, "never")
+    await log.write({"task": "t", "version": 4, "n": "a"}, b"")
+    await log.write({"task": "t", "version": 5, "n": "b"}, b"")  # its commit did not happen
+
+    at_4, at_5, at_6 = (log.resumable("t", head) for head in (4, 5, 6))
+    other = log.resumable("u", 5)
+    log.close()
+
+    assert at_4 is not None and at_4.meta["n"] == "a"
+    assert at_5 is not None and at_5.meta["n"] == "b"
+    assert at_6 is None  # spent: both are older than the head
+    assert other is None
+
+
+async def test_the_record_resumed_from_survives_a_torn_next_write(tmp_path: Path) -> None:
+    log = CheckpointLog(tmp_path, "always")
+    await log.write({"task": "t", "version": 4}, b"\x04" * 16)  # seq 1: slot-1
+    await log.write({"task": "t", "version": 5}, b"\x05" * 16)  # seq 2: slot-0, not committed
+    log.close()
+
+    log = CheckpointLog(tmp_path, "always")
+    record = log.resumable("t", 4)
+    assert record is not None and record.seq == 1
+    log.keep(record)
+    seq = await log.write({"task": "t", "version": 5, "again": True}, b"\x06" * 16)
+    log.close()
+    assert seq == 2  # over the record that was passed over, not the one resumed from
+    slot = tmp_path / "slot-0"
+    slot.write_bytes(slot.read_bytes()[:20])  # and that write was torn
+
+    log = CheckpointLog(tmp_path, "always")
+    again = log.resumable("t", 4)
+    log.close()
+    assert again is not None and again.seq == 1 and bytes(again.total) == b"\x04" * 16
