@@ -31,7 +31,8 @@ BENCH_KEYS = {"payload_bytes", "bare_rps", "asyncfl_rps", "ratio", "asyncfl_p99_
 pytestmark = pytest.mark.slow
 
 
-def _last_json_line(script: str, *args: str, timeout_s: float = 150) -> dict[str, Any]:
+def _json_lines(script: str, *args: str, timeout_s: float = 150) -> list[dict[str, Any]]:
+    """Run a load_tests script to its end (exit 0); the JSON lines it printed."""
     done = subprocess.run(
         [sys.executable, str(REPO / "load_tests" / script), *args],
         capture_output=True,
@@ -40,8 +41,11 @@ def _last_json_line(script: str, *args: str, timeout_s: float = 150) -> dict[str
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    doc: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return doc
+    return [json.loads(x) for x in done.stdout.strip().splitlines() if x.startswith("{")]
+
+
+def _last_json_line(script: str, *args: str, timeout_s: float = 150) -> dict[str, Any]:
+    return _json_lines(script, *args, timeout_s=timeout_s)[-1]
 
 
 def test_run_py_prints_the_fleet_figures_last(tmp_path: Path) -> None:
@@ -134,19 +138,11 @@ def test_bench_ingest_prints_one_line_per_size_the_last_one_400k(
 
 @pytest.mark.skipif(native_binary() is None, reason="no C compiler")
 def test_compare_generators_prints_each_generator_with_one_and_distinct_bodies() -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "load_tests" / "compare_generators.py"),
-            *("--seconds", "1", "--rounds", "1", "--connections", "2", "--json"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    doc = _last_json_line(
+        "compare_generators.py",
+        *("--seconds", "1", "--rounds", "1", "--connections", "2", "--json"),
+        timeout_s=120,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    doc = json.loads(done.stdout.strip().splitlines()[-1])
 
     generators = ["native"] + (["wrk"] if wrk_available() else [])
     for name in generators:
@@ -174,3 +170,9 @@ def test_the_ledger_audit_finds_every_upload_in_exactly_one_place() -> None:
     assert result["applied_rows"] + result["buffered"] == result["acknowledged"]
     assert result["rejected_rows"] == result["refused"]
     assert result["duplicates_answered"] == result["retries"]
+
+
+def test_bench_enroll_prints_a_line_per_concurrency_with_every_enrollment_201() -> None:
+    lines = _json_lines("bench_enroll.py", "--devices", "200", "--concurrency", "4", "32", "--json")
+    assert [x["concurrency"] for x in lines] == [4, 32]
+    assert all(x["statuses"] == {"201": 200} and x["enrollments_per_s"] > 0 for x in lines)
