@@ -50,7 +50,7 @@ import gevent.monkey
 import msgpack
 import numpy as np
 from geventhttpclient.connectionpool import ConnectionPool
-from locust import FastHttpUser, LoadTestShape, events, task
+from locust import FastHttpUser, LoadTestShape, events, runners, task
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 from locust.stats import StatsEntry, calculate_response_time_percentile
@@ -63,6 +63,13 @@ MSGPACK = "application/msgpack"
 HEADERS = {"Content-Type": MSGPACK, "Accept": MSGPACK}
 ARTIFACTS = ("manifest", "train_step", "eval_step", "infer")
 MAX_BACKOFF_S = 30.0
+
+# The master declares a worker missing after this many heartbeat intervals (1 s) without
+# one, and stops the whole run when the last goes missing. Locust's 3 is too short on a
+# 2-core machine with 10,000 users and the server on the same cores: a worker's gevent loop
+# can go 3-5 s without a turn (seen: "The last worker went missing, stopping test" 70 s
+# into the ramp, at load average 5). A worker that really died is seen after 30 s instead.
+runners.HEARTBEAT_LIVENESS = 30
 
 
 @events.init_command_line_parser.add_listener
