@@ -38,7 +38,7 @@ from client_sdk.errors import SdkError
 from client_sdk.trainer import TrainPlan
 from server.aggregation.blas import sq_norm
 from simulator.errors import SimulatorError
-from simulator.speed import plain_matmul_seconds
+from simulator.speed import TrainerStats, plain_matmul_seconds
 from simulator.training import Diverged, LocalUpdate, OnnxTrainer, TrainJob
 
 __all__ = [
@@ -67,6 +67,8 @@ RTOL = 1e-3
 _SAMPLE_EVERY = 16  # batched calls per plain-matmul baseline sample (~1.5% of the run)
 _GATE_JOBS = 12  # jobs of the gated call reused as the gate's shards
 _PERTURB = 0.5  # perturbed parameters: + N(0, (0.5 x the tensor's std + 0.01)**2)
+MAX_POOLED_ROWS = 512  # rows of a pooled output block (the engine's MAX_BATCH)
+_POOL = 4  # output blocks kept for reuse
 
 Config = tuple[float, int, int]  # (lr, batch size, epochs)
 
@@ -145,6 +147,19 @@ class DenseBatchTrainer:
         self.matmul_s = 0.0
         self._calls = 0
         self._heaviest = (0, 0, 0, 0)  # (stack, m, k, n) of this call's largest matmul
+        self._size = sum(int(p.size) for p in onnx.initial_params())
+        self._pool: list[Array] = []
+
+    def fresh(self) -> DenseBatchTrainer:
+        """A trainer on the same graphs with a gate and counters of its own (one per
+        unit of an experiment, :mod:`simulator.parallel`)."""
+        return DenseBatchTrainer(self.onnx, rtol=self.rtol, notify=self.notify)
+
+    def stats(self) -> TrainerStats:
+        """The gate's results and the speed counters so far."""
+        return TrainerStats(
+            self.flops, self.seconds, self.matmul_flops, self.matmul_s, dict(self.gate)
+        )
 
     @property
     def params_bytes(self) -> int:
@@ -252,9 +267,16 @@ class DenseBatchTrainer:
         # The updates themselves are the state: step 0 trains from the base parameters
         # and writes delta = -lr * g; a later step trains from base + delta of its rows
         # only (few devices run more than one step), so no full copy of the stacks is made.
-        deltas = [np.empty((len(jobs), *t.shape[1:]), dtype=_F32) for t in table]
-        for d in deltas:
-            d[: len(idle)] = 0  # no step, no update
+        # One row per device holding its whole update (the tensors in the model's order),
+        # so the server folds it in one pass; deltas[t] are strided views of tensor t.
+        arena = self._arena(len(jobs))
+        deltas = []
+        offset = 0
+        for t in table:
+            size = math.prod(t.shape[1:])
+            deltas.append(arena[:, offset : offset + size].reshape(len(jobs), *t.shape[1:]))
+            offset += size
+        arena[: len(idle)] = 0  # no step, no update
         seen = [len(p[0]) if p else 0 for p in plans]
         neg_lr = _F32(-lr)
         with np.errstate(over="ignore", invalid="ignore"):  # checked below
@@ -274,15 +296,28 @@ class DenseBatchTrainer:
                     self._later_step(jobs, plans, step, group, table, version, deltas, neg_lr)
         # One BLAS pass per weight tensor (a bias follows its weight); its float32 sum of
         # squares overflows for huge finite values too, which the exact check tells apart.
-        for d in deltas[::2]:
-            if not math.isfinite(sq_norm(d.reshape(-1))) and not np.isfinite(d).all():
-                raise Diverged("local training produced non-finite parameters: training diverged")
+        if not math.isfinite(sq_norm(arena.reshape(-1))) and not np.isfinite(arena).all():
+            raise Diverged("local training produced non-finite parameters: training diverged")
         out: list[LocalUpdate | None] = [None] * len(jobs)
         rows = [list(d) for d in deltas]  # per-device views, iterated in C
-        for i, delta in enumerate(zip(*rows, strict=True)):
+        for i, (flat, *delta) in enumerate(zip(arena, *rows, strict=True)):
             steps = len(plans[i])
-            out[order[i]] = LocalUpdate(list(delta), min(seen[i], len(jobs[i].x)), steps)
+            out[order[i]] = LocalUpdate(delta, min(seen[i], len(jobs[i].x)), steps, flat)
         return [u for u in out if u is not None]
+
+    def _arena(self, rows: int) -> Array:
+        """``rows`` x (parameters) float32 for a call's updates: a pooled block that no
+        update handed out earlier still uses (its views hold references to it), else a
+        new one. Reusing blocks spares the kernel zeroing fresh pages for every call
+        (page faults were ~20% of a first step)."""
+        for block in self._pool:
+            # references: the pool's list, the loop variable and getrefcount's argument
+            if len(block) >= rows and sys.getrefcount(block) <= 3:
+                return block[:rows]
+        block = np.empty((max(rows, MAX_POOLED_ROWS), self._size), dtype=_F32)
+        if len(self._pool) < _POOL:
+            self._pool.append(block)
+        return block[:rows]
 
     def _later_step(
         self,

@@ -30,9 +30,13 @@ class Diverged(SimulatorError):
 
 
 class LocalUpdate(NamedTuple):
+    """A device's update; ``flat``, when given, is the same values as one contiguous
+    vector (``delta`` are views of it), which the aggregator folds in one pass."""
+
     delta: list[Array]
     num_examples: int
     steps: int
+    flat: Array | None = None
 
 
 class TrainJob(NamedTuple):
