@@ -90,8 +90,11 @@ def _run(args: argparse.Namespace, preset: Preset, started: float) -> int:
     from simulator import experiments, plot, report, speed
     from simulator.artifacts import load_bundle
     from simulator.environment import build_environments
+    from simulator.memory import keep_freed_memory
     from simulator.parallel import default_workers
     from simulator.training import OnnxTrainer
+
+    keep_freed_memory()  # fresh pages per update cost more than the arithmetic
 
     workers = default_workers() if args.workers is None else args.workers
     if workers < 1:
