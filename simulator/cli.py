@@ -57,8 +57,9 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--workers",
         type=int,
         metavar="N",
-        help="processes running independent runs at once (default: one per CPU; 1 runs "
-        "everything in this process; the results do not depend on it)",
+        help="processes running independent runs at once (default: one per idle CPU, "
+        "the CPUs minus the 1-minute load average; 1 runs everything in this process; "
+        "the results do not depend on it)",
     )
     p.add_argument("--bundle-dir", type=Path, help="use the model bundle in this directory")
     p.add_argument("--cache-dir", type=Path, help="bundle cache (default ~/.cache/asyncfl/bundles)")

@@ -32,11 +32,19 @@ _UNITS: Sequence[Callable[[], Any]] = ()
 
 
 def default_workers() -> int:
-    """The CPUs this process may run on."""
+    """One worker per idle CPU: the CPUs this process may use minus the 1-minute load
+    average (at least one). On a machine others keep busy, forked workers only take
+    turns with them and with each other (measured here at load 3.5 on 2 cores: 2 workers
+    ran papaya-small at 2,700-3,100 updates a wall second, 1 at 3,200-3,800)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    try:
+        idle = cpus - os.getloadavg()[0]
+    except OSError:  # no load average here
+        idle = float(cpus)
+    return max(1, min(cpus, int(idle + 0.5)))
 
 
 def _run(index: int) -> Any:
