@@ -41,7 +41,8 @@ def _splitmix(z: Array) -> Array:
     z = z + np.uint64(_GOLDEN)
     z = (z ^ (z >> np.uint64(30))) * np.uint64(_C1)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(_C2)
-    return z ^ (z >> np.uint64(31))
+    out: Array = z ^ (z >> np.uint64(31))
+    return out
 
 
 def seed_sequence_words(keys: Array) -> list[Array]:
@@ -60,8 +61,9 @@ def seed_sequence_words(keys: Array) -> list[Array]:
         return value ^ (value >> np.uint32(16))
 
     def mix(x: Array, y: Array) -> Array:
-        result = np.uint32(_MIX_L) * x - np.uint32(_MIX_R) * y
-        return result ^ (result >> np.uint32(16))
+        result: Array = np.uint32(_MIX_L) * x - np.uint32(_MIX_R) * y
+        out: Array = result ^ (result >> np.uint32(16))
+        return out
 
     # The entropy of a key below 2**64 is at most two words; the pool's other words
     # hash 0 (a key below 2**32 has one word, and its second would be 0 as well).
