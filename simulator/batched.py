@@ -147,7 +147,9 @@ class DenseBatchTrainer:
         self._heaviest = (0, 0, 0, 0)  # (stack, m, k, n) of this call's largest matmul
         shapes = [p.shape for p in onnx.initial_params()]
         ends = np.cumsum([math.prod(shape) for shape in shapes]).tolist()
-        self._offsets = [(e - math.prod(s), e, s) for e, s in zip(ends, shapes, strict=True)]
+        self._layout = tuple(
+            (e - math.prod(s), e, tuple(s)) for e, s in zip(ends, shapes, strict=True)
+        )
         self._size = ends[-1]
         self._workspace = np.empty((0, self._size), dtype=_F32)
 
@@ -304,11 +306,12 @@ class DenseBatchTrainer:
         # for minutes of virtual time: handing out views of a fresh block per call made
         # the kernel fault in and zero ~10 pages per update (~20% of the run, measured).
         out: list[LocalUpdate | None] = [None] * len(jobs)
-        offsets = self._offsets
+        layout = self._layout
         for i, row in enumerate(arena):
-            flat = row.copy()
-            delta = [flat[o:e].reshape(s) for o, e, s in offsets]
-            out[order[i]] = LocalUpdate(delta, min(seen[i], len(jobs[i].x)), len(plans[i]), flat)
+            steps = len(plans[i])
+            out[order[i]] = LocalUpdate(
+                None, min(seen[i], len(jobs[i].x)), steps, row.copy(), layout
+            )
         return [u for u in out if u is not None]
 
     def _arena(self, rows: int) -> Array:
