@@ -34,8 +34,8 @@ _UNITS: Sequence[Callable[[], Any]] = ()
 def default_workers() -> int:
     """One worker per idle CPU: the CPUs this process may use minus the 1-minute load
     average (at least one). On a machine others keep busy, forked workers only take
-    turns with them and with each other (measured here at load 3.5 on 2 cores: 2 workers
-    ran papaya-small at 2,700-3,100 updates a wall second, 1 at 3,200-3,800)."""
+    turns with them and with each other (measured here at load 3-5 on 2 cores: two
+    workers ran papaya-small at 4,900-6,000 updates a wall second, one at 6,700-7,700)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
