@@ -297,8 +297,8 @@ class DenseBatchTrainer:
                     seen[i] += len(plans[i][step])
                 for group in _width_groups(active, [len(plans[i][step]) for i in active]):
                     self._later_step(jobs, plans, step, group, table, version, deltas, neg_lr)
-        # One BLAS pass per weight tensor (a bias follows its weight); its float32 sum of
-        # squares overflows for huge finite values too, which the exact check tells apart.
+        # One BLAS pass over all the updates; its float32 sum of squares overflows for
+        # huge finite values too, which the exact check tells apart.
         if not math.isfinite(sq_norm(arena.reshape(-1))) and not np.isfinite(arena).all():
             raise Diverged("local training produced non-finite parameters: training diverged")
         # Each update leaves in an array of its own (a copy of its row), so the workspace
