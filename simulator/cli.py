@@ -53,6 +53,14 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the result as a JSON line last")
     p.add_argument("--out", type=Path, help="output directory (default .asyncfl/simulate/NAME)")
     p.add_argument("--no-plot", action="store_true", help="do not write the PNG plot")
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes running independent runs at once (default: one per idle CPU, "
+        "the CPUs minus the 1-minute load average; 1 runs everything in this process; "
+        "the results do not depend on it)",
+    )
     p.add_argument("--bundle-dir", type=Path, help="use the model bundle in this directory")
     p.add_argument("--cache-dir", type=Path, help="bundle cache (default ~/.cache/asyncfl/bundles)")
 
@@ -83,7 +91,16 @@ def _run(args: argparse.Namespace, preset: Preset, started: float) -> int:
     from simulator import experiments, plot, report, speed
     from simulator.artifacts import load_bundle
     from simulator.environment import build_environments
+    from simulator.memory import keep_freed_memory
+    from simulator.parallel import default_workers
     from simulator.training import OnnxTrainer
+
+    keep_freed_memory()  # fresh pages per update cost more than the arithmetic
+
+    workers = default_workers() if args.workers is None else args.workers
+    if workers < 1:
+        raise PresetError(f"--workers must be at least 1, got {workers}")
+    phase = experiments.Phase()
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -96,7 +113,7 @@ def _run(args: argparse.Namespace, preset: Preset, started: float) -> int:
     png = None if args.no_plot else out / "plot.png"
     full: dict[str, Any]
     if preset.kind == "compare":
-        comp = experiments.compare(envs, progress)
+        comp = experiments.compare(envs, progress, workers=workers, phase=phase)
         text = report.compare_text(env, comp)
         full = {
             "async": [r.to_dict() for r in comp.async_runs],
@@ -105,10 +122,10 @@ def _run(args: argparse.Namespace, preset: Preset, started: float) -> int:
         reached = comp.reached
         if png:
             plot.plot_compare(comp, png, preset.name)
-        summary = comp.summary(time.perf_counter() - started)
+        summary = comp.summary(time.perf_counter() - started, phase)
         trained = comp.trained
     elif preset.kind == "sweep":
-        rows = experiments.sweep(envs, progress)
+        rows = experiments.sweep(envs, progress, workers=workers, phase=phase)
         text = report.sweep_text(env, rows)
         full = {
             str(c): {
@@ -120,31 +137,30 @@ def _run(args: argparse.Namespace, preset: Preset, started: float) -> int:
         reached = all(x.reached for _, x in rows)
         if png:
             plot.plot_sweep(rows, png, preset.name)
-        summary = report.sweep_summary(rows, time.perf_counter() - started)
+        summary = report.sweep_summary(rows, time.perf_counter() - started, phase)
         trained = sum(x.trained for _, x in rows)
     elif preset.kind == "privacy":
         from simulator import privacy
 
-        dp = privacy.privacy_sweep(envs, progress)
+        dp = privacy.privacy_sweep(envs, progress, workers=workers, phase=phase)
         text = privacy.privacy_text(env, dp)
         full = {pt.label: [r.to_dict() for r in pt.runs] for pt in dp.points}
         reached = all(r.status == "budget" for pt in dp.points for r in pt.runs)
         if png:
             plot.plot_privacy(dp, png, preset.name)
-        summary = privacy.privacy_summary(dp, time.perf_counter() - started)
+        summary = privacy.privacy_summary(dp, time.perf_counter() - started, phase)
         trained = sum(r.trained for pt in dp.points for r in pt.runs)
     else:
-        result = experiments.grid(env, progress)
+        result = experiments.grid(env, progress, workers=workers, phase=phase)
         text = report.grid_text(env, result)
         full = {m: [r.to_dict() for r in runs] for m, runs in result.runs.items()}
         reached = result.comparison() is not None
         if png:
             plot.plot_grid(result, png, preset.name)
-        summary = report.grid_summary(result, time.perf_counter() - started)
+        summary = report.grid_summary(result, time.perf_counter() - started, phase)
         trained = sum(r.trained for runs in result.runs.values() for r in runs)
-    trainers = [e.trainer for e in envs]
-    summary["gate"] = speed.gate_report(trainers)
-    summary["training_speed"] = speed.training_speed(trainers)
+    summary["gate"] = speed.gate_report(phase.trainers)
+    summary["training_speed"] = speed.training_speed(phase.trainers)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.txt").write_text(text + "\n", encoding="utf-8")
     (out / "result.json").write_text(

@@ -4,26 +4,90 @@ concurrency C) and ``grid`` (the same hyperparameter grid for both modes).
 An experiment runs on one :class:`~simulator.environment.Environment` per seed
 (``run.seeds``): every mode and configuration sees the same fleets, shards, model and
 test sets; results are medians over the seeds. The grid tunes on the first seed.
+
+Each experiment is cut into independent units (:mod:`simulator.parallel`) that up to
+``workers`` processes run at once; the results do not depend on ``workers``. A
+:class:`Phase` passed in records what the units cost (wall time, the trainers' counters).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from simulator.config import ModeConfig, RunConfig, TrainingConfig
 from simulator.environment import Environment
 from simulator.fedbuff import AsyncSimulation
+from simulator.parallel import run_units
 from simulator.results import RunResult
 from simulator.rounds import SyncSimulation
 
-__all__ = ["Comparison", "GridResult", "compare", "grid", "run_mode", "sweep"]
+__all__ = [
+    "Comparison",
+    "GridResult",
+    "Phase",
+    "compare",
+    "grid",
+    "run_mode",
+    "run_phase",
+    "sweep",
+    "unit_env",
+]
 
 Progress = Callable[[str], None] | None
+T = TypeVar("T")
+
+
+@dataclass
+class Phase:
+    """What running an experiment's units cost: ``wall_s`` from the first unit's start to
+    the last one's end (workers included), and each unit's trainer counters
+    (:class:`~simulator.speed.TrainerStats`, for the gate and speed reports)."""
+
+    workers: int = 1
+    wall_s: float = 0.0
+    trainers: list[Any] = field(default_factory=list)
+
+
+def unit_env(env: Environment) -> Environment:
+    """``env`` with a trainer of its own (its own gate and counters) when the trainer
+    can make one, so a unit's gating does not depend on which units ran before it."""
+    fresh = getattr(env.trainer, "fresh", None)
+    return env if fresh is None else replace(env, trainer=fresh())
+
+
+def _stats(env: Environment) -> Any:
+    stats = getattr(env.trainer, "stats", None)
+    return None if stats is None else stats()
+
+
+def run_phase(
+    units: Sequence[Callable[[Environment], T]],
+    envs: Sequence[Environment],
+    workers: int,
+    phase: Phase | None,
+) -> list[T]:
+    """Run ``units[i](unit_env(envs[i]))`` for every i on up to ``workers`` processes;
+    results in unit order, costs into ``phase``."""
+
+    def call(unit: Callable[[Environment], T], env: Environment) -> tuple[T, Any]:
+        own = unit_env(env)
+        return unit(own), _stats(own)
+
+    started = time.perf_counter()
+    done = run_units(
+        [functools.partial(call, u, e) for u, e in zip(units, envs, strict=True)], workers
+    )
+    if phase is not None:
+        phase.workers = max(1, min(workers, len(units)))
+        phase.wall_s += time.perf_counter() - started
+        phase.trainers += [stats for _, stats in done if stats is not None]
+    return [result for result, _ in done]
 
 
 def run_mode(
@@ -160,16 +224,19 @@ class Comparison:
         out["reverses"] = any(d > 0 for d in diffs) and any(d < 0 for d in diffs)
         return out
 
-    def summary(self, wall_s: float) -> dict[str, Any]:
+    def summary(self, wall_s: float, phase: Phase | None = None) -> dict[str, Any]:
         """The one-line result ``asyncfl simulate --json`` prints last (medians over
         the seeds).
 
         ``tier_accuracy_gap``: :meth:`gap_spread`. ``updates_per_wall_s``: client
         updates trained and uploaded (all runs) per wall second of simulation (the
-        runs: events, local training, aggregation, evaluation); ``updates_per_cpu_s``:
-        the same per CPU second of this process (about what a quiet machine's wall rate
-        would be); ``wall_s``: the whole command, setup and plotting included.
+        runs: events, local training, aggregation, evaluation; with a ``phase``, the wall
+        time from the first run's start to the last one's end, in ``workers``
+        processes); ``updates_per_cpu_s``: the same per CPU second of the runs (summed
+        over the processes that ran them: what one process would do on a quiet
+        machine); ``wall_s``: the whole command, setup and plotting included.
         """
+        sim_wall = phase.wall_s if phase is not None else self.simulation_wall_s
         return {
             "target": self.async_runs[0].target,
             "async_time_to_target": self.async_time,
@@ -179,8 +246,9 @@ class Comparison:
             "sync_trips": self.sync_trips,
             "comm_ratio": self.comm_ratio,
             "tier_accuracy_gap": self.gap_spread(),
-            "updates_per_wall_s": _ratio(self.trained, self.simulation_wall_s),
+            "updates_per_wall_s": _ratio(self.trained, sim_wall),
             "updates_per_cpu_s": _ratio(self.trained, self.simulation_cpu_s),
+            "workers": phase.workers if phase is not None else 1,
             "wall_s": wall_s,
         }
 
@@ -190,32 +258,63 @@ def _label(mode: ModeConfig, env: Environment, envs: Sequence[Environment]) -> s
     return f"{mode.mode} C={mode.concurrency}{seed}"
 
 
-def compare(envs: Sequence[Environment], progress: Progress = None) -> Comparison:
-    """Async and sync with the preset's settings on every environment (seed)."""
-    comp = Comparison([], [])
+def _mode_runs(
+    modes: Sequence[tuple[str, ModeConfig]], progress: Progress, env: Environment
+) -> list[RunResult]:
+    """One unit: ``modes`` (label, config) in turn on ``env``."""
+    return [run_mode(env, m, label=label, progress=progress) for label, m in modes]
+
+
+def compare(
+    envs: Sequence[Environment],
+    progress: Progress = None,
+    *,
+    workers: int = 1,
+    phase: Phase | None = None,
+) -> Comparison:
+    """Async and sync with the preset's settings on every environment (seed); one unit
+    per seed and mode."""
+    units, unit_envs = [], []
     for env in envs:
-        for mode, runs in (
-            (env.preset.async_mode, comp.async_runs),
-            (env.preset.sync_mode, comp.sync_runs),
-        ):
-            runs.append(run_mode(env, mode, label=_label(mode, env, envs), progress=progress))
-    return comp
+        for mode in (env.preset.async_mode, env.preset.sync_mode):
+            modes = [(_label(mode, env, envs), mode)]
+            units.append(functools.partial(_mode_runs, modes, progress))
+            unit_envs.append(env)
+    done = run_phase(units, unit_envs, workers, phase)
+    return Comparison(
+        [r for (r,) in done[0::2]],
+        [r for (r,) in done[1::2]],
+    )
 
 
-def sweep(envs: Sequence[Environment], progress: Progress = None) -> list[tuple[int, Comparison]]:
+def sweep(
+    envs: Sequence[Environment],
+    progress: Progress = None,
+    *,
+    workers: int = 1,
+    phase: Phase | None = None,
+) -> list[tuple[int, Comparison]]:
     """Both modes at every concurrency of ``[sweep]``, other settings as the preset's
-    (the async buffer K is capped at C; the sync goal follows C and over-selection)."""
-    out = []
-    for c in envs[0].preset.sweep:
-        comp = Comparison([], [])
-        for env in envs:
+    (the async buffer K is capped at C; the sync goal follows C and over-selection);
+    one unit per seed and mode (its runs at every C)."""
+    concurrency = envs[0].preset.sweep
+    units, unit_envs = [], []
+    for env in envs:
+        a_modes, s_modes = [], []
+        for c in concurrency:
             k = min(c, env.preset.async_mode.aggregation.aggregation_goal)  # a buffer <= C
             a = env.preset.async_mode.with_values(concurrency=c, goal=k)
             s = env.preset.sync_mode.with_values(concurrency=c)
-            comp.async_runs.append(run_mode(env, a, label=_label(a, env, envs), progress=progress))
-            comp.sync_runs.append(run_mode(env, s, label=_label(s, env, envs), progress=progress))
-        out.append((c, comp))
-    return out
+            a_modes.append((_label(a, env, envs), a))
+            s_modes.append((_label(s, env, envs), s))
+        for modes in (a_modes, s_modes):
+            units.append(functools.partial(_mode_runs, modes, progress))
+            unit_envs.append(env)
+    done = run_phase(units, unit_envs, workers, phase)
+    return [
+        (c, Comparison([runs[i] for runs in done[0::2]], [runs[i] for runs in done[1::2]]))
+        for i, c in enumerate(concurrency)
+    ]
 
 
 @dataclass
@@ -234,43 +333,56 @@ class GridResult:
         return Comparison([a], [s]) if a and s else None
 
 
-def grid(env: Environment, progress: Progress = None) -> GridResult:
+def grid(
+    env: Environment,
+    progress: Progress = None,
+    *,
+    workers: int = 1,
+    phase: Phase | None = None,
+) -> GridResult:
     """Client lr x server lr x server momentum x (K for async | over-selection for
-    sync): the same points for both modes.
+    sync): the same points for both modes; one unit per mode.
 
     Runs of a mode stop at the best time to target found so far (plus the hold): a
     point that has not reached the target by then cannot be the fastest, so the winner
     is the one an exhaustive search would find, at a fraction of the cost.
     """
-    p = env.preset
-    g = p.grid
-    if g is None:
+    if env.preset.grid is None:
         raise ValueError("the preset has no [grid]")
-    result = GridResult(runs={"async": [], "sync": []})
     started = time.perf_counter()
-    axes: dict[str, tuple[Any, ...]] = {
-        "async": g.aggregation_goal,
-        "sync": g.over_selection,
-    }
-    for mode_name, base in (("async", p.async_mode), ("sync", p.sync_mode)):
-        best = p.run.max_virtual_s
-        for client_lr, server_lr, momentum, third in itertools.product(
-            g.client_lr, g.server_lr, g.server_momentum, axes[mode_name]
-        ):
-            training = replace(p.training, client_lr=client_lr)
-            values: dict[str, Any] = {"server_lr": server_lr, "server_momentum": momentum}
-            if mode_name == "async":
-                mode = base.with_values(goal=int(third), **values)
-                tag = f"K={third}"
-            else:
-                mode = base.with_values(over_selection=float(third), **values)
-                tag = f"over={third}"
-            label = f"{mode_name} clr={client_lr} slr={server_lr} mom={momentum} {tag}"
-            # A point still short of the target when the best so far had it cannot win.
-            run = replace(p.run, max_virtual_s=min(p.run.max_virtual_s, best + p.run.hold_s))
-            r = run_mode(env, mode, training=training, run=run, label=label, progress=progress)
-            result.runs[mode_name].append(r)
-            if r.time_to_target is not None:
-                best = min(best, r.time_to_target)
+    modes = ("async", "sync")
+    units = [functools.partial(_grid_mode, name, progress) for name in modes]
+    done = run_phase(units, [env, env], workers, phase)
+    result = GridResult(runs=dict(zip(modes, done, strict=True)))
     result.wall_s = time.perf_counter() - started
     return result
+
+
+def _grid_mode(mode_name: str, progress: Progress, env: Environment) -> list[RunResult]:
+    """One unit of :func:`grid`: every point of one mode, in order."""
+    p = env.preset
+    g = p.grid
+    assert g is not None
+    base = p.async_mode if mode_name == "async" else p.sync_mode
+    third_axis = g.aggregation_goal if mode_name == "async" else g.over_selection
+    runs: list[RunResult] = []
+    best = p.run.max_virtual_s
+    for client_lr, server_lr, momentum, third in itertools.product(
+        g.client_lr, g.server_lr, g.server_momentum, third_axis
+    ):
+        training = replace(p.training, client_lr=client_lr)
+        values: dict[str, Any] = {"server_lr": server_lr, "server_momentum": momentum}
+        if mode_name == "async":
+            mode = base.with_values(goal=int(third), **values)
+            tag = f"K={third}"
+        else:
+            mode = base.with_values(over_selection=float(third), **values)
+            tag = f"over={third}"
+        label = f"{mode_name} clr={client_lr} slr={server_lr} mom={momentum} {tag}"
+        # A point still short of the target when the best so far had it cannot win.
+        run = replace(p.run, max_virtual_s=min(p.run.max_virtual_s, best + p.run.hold_s))
+        r = run_mode(env, mode, training=training, run=run, label=label, progress=progress)
+        runs.append(r)
+        if r.time_to_target is not None:
+            best = min(best, r.time_to_target)
+    return runs

@@ -48,7 +48,10 @@ class AsyncSimulation(Simulation):
         waste: str | None = None
         lands_in = agg.version + 1  # the version this update becomes part of
         try:
-            agg.fold(str(s.sid), update.delta, update.num_examples, s.version)
+            if update.flat is not None:
+                agg.fold_flat(str(s.sid), update.flat, update.num_examples, s.version)
+            else:
+                agg.fold(str(s.sid), update.delta, update.num_examples, s.version)
         except UpdateRejected as exc:
             waste = "staleness" if exc.code == RejectReason.TOO_STALE else "rejected"
         else:

@@ -15,6 +15,7 @@ same fleet, shards and session draws. The noise stream is seeded from the run's 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -24,7 +25,7 @@ from server.aggregation.privacy import sensitivity
 from server.privacy import PrivacyBudget, PrivacyConfig
 from simulator.config import ModeConfig, Preset
 from simulator.environment import Environment
-from simulator.experiments import run_mode
+from simulator.experiments import Phase, run_mode, run_phase
 from simulator.report import format_table
 from simulator.results import RunResult
 
@@ -140,35 +141,30 @@ def _dp_mode(base: ModeConfig, z: float, seed: int) -> ModeConfig:
     return replace(base, aggregation=agg)
 
 
-def privacy_sweep(envs: Sequence[Environment], progress: Progress = None) -> PrivacySweep:
-    """The baseline (if asked for) and every budget of ``[privacy]`` on every seed."""
+def privacy_sweep(
+    envs: Sequence[Environment],
+    progress: Progress = None,
+    *,
+    workers: int = 1,
+    phase: Phase | None = None,
+) -> PrivacySweep:
+    """The baseline (if asked for) and every budget of ``[privacy]`` on every seed; one
+    unit (:mod:`simulator.parallel`) per budget and seed."""
     preset = envs[0].preset
     p = preset.privacy
     if p is None:
         raise ValueError(f"preset {preset.name} has no [privacy]")
     plan: list[PrivacyBudget | None] = [None] if p.baseline else []
     plan += budgets(preset)
+    units = [
+        functools.partial(_budget_run, budget, len(envs) > 1, progress)
+        for budget in plan
+        for _ in envs
+    ]
+    done = run_phase(units, [env for _ in plan for env in envs], workers, phase)
     points = []
-    for budget in plan:
-        runs = []
-        for env in envs:
-            z = 0.0 if budget is None else budget.noise_multiplier
-            mode = _dp_mode(env.preset.async_mode, z, env.preset.seed)
-            limit = p.planned_versions
-            if budget is not None:
-                limit = min(limit, budget.max_versions)
-            name = "no DP" if budget is None else f"eps={budget.config.target_epsilon:g}"
-            seed = f" seed {env.preset.seed}" if len(envs) > 1 else ""
-            runs.append(
-                run_mode(
-                    env,
-                    mode,
-                    label=f"async {name} z={z:.3g}{seed}",
-                    progress=progress,
-                    min_separation=p.min_separation,
-                    version_limit=limit,
-                )
-            )
+    for i, budget in enumerate(plan):
+        runs = done[i * len(envs) : (i + 1) * len(envs)]
         agg = preset.async_mode.aggregation
         std = (
             0.0
@@ -179,18 +175,46 @@ def privacy_sweep(envs: Sequence[Environment], progress: Progress = None) -> Pri
     return PrivacySweep(points, p.planned_versions, p.min_separation, p.delta)
 
 
-def privacy_summary(result: PrivacySweep, wall_s: float) -> dict[str, Any]:
+def _budget_run(
+    budget: PrivacyBudget | None, seeds: bool, progress: Progress, env: Environment
+) -> RunResult:
+    """One unit of :func:`privacy_sweep`: ``budget`` (None: no noise) on ``env``."""
+    p = env.preset.privacy
+    assert p is not None
+    z = 0.0 if budget is None else budget.noise_multiplier
+    mode = _dp_mode(env.preset.async_mode, z, env.preset.seed)
+    limit = p.planned_versions
+    if budget is not None:
+        limit = min(limit, budget.max_versions)
+    name = "no DP" if budget is None else f"eps={budget.config.target_epsilon:g}"
+    seed = f" seed {env.preset.seed}" if seeds else ""
+    return run_mode(
+        env,
+        mode,
+        label=f"async {name} z={z:.3g}{seed}",
+        progress=progress,
+        min_separation=p.min_separation,
+        version_limit=limit,
+    )
+
+
+def privacy_summary(
+    result: PrivacySweep, wall_s: float, phase: Phase | None = None
+) -> dict[str, Any]:
     """The one-line JSON of ``asyncfl simulate --preset privacy-sweep --json``."""
     runs = [r for pt in result.points for r in pt.runs]
     trained = sum(r.trained for r in runs)
     cpu = sum(r.cpu_s for r in runs)
+    sim_wall = phase.wall_s if phase else sum(r.wall_s for r in runs)
     return {
         "delta": result.delta,
         "planned_versions": result.planned_versions,
         "min_separation": result.min_separation,
         "seeds": len(result.points[0].runs) if result.points else 0,
         "points": [pt.to_dict() for pt in result.points],
+        "updates_per_wall_s": trained / sim_wall if sim_wall > 0 else None,
         "updates_per_cpu_s": trained / cpu if cpu > 0 else None,
+        "workers": phase.workers if phase else 1,
         "wall_s": wall_s,
     }
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from simulator.environment import Environment
-from simulator.experiments import Comparison, GridResult
+from simulator.experiments import Comparison, GridResult, Phase
 from simulator.ledger import WASTE_CAUSES
 from simulator.results import RunResult
 
@@ -217,9 +217,12 @@ def _spread(g: dict[str, Any]) -> str:
     return f"{_g(g['median'])} [{g['min']:.3f}, {g['max']:.3f}]"
 
 
-def sweep_summary(rows: Sequence[tuple[int, Comparison]], wall_s: float) -> dict[str, Any]:
+def sweep_summary(
+    rows: Sequence[tuple[int, Comparison]], wall_s: float, phase: Phase | None = None
+) -> dict[str, Any]:
+    """The sweep's JSON line; speed figures as :meth:`Comparison.summary`'s."""
     trained = sum(x.trained for _, x in rows)
-    sim_wall = sum(x.simulation_wall_s for _, x in rows)
+    sim_wall = phase.wall_s if phase else sum(x.simulation_wall_s for _, x in rows)
     sim_cpu = sum(x.simulation_cpu_s for _, x in rows)
     return {
         "target": rows[0][1].async_run.target if rows else None,
@@ -233,6 +236,7 @@ def sweep_summary(rows: Sequence[tuple[int, Comparison]], wall_s: float) -> dict
         "tier_accuracy_gap": [x.gap_spread() for _, x in rows],
         "updates_per_wall_s": trained / sim_wall if sim_wall > 0 else None,
         "updates_per_cpu_s": trained / sim_cpu if sim_cpu > 0 else None,
+        "workers": phase.workers if phase else 1,
         "wall_s": wall_s,
     }
 
@@ -271,10 +275,11 @@ def grid_text(env: Environment, result: GridResult) -> str:
     return "\n".join(parts)
 
 
-def grid_summary(result: GridResult, wall_s: float) -> dict[str, Any]:
+def grid_summary(result: GridResult, wall_s: float, phase: Phase | None = None) -> dict[str, Any]:
     comp = result.comparison()
     trained = sum(r.trained for runs in result.runs.values() for r in runs)
-    sim_wall = sum(r.wall_s for runs in result.runs.values() for r in runs)
+    sim_wall = phase.wall_s if phase else sum(r.wall_s for rs in result.runs.values() for r in rs)
+    sim_cpu = sum(r.cpu_s for runs in result.runs.values() for r in runs)
     best = {}
     for mode in result.runs:
         b = result.best(mode)
@@ -286,5 +291,7 @@ def grid_summary(result: GridResult, wall_s: float) -> dict[str, Any]:
         "comm_ratio": comp.comm_ratio if comp else None,
         "runs": sum(len(r) for r in result.runs.values()),
         "updates_per_wall_s": trained / sim_wall if sim_wall > 0 else None,
+        "updates_per_cpu_s": trained / sim_cpu if sim_cpu > 0 else None,
+        "workers": phase.workers if phase else 1,
         "wall_s": wall_s,
     }

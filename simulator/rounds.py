@@ -78,9 +78,14 @@ class SyncSimulation(Simulation):
         update = self.train(s)
         waste: str | None = None
         try:
-            result = self.rounds.fold(
-                str(s.sid), update.delta, update.num_examples, s.version, self.now
-            )
+            if update.flat is not None:
+                result = self.rounds.fold_flat(
+                    str(s.sid), update.flat, update.num_examples, s.version, self.now
+                )
+            else:
+                result = self.rounds.fold(
+                    str(s.sid), update.delta, update.num_examples, s.version, self.now
+                )
         except UpdateRejected:
             waste, result = "rejected", None
         self.end(s, s.end, uploaded=True, waste=waste)

@@ -46,7 +46,7 @@ class Session:
     start: float
     version: int
     params: list[Array] | None
-    seed: int
+    key: int  # session_hash(seed, device, trip): every draw of the session derives from it
     steps: int
     examples: int
     down_s: float
@@ -62,6 +62,11 @@ class Session:
     def end(self) -> float:
         """When the upload finishes (if the session gets that far)."""
         return self.start + self.down_s + self.train_s + self.up_s
+
+    @property
+    def seed(self) -> int:
+        """The seed local training shuffles with (drawn only for sessions that train)."""
+        return training_seed(self.key)
 
     def compute_s(self, until: float) -> float:
         """Seconds of local training done by virtual time ``until``."""
@@ -144,8 +149,28 @@ class SessionPlanner:
         self._prefix: list[int | None] = [None] * n  # rand.key_seed(seed, device), lazily
         self._n = np.asarray(shard_sizes, dtype=np.int64).tolist()
         self._dropout = [t.dropout for t in fleet.tiers]
+        self._plans: dict[int, tuple[int, int, int]] = {}
+        self._rtt = fleet.cfg.rtt_s
+        self._always = fleet.always_available
+
+    def _budget(self, n: int) -> tuple[int, int, int]:
+        """``(total steps, examples, examples before the last step)`` of a full plan over
+        a shard of ``n`` (cached per size: the fast path of :func:`steps_within_budget`)."""
+        got = self._plans.get(n)
+        if got is None:
+            tr = self.training
+            total = tr.epochs * -(-n // tr.batch_size)
+            got = self._plans[n] = (
+                total,
+                examples_after(total, n, tr.batch_size),
+                examples_after(total - 1, n, tr.batch_size),
+            )
+        return got
 
     def plan(self, device: int, now: float, version: int, params: list[Array] | None) -> Session:
+        """``device``'s next session, starting at ``now`` on ``version`` (the same draws
+        and arithmetic as :func:`session_hash`, :func:`steps_within_budget` and
+        :meth:`Fleet.window_end`, inlined: a session is planned per update or more)."""
         fleet, tr = self.fleet, self.training
         trip = self._trips[device]
         self._trips[device] = trip + 1
@@ -158,40 +183,45 @@ class SessionPlanner:
         if self._session_sigma:
             spe *= session_factor(self._session_sigma, rand.normal(h, _SESSION_SPEED))
         n = self._n[device]
-        batch_size = tr.batch_size
-        steps = steps_within_budget(n, batch_size, tr.epochs, spe, tr.time_budget_s)
-        examples = examples_after(steps, n, batch_size)
+        total, examples, before_last = self._budget(n)
+        if not before_last * spe < tr.time_budget_s:  # cut short by the time budget
+            steps = steps_within_budget(n, tr.batch_size, tr.epochs, spe, tr.time_budget_s)
+            examples = examples_after(steps, n, tr.batch_size)
+        else:
+            steps = total
         bytes_down = self.params_bytes
         if not self._has_graphs[device]:
             bytes_down += self.graph_bytes
             self._has_graphs[device] = 1
-        down_s = fleet.cfg.rtt_s + bytes_down * 8.0 / float(fleet.down_of[device])
+        rtt = self._rtt
+        down_s = rtt + bytes_down * 8.0 / float(fleet.down_of[device])
         train_s = examples * spe
-        up_s = fleet.cfg.rtt_s + self.params_bytes * 8.0 / float(fleet.up_of[device])
+        up_s = rtt + self.params_bytes * 8.0 / float(fleet.up_of[device])
+        sid = self._next_sid
+        self._next_sid = sid + 1
         session = Session(
-            sid=self._next_sid,
-            device=device,
-            tier=tier,
-            trip=trip,
-            start=now,
-            version=version,
-            params=params,
-            seed=training_seed(h),
-            steps=steps,
-            examples=examples,
-            down_s=down_s,
-            train_s=train_s,
-            up_s=up_s,
-            bytes_down=bytes_down,
-            bytes_up=self.params_bytes,
+            sid,
+            device,
+            tier,
+            trip,
+            now,
+            version,
+            params,
+            h,
+            steps,
+            examples,
+            down_s,
+            train_s,
+            up_s,
+            bytes_down,
+            self.params_bytes,
         )
-        self._next_sid += 1
         end = now + down_s + train_s + up_s  # = session.end
         drop, drop_at = rand.pair(h, _DROP)
         if drop < self._dropout[tier]:
             session.drop_at = now + drop_at * (end - now)
             session.drop_cause = "dropout"
-        if not fleet.always_available:
+        if not self._always:
             closes = fleet.window_end(device, now)
             if closes < min(end, session.drop_at):
                 session.drop_at = closes

@@ -23,6 +23,7 @@ from simulator import rand
 from simulator.config import DataConfig
 from simulator.distributions import sample_shard_sizes
 from simulator.errors import PresetError
+from simulator.streams import DeviceStreams
 
 __all__ = ["LabelSkewShards", "ShardCache", "ShardSource", "tier_class_priors"]
 
@@ -104,6 +105,8 @@ class LabelSkewShards:
         )
         rng = np.random.default_rng([seed, 0x5A4D])
         self.sizes: Array = sample_shard_sizes(cfg, rng, len(device_tiers))
+        # default_rng(rand.key_seed(seed, device)) per device, without its SeedSequence
+        self._streams = DeviceStreams(seed, len(device_tiers))
         self._cache = ShardCache(cache_size)
         self._disjoint: list[Array] | None = None
         if cfg.partition == "disjoint":
@@ -130,7 +133,7 @@ class LabelSkewShards:
         ]
         out = []
         for device in range(len(self.sizes)):
-            drng = np.random.default_rng(rand.key_seed(self.seed, device))
+            drng = self._streams.rng(device)
             counts = drng.multinomial(int(self.sizes[device]), self._mix(drng, device))
             taken: list[int] = []
             for c, k in enumerate(counts.tolist()):
@@ -148,7 +151,7 @@ class LabelSkewShards:
 
     def class_mix(self, device: int) -> Array:
         """Device ``device``'s class probabilities."""
-        return self._mix(np.random.default_rng(rand.key_seed(self.seed, device)), device)
+        return self._mix(self._streams.rng(device), device)
 
     def shard(self, device: int) -> XY:
         if self._disjoint is not None:
@@ -156,8 +159,8 @@ class LabelSkewShards:
             return self._train.x[idx], self._train.y[idx]
         xy = self._cache.get(device)
         if xy is None:
-            # one generator per device: its class mix first, then its examples
-            rng = np.random.default_rng(rand.key_seed(self.seed, device))
+            # one stream per device: its class mix first, then its examples
+            rng = self._streams.rng(device)
             counts = rng.multinomial(int(self.sizes[device]), self._mix(rng, device))
             idx = self._train.draw(np.repeat(self._labels, counts), rng)
             xy = (self._train.x[idx], self._train.y[idx])

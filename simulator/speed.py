@@ -7,18 +7,32 @@ times a plain float32 ``np.matmul`` of that call's heaviest product (contiguous 
 nothing around it; for a first step the group's whole forward product, the fastest shape
 its FLOPs come in), so the baseline is measured on the machine as loaded as the run saw
 it (these machines are shared). :func:`training_speed` reports both rates and the
-fraction; :func:`gate_report` the configurations the gate checked.
+fraction; :func:`gate_report` the configurations the gate checked. Both read
+:class:`TrainerStats`, the counters a trainer hands back from a worker process.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["gate_report", "plain_matmul_seconds", "training_speed"]
+__all__ = ["TrainerStats", "gate_report", "plain_matmul_seconds", "training_speed"]
+
+
+@dataclass
+class TrainerStats:
+    """A batched trainer's counters (plain values: they travel between processes)."""
+
+    flops: float = 0.0
+    seconds: float = 0.0
+    matmul_flops: float = 0.0
+    matmul_s: float = 0.0
+    gate: dict[tuple[float, int, int], Any] = field(default_factory=dict)
+
 
 _REPEATS = 3  # the mean of three calls: timed as the training calls are (not the best)
 

@@ -30,9 +30,24 @@ class Diverged(SimulatorError):
 
 
 class LocalUpdate(NamedTuple):
-    delta: list[Array]
+    """A device's update: its tensors, or ``flat`` (one contiguous vector, which the
+    aggregator folds in one pass) and ``layout`` (each tensor's ``(start, end, shape)``
+    in it), from which :attr:`delta` makes the tensors as views when asked."""
+
+    tensors: list[Array] | None
     num_examples: int
     steps: int
+    flat: Array | None = None
+    layout: tuple[tuple[int, int, tuple[int, ...]], ...] = ()
+
+    @property
+    def delta(self) -> list[Array]:
+        """The update's tensors (delta = trained - base parameters)."""
+        if self.tensors is not None:
+            return self.tensors
+        assert self.flat is not None, "an update has tensors or a flat vector"
+        flat = self.flat
+        return [flat[start:end].reshape(shape) for start, end, shape in self.layout]
 
 
 class TrainJob(NamedTuple):

@@ -70,6 +70,33 @@ class FedBuffAggregator(AggregatorBase):
         step = self._step() if self._buffer_ready() else None
         return FoldResult(staleness, weight, norm, clipped, step)
 
+    def fold_flat(
+        self,
+        update_id: str,
+        flat: np.ndarray[Any, Any],
+        num_examples: int,
+        base_version: int,
+        now: float | None = None,
+    ) -> FoldResult:
+        """:meth:`fold` of an update given as one flat float32 vector of the model's
+        size (its tensors in :attr:`spec` order, e.g. a row of a batched trainer's
+        output): the same checks, weights, result and accumulated values, with one norm
+        pass and one ``saxpy`` over the vector instead of one per tensor."""
+        buf = self._buffer
+        if (
+            type(update_id) is str
+            and update_id not in buf.id_set
+            and update_id not in self._recent
+            and type(base_version) is int
+            and base_version >= 0
+        ):
+            staleness = self._version - base_version
+            plain = self._fold_flat_plain(update_id, flat, num_examples, staleness)
+            if plain is not None:
+                step = self._step() if len(buf.ids) >= self._goal else None
+                return FoldResult(staleness, plain[0], plain[1], False, step)
+        return self.fold(update_id, self.split_flat(flat), num_examples, base_version, now)
+
     def merge(self, partial: Partial, now: float | None = None) -> MergeResult:
         """Merge a replica's partial: each group weighted by its staleness at this version.
         The leader's copy has no staleness bound (the replica enforced it before it

@@ -45,7 +45,7 @@ from server.aggregation.recent import RecentIds
 from server.aggregation.results import AggregatorStats, MergeResult, StepResult
 from server.aggregation.staleness import make_staleness_fn
 from server.aggregation.state import SnapshotError, checked_array
-from server.aggregation.validation import Flat, ModelSpec, RejectReason, reject
+from server.aggregation.validation import MAX_NUM_EXAMPLES, Flat, ModelSpec, RejectReason, reject
 from server.errors import ConfigError, UpdateRejected
 
 __all__ = ["AggregatorBase"]
@@ -232,6 +232,51 @@ class AggregatorBase:
         self._staleness_sum += staleness
         self._clipped += c.clipped
         return weight, c.norm, c.clipped
+
+    def split_flat(self, flat: np.ndarray[Any, Any]) -> list[np.ndarray[Any, Any]]:
+        """The model's tensors as views of one flat vector laid out as :attr:`spec`
+        (UpdateRejected, counted, when it has another shape)."""
+        spec = self._spec
+        if not isinstance(flat, np.ndarray) or flat.shape != (spec.total_size,):
+            exc = reject(
+                RejectReason.SHAPE_MISMATCH,
+                f"a flat update has shape {list(np.shape(flat))}, the model needs "
+                f"[{spec.total_size}]",
+            )
+            self._count_rejection(exc)
+            raise exc
+        return [
+            flat[o : o + n].reshape(s)
+            for o, n, s in zip(spec.offsets, spec.sizes, spec.shapes, strict=True)
+        ]
+
+    def _fold_flat_plain(
+        self, update_id: str, flat: Flat, num_examples: int, staleness: int
+    ) -> tuple[float, float] | None:
+        """The plain path (no clipping, no norm bound, equal example weights, not masked)
+        of an update given as one flat float32 vector whose id and version were accepted:
+        one ``sdot`` (norm, NaN/Inf) and one ``saxpy`` over the vector, the same values
+        per element as a fold tensor by tensor. Returns ``(weight, norm)``, or None having
+        changed nothing when the general path must decide."""
+        if (
+            not self._plain
+            or type(flat) is not np.ndarray
+            or flat.dtype != np.float32
+            or flat.shape != (self._spec.total_size,)
+            or not flat.flags.c_contiguous
+            or type(num_examples) is not int
+            or not 1 <= num_examples <= MAX_NUM_EXAMPLES
+            or not 0 <= staleness < self._plain_staleness_limit
+        ):
+            return None
+        sq = blas.sq_norm(flat)
+        if not sq < math.inf:
+            return None
+        weight = self._staleness_weights[staleness]
+        self._buffer.add_total((update_id,), flat, weight * self._fold_factor, weight)
+        self._folded += 1
+        self._staleness_sum += staleness
+        return weight, math.sqrt(sq)
 
     def _count_rejection(self, exc: UpdateRejected) -> None:
         self._rejected[exc.code] += 1

@@ -131,6 +131,30 @@ class SyncRoundAggregator(AggregatorBase):
             raise
         return FoldResult(0, weight, norm, clipped, self._step_if_full())
 
+    def fold_flat(
+        self,
+        update_id: str,
+        flat: np.ndarray[Any, Any],
+        num_examples: int,
+        base_version: int,
+        now: float | None = None,
+    ) -> FoldResult:
+        """:meth:`fold` of an update given as one flat float32 vector of the model's
+        size (see :meth:`FedBuffAggregator.fold_flat`): the same checks, weights, result
+        and accumulated values, one norm pass and one ``saxpy`` for the whole update."""
+        if now is None:
+            raise TypeError("a sync round needs the update's arrival time (now)")
+        try:
+            self._check_duplicate(update_id)
+            self._check_round(base_version, now)
+        except UpdateRejected as exc:
+            self._count_rejection(exc)
+            raise
+        plain = self._fold_flat_plain(update_id, flat, num_examples, 0)
+        if plain is None:
+            return self.fold(update_id, self.split_flat(flat), num_examples, base_version, now)
+        return FoldResult(0, plain[0], plain[1], False, self._step_if_full())
+
     def merge(self, partial: Partial, now: float | None = None) -> MergeResult:
         """Merge a replica's partial: groups of the open round are taken (a partial past
         ``goal`` makes a round of more than ``goal`` updates); groups of another round,

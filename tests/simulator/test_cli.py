@@ -42,7 +42,8 @@ def test_simulate_prints_tables_then_one_json_line_and_writes_a_plot(
     out = tmp_path / "out"
     argv = ["simulate", "--preset", str(tiny_preset_file), "--json", "--out", str(out)]
 
-    code = main([*argv, "--bundle-dir", str(mlp_bundle_dir)])
+    # one worker: forked workers' progress lines would bypass capsys
+    code = main([*argv, "--bundle-dir", str(mlp_bundle_dir), "--workers", "1"])
 
     captured = capsys.readouterr()
     lines = captured.out.strip().splitlines()
@@ -59,10 +60,12 @@ def test_simulate_prints_tables_then_one_json_line_and_writes_a_plot(
         "tier_accuracy_gap",
         "updates_per_wall_s",
         "updates_per_cpu_s",
+        "workers",
         "wall_s",
         "gate",
         "training_speed",
     }
+    assert summary["workers"] == 1
     assert summary["target"] == 0.5
     assert summary["speedup"] == pytest.approx(
         summary["sync_time_to_target"] / summary["async_time_to_target"]
@@ -148,3 +151,57 @@ def test_simulate_a_privacy_preset_prints_accuracy_per_epsilon_and_a_plot(
     assert dp["accuracy"]["min"] <= dp["accuracy"]["median"] <= dp["accuracy"]["max"]
     assert "epsilon reached" in captured.out
     assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+TIMINGS = {"wall_s", "cpu_s", "updates_per_wall_s", "updates_per_cpu_s", "workers"}
+
+
+def _without_timings(value: object) -> object:
+    """``value`` without the fields that measure this machine (wall and CPU seconds)."""
+    if isinstance(value, dict):
+        return {
+            k: _without_timings(v)
+            for k, v in value.items()
+            if k not in TIMINGS and k not in ("updates_per_command_wall_s", "training_speed")
+        }
+    if isinstance(value, list):
+        return [_without_timings(v) for v in value]
+    return value
+
+
+def _table_without_wall_column(text: str) -> str:
+    """The tables with the runs table's ``wall s`` column blanked (its span is the run
+    of dashes under the header)."""
+    lines = text.splitlines()
+    out, span = [], None
+    for i, line in enumerate(lines):
+        if "wall s" in line and i + 1 < len(lines):
+            at, dashes = line.index("wall s"), lines[i + 1]
+            end = dashes.find(" ", at)
+            span = (dashes.rfind(" ", 0, at) + 1, len(dashes) if end < 0 else end)
+        elif not line.strip():
+            span = None
+        if span is not None:
+            line = line[: span[0]] + " " * (span[1] - span[0]) + line[span[1] :]
+        out.append(line)
+    return "\n".join(out)
+
+
+def test_runs_in_parallel_workers_give_the_output_of_one_process(
+    tiny_preset_file: Path, mlp_bundle_dir: Path, tmp_path: Path
+) -> None:
+    outputs = {}
+    for workers in ("1", "2"):
+        out = tmp_path / f"workers-{workers}"
+        argv = ["simulate", "--preset", str(tiny_preset_file), "--out", str(out)]
+        argv += ["--set", "run.seeds=[0,1]", "--workers", workers]
+        main([*argv, "--bundle-dir", str(mlp_bundle_dir)])
+        saved = json.loads((out / "result.json").read_text())
+        table = _table_without_wall_column((out / "table.txt").read_text())
+        outputs[workers] = (saved, table, (out / "plot.png").read_bytes())
+
+    (one, table_one, png_one), (two, table_two, png_two) = outputs["1"], outputs["2"]
+    assert (one["summary"]["workers"], two["summary"]["workers"]) == (1, 2)
+    assert _without_timings(one) == _without_timings(two)
+    assert table_one == table_two
+    assert png_one == png_two

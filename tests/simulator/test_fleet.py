@@ -8,12 +8,14 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from simulator import rand
 from simulator.config import SpeedConfig
 from simulator.distributions import sample_speeds
 from simulator.fleet import Fleet
 from simulator.sessions import (
     SessionPlanner,
     examples_after,
+    session_factor,
     session_hash,
     steps_within_budget,
     training_seed,
@@ -182,3 +184,31 @@ def test_the_planners_session_hash_is_the_documented_one() -> None:
     seeds = [planner.plan(d % 20, 0.0, 0, None).seed for d in range(60)]
 
     assert seeds == [training_seed(session_hash(9, d % 20, d // 20)) for d in range(60)]
+
+
+def test_planned_steps_and_times_are_the_budget_rules_even_when_cut_short() -> None:
+    # slow devices and a short budget: many sessions end early, the rest run in full
+    preset = tiny_preset(
+        "fleet.devices=400",
+        "fleet.session_speed.sigma=0.6",
+        "training.time_budget_s=20",
+        "training.epochs=2",
+    )
+    fleet = Fleet(preset.fleet, seed=1)
+    sizes = np.random.default_rng(2).integers(1, 60, fleet.size)
+    tr = preset.training
+    planner = SessionPlanner(fleet, sizes, tr, params_bytes=100, graph_bytes=500, seed=4)
+
+    sessions = [planner.plan(d % fleet.size, 3.0 * d, 0, None) for d in range(1200)]
+
+    sigma = preset.fleet.session_speed.sigma
+    cut = 0
+    for s in sessions:
+        factor = session_factor(sigma, rand.normal(s.key, 1)) if sigma else 1.0
+        n, spe = int(sizes[s.device]), float(fleet.seconds_of[s.device]) * factor
+        steps = steps_within_budget(n, tr.batch_size, tr.epochs, spe, tr.time_budget_s)
+        cut += steps < tr.epochs * -(-n // tr.batch_size)
+        assert (s.steps, s.examples) == (steps, examples_after(steps, n, tr.batch_size))
+        assert s.train_s == s.examples * spe
+        assert s.end == s.start + s.down_s + s.train_s + s.up_s
+    assert 0 < cut < len(sessions)

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 from server.modeling.datasets import load_dataset
+from simulator import rand
 from simulator.environment import make_shards
 from simulator.errors import PresetError
 from simulator.fleet import Fleet
 from simulator.shards import LabelSkewShards, tier_class_priors
+from simulator.streams import DeviceStreams, seed_sequence_words
 from simulator.synthetic import SyntheticShards
 from tests.simulator.support import tiny_preset
 
@@ -161,3 +163,38 @@ def test_draws_let_more_devices_share_the_pool_than_it_has_examples() -> None:
 
     assert shards.partition is None
     assert int(shards.sizes.sum()) > len(shards._train.y)
+
+
+@pytest.mark.parametrize("seed", [0, 3, 2**40 + 7])
+def test_device_streams_are_the_generators_default_rng_gives(seed: int) -> None:
+    streams = DeviceStreams(seed, 2000)
+
+    for device in [0, 1, 2, 999, 1999]:
+        want = np.random.default_rng(rand.key_seed(seed, device))
+        got = streams.rng(device)
+        assert got.bit_generator.state == want.bit_generator.state
+        assert np.array_equal(got.random(5), want.random(5))
+        assert np.array_equal(got.dirichlet([0.5] * 4), want.dirichlet([0.5] * 4))
+
+
+def test_seed_sequence_words_match_numpy_at_the_edges_of_64_bits() -> None:
+    keys = [0, 1, 2**32 - 1, 2**32, 2**63, 2**64 - 1, 0x9E3779B97F4A7C15]
+
+    words = seed_sequence_words(np.asarray(keys, dtype=np.uint64))
+
+    for i, key in enumerate(keys):
+        want = np.random.SeedSequence(key).generate_state(4, np.uint64)
+        assert [int(w[i]) for w in words] == want.tolist()
+
+
+def test_shards_are_drawn_as_from_a_generator_per_device() -> None:
+    shards = _digits()
+
+    for device in [0, 5, 17]:
+        # the definition the streams reproduce: one default_rng per device
+        rng = np.random.default_rng(rand.key_seed(shards.seed, device))
+        mix = rng.dirichlet(np.maximum(shards._concentration[shards._tiers[device]], 1e-3))
+        counts = rng.multinomial(int(shards.sizes[device]), mix)
+        idx = shards._train.draw(np.repeat(np.arange(len(counts)), counts), rng)
+        x, y = shards.shard(device)
+        assert np.array_equal(x, shards._train.x[idx]) and np.array_equal(y, shards._train.y[idx])

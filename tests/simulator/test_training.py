@@ -98,6 +98,22 @@ def test_jobs_sharing_a_model_version_train_as_if_alone(onnx_trainer: OnnxTraine
             np.testing.assert_allclose(a, b, rtol=0, atol=2e-6)
 
 
+def test_an_update_is_its_flat_row_and_later_calls_never_overwrite_it(
+    onnx_trainer: OnnxTrainer,
+) -> None:
+    batched = DenseBatchTrainer(onnx_trainer)
+    first = batched.batched_many(_jobs(onnx_trainer, 30, seed=1), lr=0.3, batch_size=16, epochs=1)
+    kept = [np.concatenate([t.reshape(-1) for t in u.delta]) for u in first]
+
+    for seed in range(2, 8):  # more calls than the pool has blocks, some dropped at once
+        batched.batched_many(_jobs(onnx_trainer, 30, seed=seed), lr=0.3, batch_size=16, epochs=1)
+
+    for update, want in zip(first, kept, strict=True):
+        assert update.flat is not None and update.flat.flags.c_contiguous
+        assert np.array_equal(update.flat, want)  # the delta tensors are views of the row
+        assert all(np.shares_memory(t, update.flat) for t in update.delta)
+
+
 def test_verify_reports_the_worst_relative_difference_and_refuses_above_it(
     onnx_trainer: OnnxTrainer,
 ) -> None:
