@@ -36,10 +36,7 @@ def default_workers() -> int:
     average (at least one). On a machine others keep busy, forked workers only take
     turns with them and with each other (measured here at load 3-5 on 2 cores: two
     workers ran papaya-small at 4,900-6,000 updates a wall second, one at 6,700-7,700)."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cpus = os.cpu_count() or 1
+    cpus = _cpus()
     try:
         idle = cpus - os.getloadavg()[0]
     except OSError:  # no load average here
@@ -47,8 +44,23 @@ def default_workers() -> int:
     return max(1, min(cpus, int(idle + 0.5)))
 
 
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def _run(index: int) -> Any:
     return _UNITS[index]()
+
+
+def _share_blas(threads: int) -> None:
+    """In a worker: BLAS gets this worker's share of the CPUs (OpenBLAS would start one
+    thread per CPU in every worker: N workers, N times too many threads)."""
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+    threadpool_limits(limits=threads)
 
 
 def run_units(units: Sequence[Callable[[], T]], workers: int) -> list[T]:
@@ -59,7 +71,9 @@ def run_units(units: Sequence[Callable[[], T]], workers: int) -> list[T]:
         return [unit() for unit in units]
     _UNITS = units
     try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        threads = max(1, _cpus() // workers)
+        context = multiprocessing.get_context("fork")
+        with context.Pool(workers, initializer=_share_blas, initargs=(threads,)) as pool:
             # one unit at a time: units differ in length, so a free worker takes the next
             return pool.map(_run, range(len(units)), chunksize=1)
     finally:
