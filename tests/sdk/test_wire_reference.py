@@ -153,9 +153,11 @@ def tensor_maps(draw: st.DrawFn) -> Any:
     obj = {"dtype": dtype, "shape": shape, "data": data}
     for key in draw(st.sets(st.sampled_from(["dtype", "shape", "data"]), max_size=1)):
         del obj[key]
-    return draw(st.one_of(st.just(obj), st.just([obj]), st.just(None))) if draw(
-        st.booleans()
-    ) and not draw(st.booleans()) else obj
+    return (
+        draw(st.one_of(st.just(obj), st.just([obj]), st.just(None)))
+        if draw(st.booleans()) and not draw(st.booleans())
+        else obj
+    )
 
 
 @EXAMPLES
