@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import msgpack
 import numpy as np
@@ -71,12 +71,14 @@ def check_tree(obj: Any, *, max_depth: int = MAX_DEPTH) -> None:
     """Refuse what no asyncfl message holds (see the module docstring), iteratively:
     a deep message costs a loop here, never the interpreter's recursion limit."""
     stack: list[tuple[Any, int]] = [(obj, 0)]
+    scalars = _SCALARS
     while stack:
         node, depth = stack.pop()
         kind = type(node)
         if kind is dict:
-            if any(type(key) is not str for key in node):
-                raise WireFormatError("map keys must be strings")
+            for key in node:  # a loop, not any(genexpr): this runs on every body
+                if type(key) is not str:
+                    raise WireFormatError("map keys must be strings")
             children = node.values()
         elif kind is list:
             children = node
@@ -87,9 +89,11 @@ def check_tree(obj: Any, *, max_depth: int = MAX_DEPTH) -> None:
             raise WireFormatError(f"message is nested deeper than {max_depth} levels")
         for child in children:
             kind = type(child)
+            if kind in scalars:
+                continue
             if kind is dict or kind is list:
                 stack.append((child, depth + 1))
-            elif kind not in _SCALARS:
+            elif kind is not int or not INT64_MIN <= child <= INT64_MAX:
                 _check_scalar(child)
 
 
@@ -120,28 +124,36 @@ def decode_tensor(obj: Any, *, where: str = "tensor") -> np.ndarray[Any, Any]:
     if not isinstance(obj, dict):
         raise WireFormatError(f"{where}: expected a map with dtype, shape and data")
     dtype_name, shape, data = obj.get("dtype"), obj.get("shape"), obj.get("data")
-    if not isinstance(dtype_name, str) or dtype_name not in WIRE_DTYPES:
+    dtype = WIRE_DTYPES.get(dtype_name) if isinstance(dtype_name, str) else None
+    if dtype is None:
         raise WireFormatError(f"{where}: unsupported dtype {dtype_name!r}")
-    if (
-        not isinstance(shape, list)
-        or len(shape) > MAX_RANK
-        or not all(type(d) is int and 0 <= d <= MAX_DIM for d in shape)
-    ):
+    if not _valid_shape(shape):
         raise WireFormatError(
             f"{where}: shape must be a list of at most {MAX_RANK} ints in 0..{MAX_DIM}"
         )
     if not isinstance(data, bytes | bytearray | memoryview):
         raise WireFormatError(f"{where}: data must be msgpack bin")
-    dtype = WIRE_DTYPES[dtype_name]
-    span = math.prod(d for d in shape if d) * dtype.itemsize
-    if span > MAX_SPAN_BYTES:
+    count = math.prod(shape)
+    if not count and math.prod(d for d in shape if d) * dtype.itemsize > MAX_SPAN_BYTES:
         raise WireFormatError(f"{where}: shape {shape} of {dtype_name} is too large")
-    expected = math.prod(shape) * dtype.itemsize
+    expected = count * dtype.itemsize  # a non-empty shape spans exactly its bytes
+    if expected > MAX_SPAN_BYTES:
+        raise WireFormatError(f"{where}: shape {shape} of {dtype_name} is too large")
     if len(data) != expected:
         raise WireFormatError(
             f"{where}: data has {len(data)} bytes, shape {shape} of {dtype_name} needs {expected}"
         )
     return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+
+def _valid_shape(shape: Any) -> TypeGuard[list[int]]:
+    """A list of at most MAX_RANK ints in 0..MAX_DIM (bools are not ints here)."""
+    if not isinstance(shape, list) or len(shape) > MAX_RANK:
+        return False
+    for d in shape:  # noqa: SIM110 - a loop: all(genexpr) costs per tensor, per body
+        if type(d) is not int or not 0 <= d <= MAX_DIM:
+            return False
+    return True
 
 
 def decode_tensors(obj: Any, *, where: str = "tensors") -> list[np.ndarray[Any, Any]]:

@@ -11,10 +11,12 @@ the task's :class:`~server.tasks.local.LocalAggregation` (validation, weights,
 state of the version taken), the group cut (the buffer's state copied, every
 ``--group-ms``), the acknowledgement and the metrics.
 
-What it leaves out is durability: the version's database transaction and blob writes,
-and the checkpoint write are skipped (their inputs are built all the same). Against
-the bare handler it prices the FL logic; against the real endpoint, the disk and the
-database.
+It runs with the server's allocator and garbage-collector settings
+(``server.cli_serve._tune_malloc`` and ``_tune_gc``), so the two sides differ by
+durability only. What it leaves out is durability: the version's database transaction
+and blob writes, and the checkpoint write are skipped (their inputs are built all the
+same). Against the bare handler it prices the FL logic; against the real endpoint, the
+disk and the database.
 
     python -m load_tests.logic_server --port-file PATH --secret S --model linear_100k
         [--goal K] [--group-ms MS]
@@ -38,6 +40,8 @@ from load_tests.bare_server import serve
 from load_tests.bundle import linear_bundle
 from server.aggregation import ModelSpec
 from server.api.http import read_body
+from server.cli_serve import _tune_gc as tune_gc
+from server.cli_serve import _tune_malloc as tune_malloc
 from server.coordination.sessions import InProcessSessionStore
 from server.coordination.tokens import TokenSigner
 from server.errors import AsyncflError
@@ -158,6 +162,7 @@ def create_app(ingest: Ingest) -> web.Application:
 
 async def main_async(args: argparse.Namespace) -> None:
     ingest = await build(args.secret, args.model, args.goal, args.group_ms)
+    tune_gc()  # after start-up, as asyncfl serve does
     await serve(args.port_file, create_app(ingest))
 
 
@@ -169,6 +174,7 @@ def main() -> None:
     parser.add_argument("--goal", type=int, default=100, help="K: a version per K updates")
     parser.add_argument("--group-ms", type=float, default=5.0, help="the group interval")
     args = parser.parse_args()
+    tune_malloc()
     asyncio.run(main_async(args))
 
 

@@ -132,12 +132,15 @@ class Ingest:
         except DeviceRevoked as exc:
             self._refused(state, claims, _row(payload), exc.code)
             raise
-        answer = await self._answer_known(runtime, claims, claim)
-        if answer is not None:
-            return answer
+        # A fresh grant (the common case) needs no look at the ledger: no coroutine call
+        if claim.verdict is not Verdict.GRANTED or claim.recreated:
+            answer = await self._answer_known(runtime, claims, claim)
+            if answer is not None:
+                return answer
         try:
             self._check(state, claims, payload, now)
-            await self._register_seed(state, claims, payload)
+            if payload.masked or state.config.secure_aggregation is not None:
+                await self._register_seed(state, claims, payload)
             pending = entry(
                 claims.sid,
                 state.id,
@@ -289,17 +292,25 @@ class Ingest:
         """Fold into the task's sink: the embedded leader's open group, or this replica's
         partial (UpdateRejected: nothing changed)."""
         state = runtime.state
-        ack: dict[str, Any] = {"status": "accepted", "update_id": claims.sid}
         wait: Awaitable[Any]
         if self._partials is not None:  # a replica: into this replica's partial
-            ack["staleness"] = max(0, state.version - payload.base_version)
+            ack: dict[str, Any] = {
+                "status": "accepted",
+                "update_id": claims.sid,
+                "staleness": max(0, state.version - payload.base_version),
+            }
             wait = await self._into_partial(state, claims, token, payload, pending, ack)
         else:
             local = runtime.local
             if local is None:
                 raise Unavailable("no aggregator leads this task here", code="task_not_led")
             result, group = local.fold(pending, payload.tensors, now)
-            ack |= {"position": str(group.seq), "staleness": result.staleness}
+            ack = {
+                "status": "accepted",
+                "update_id": claims.sid,
+                "position": str(group.seq),
+                "staleness": result.staleness,
+            }
             wait = group.wait()
         audit = None if self._audit is None else _audit_record(pending, body)
         return _Folded(ack, wait, token, _row(payload), now, audit)
