@@ -75,10 +75,14 @@ class NodeRun:
 
 
 def _config_file(workdir: Path, config: dict[str, Any]) -> Path:
+    """A config file of its own: devices started together (threads) never share one (a
+    name counted from the folder's files raced, and two devices then ran one's config)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / f"device-{len(list(workdir.glob('device-*.json')))}.json"
-    path.write_text(json.dumps(config))
-    return path
+    with tempfile.NamedTemporaryFile(
+        "w", dir=workdir, prefix="device-", suffix=".json", delete=False
+    ) as fh:
+        fh.write(json.dumps(config))
+    return Path(fh.name)
 
 
 async def run_device(config: dict[str, Any], workdir: Path, timeout_s: float = 90.0) -> NodeRun:
