@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -32,16 +33,59 @@ _UNITS: Sequence[Callable[[], Any]] = ()
 
 
 def default_workers() -> int:
-    """One worker per idle CPU: the CPUs this process may use minus the 1-minute load
-    average (at least one). On a machine others keep busy, forked workers only take
-    turns with them and with each other (measured here at load 3-5 on 2 cores: two
-    workers ran papaya-small at 4,900-6,000 updates a wall second, one at 6,700-7,700)."""
+    """One worker per idle CPU: the CPUs this process may use times the share of CPU time
+    the machine left idle over the last :data:`SAMPLE_S` (``/proc/stat``), at least one.
+    Where there is no ``/proc/stat``, the CPUs minus the 1-minute load average, which
+    also counts this process's own runs of the minute before (measured here: a second
+    command right after a first got one worker on an idle machine). On a machine others
+    keep busy, forked workers only take turns with them and with each other (measured
+    here at load 3-5 on 2 cores: two workers ran papaya-small at 4,900-6,000 updates a
+    wall second, one at 6,700-7,700)."""
     cpus = _cpus()
-    try:
-        idle = cpus - os.getloadavg()[0]
-    except OSError:  # no load average here
-        idle = float(cpus)
+    share = idle_share()
+    if share is not None:
+        idle = cpus * share
+    else:
+        try:
+            idle = cpus - os.getloadavg()[0]
+        except OSError:  # no load average here
+            idle = float(cpus)
     return max(1, min(cpus, int(idle + 0.5)))
+
+
+SAMPLE_S = 0.25  # how long default_workers watches the machine
+
+
+def idle_share(sample_s: float = SAMPLE_S, stat: str = "/proc/stat") -> float | None:
+    """The share of all CPUs' time spent idle (or waiting for I/O) over ``sample_s``,
+    from two readings of ``stat``'s ``cpu`` line; None where it cannot be read."""
+    first = _cpu_times(stat)
+    if first is None:
+        return None
+    time.sleep(sample_s)
+    second = _cpu_times(stat)
+    if second is None:
+        return None
+    total = sum(second) - sum(first)
+    if total <= 0:
+        return None
+    idle = (second[3] + second[4]) - (first[3] + first[4])  # idle, iowait
+    return min(1.0, max(0.0, idle / total))
+
+
+def _cpu_times(stat: str) -> list[int] | None:
+    """The aggregate ``cpu`` line of ``/proc/stat`` (user nice system idle iowait ...)."""
+    try:
+        with open(stat, encoding="ascii") as fh:
+            fields = fh.readline().split()
+    except (OSError, ValueError):  # unreadable, or not ASCII
+        return None
+    if len(fields) < 6 or fields[0] != "cpu":
+        return None
+    try:
+        return [int(v) for v in fields[1:]]
+    except ValueError:
+        return None
 
 
 def _cpus() -> int:
