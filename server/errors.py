@@ -83,6 +83,7 @@ CODES: Final[dict[str, ErrorSpec]] = {
         "not_found",
         "unknown_task",
         "unknown_version",
+        "params_not_kept",
         "unknown_artifact",
         "unknown_blob",
         "unknown_dataset",

@@ -130,10 +130,8 @@ async def download_model(request: web.Request) -> web.Response:
     services = require_admin(request)
     state = services.manager.get(request.match_info["task"]).state
     version = parse_version(request.match_info["version"], state.version)
-    record = await services.manager.repo.version(state.id, version)
-    params = artifacts.decode_version_params(
-        await services.blobs.get(record.params_blob), state.manifest
-    )
+    digest = await services.manager.repo.params_blob(state.id, version)
+    params = artifacts.decode_version_params(await services.blobs.get(digest), state.manifest)
     graph = await services.blobs.get(state.record.artifacts["infer"])
     model = await asyncio.to_thread(inference_model, graph, state.manifest, params)
     return web.Response(

@@ -275,9 +275,9 @@ async def params(request: web.Request) -> web.Response:
         )
     if version > published.version:
         raise NotFound(f"version {version} is not committed yet", code="unknown_version")
-    record = await services.manager.repo.version(state.id, version)
-    body = await services.blobs.get(record.params_blob)
-    return _etag_response(request, record.params_blob, body, "application/msgpack")
+    digest = await services.manager.repo.params_blob(state.id, version)
+    body = await services.blobs.get(digest)
+    return _etag_response(request, digest, body, "application/msgpack")
 
 
 # -- upload -------------------------------------------------------------------------------

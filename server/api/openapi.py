@@ -122,7 +122,8 @@ def openapi_document() -> dict[str, Any]:
             },
             "/v1/tasks/{task}/versions/{version}/params": {
                 "get": {
-                    "summary": "Parameters of a committed version (msgpack list of tensors)",
+                    "summary": "Parameters of a published version (msgpack list of tensors; 404 "
+                    "params_not_kept for a version superseded in the commit that made it)",
                     "security": device,
                     "parameters": [TASK, VERSION],
                     "responses": _responses(
@@ -235,7 +236,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/admin/v1/tasks/{task}/versions/{version}/model.onnx": {
                 "get": {
-                    "summary": "A version as a deployable ONNX inference model",
+                    "summary": "A published version as a deployable ONNX inference model",
                     "security": admin,
                     "parameters": [TASK, VERSION],
                     "responses": _responses(

@@ -25,7 +25,7 @@ class VersionRecord:
     task_id: str
     version: int
     created_at: float
-    params_blob: str
+    params_blob: str | None  # None: never published, not kept (an older version of a commit)
     snapshot_blob: str | None  # None: not kept (an older version of a group commit)
     queue_position: str
     fence: int

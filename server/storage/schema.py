@@ -39,7 +39,7 @@ model_versions = sa.Table(
     sa.Column("task_id", sa.String(64), sa.ForeignKey("tasks.id"), primary_key=True),
     sa.Column("version", sa.Integer, primary_key=True),
     sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("params_blob", sa.String(64), nullable=False),
+    sa.Column("params_blob", sa.String(64), nullable=True),
     # The aggregator's state right after this version; kept for the newest version of
     # each commit only (a group commit writes several): restoring reads the head's.
     sa.Column("snapshot_blob", sa.String(64), nullable=True),

@@ -81,6 +81,18 @@ class TaskRepository:
             raise NotFound(f"task {task_id!r} has no version {version}", code="unknown_version")
         return VersionRecord(**rows[0])
 
+    async def params_blob(self, task_id: str, version: int) -> str:
+        """The blob of a version's parameters; NotFound when the version has none (it was
+        superseded in the commit that made it, never published)."""
+        record = await self.version(task_id, version)
+        if record.params_blob is None:
+            raise NotFound(
+                f"task {task_id!r}: version {version} was superseded in the commit that made "
+                "it and never published; its parameters are not kept",
+                code="params_not_kept",
+            )
+        return record.params_blob
+
     async def latest_version(self, task_id: str) -> VersionRecord:
         task = await self.get(task_id)
         return await self.version(task_id, task.current_version)

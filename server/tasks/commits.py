@@ -11,6 +11,11 @@ head's). A commit that fails on a storage error is retried with backoff (the ver
 is not half-written: the blobs are content-addressed and the rows and the ledger
 change in one transaction). A commit refused as stale means another leader
 owns the task: the committer stops.
+
+Only the newest version of a batch is ever published (the others are superseded before
+any device can be handed them), so only its parameters are encoded and written; the
+older versions' rows say so with no params blob (their ledger rows, counts and metrics
+stay). Every version a device or an operator was ever shown keeps its parameters.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from client_sdk.wire import encode_tensors, pack
 from server.coordination.partials import RedisPartialQueue
 from server.errors import AsyncflError, NotFound, StorageError
 from server.storage.blobs import LocalBlobStore
@@ -42,13 +48,17 @@ BATCH_ROWS = 2048
 class CommitJob:
     task_id: str
     version: int
-    params: bytes  # msgpack wire tensors, as clients download them
     position: str  # queue position of the last update this version consumed
     applied: list[LedgerEntry]
     mean_staleness: float | None
-    params_arrays: list[np.ndarray[Any, Any]] = field(compare=False)
+    params_arrays: list[np.ndarray[Any, Any]] = field(compare=False)  # the version's own copy
     stepped_at: float = field(default_factory=time.time)
     release_id: str | None = None  # secure aggregation: the release that made it
+
+
+def wire_params(job: CommitJob) -> bytes:
+    """The version's parameters as clients download them (msgpack wire tensors)."""
+    return pack(encode_tensors(job.params_arrays))
 
 
 class LeadershipLost(AsyncflError):
@@ -137,10 +147,11 @@ class Committer:
     async def _commit_with_retry(self, batch: list[CommitJob], snapshot: bytes) -> None:
         backoff = 0.1
         last = batch[-1]
+        params = wire_params(last)
         while True:
             started = time.perf_counter()
             try:
-                params_blobs = await self._commit(batch, snapshot)
+                params_blob = await self._commit(batch, params, snapshot)
             except StaleCommit as exc:
                 if not await self._already_committed(last):
                     logger.warning("task %s: %s", last.task_id, exc)
@@ -148,10 +159,7 @@ class Committer:
                         self._on_stale()
                     raise LeadershipLost(str(exc)) from exc
                 # our own earlier attempt went through: the batch is one transaction
-                params_blobs = [
-                    (await self._repo.version(job.task_id, job.version)).params_blob
-                    for job in batch
-                ]
+                params_blob = await self._repo.params_blob(last.task_id, last.version)
             except StorageError as exc:
                 self.failures += 1
                 logger.warning(
@@ -167,8 +175,7 @@ class Committer:
                 continue
             break
         elapsed = time.perf_counter() - started
-        for job, params_blob in zip(batch, params_blobs, strict=True):
-            self._publish(job, params_blob)
+        self._publish(batch, params_blob, params)
         if self._queue is not None:
             try:
                 await self._queue.trim(last.task_id, last.position)
@@ -178,14 +185,12 @@ class Committer:
             for job in batch:
                 await self._on_commit(job, elapsed)
 
-    async def _commit(self, batch: list[CommitJob], snapshot: bytes) -> list[str]:
-        """Write the batch's blobs, then its versions in one transaction; returns the
-        params blob of each version. ``snapshot`` is the last version's, the only one kept."""
-        *params_blobs, snapshot_blob = await self._blobs.put_many(
-            [job.params for job in batch] + [snapshot]
-        )
-        # Only the head's snapshot is ever restored: the older versions' are not kept.
-        snapshot_blobs = [None] * (len(batch) - 1) + [snapshot_blob]
+    async def _commit(self, batch: list[CommitJob], params: bytes, snapshot: bytes) -> str:
+        """Write the newest version's blobs (``params`` and ``snapshot``, the only ones
+        kept: see the module's docstring), then the batch's versions in one transaction;
+        returns the params blob."""
+        params_blob, snapshot_blob = await self._blobs.put_many([params, snapshot])
+        older: list[str | None] = [None] * (len(batch) - 1)
         await self._repo.commit_versions(
             [
                 (
@@ -193,8 +198,8 @@ class Committer:
                         task_id=job.task_id,
                         version=job.version,
                         created_at=job.stepped_at,
-                        params_blob=params_blob,
-                        snapshot_blob=snapshot_blob,
+                        params_blob=kept_params,
+                        snapshot_blob=kept_snapshot,
                         queue_position=job.position,
                         fence=self._fence,
                         num_updates=len(job.applied),
@@ -202,12 +207,12 @@ class Committer:
                     ),
                     job.applied,
                 )
-                for job, params_blob, snapshot_blob in zip(
-                    batch, params_blobs, snapshot_blobs, strict=True
+                for job, kept_params, kept_snapshot in zip(
+                    batch, [*older, params_blob], [*older, snapshot_blob], strict=True
                 )
             ]
         )
-        return params_blobs
+        return params_blob
 
     async def _already_committed(self, job: CommitJob) -> bool:
         """After an ambiguous failure: did our own earlier attempt commit this version?"""
@@ -217,15 +222,16 @@ class Committer:
             return False
         return row.fence == self._fence and row.queue_position == job.position
 
-    def _publish(self, job: CommitJob, params_blob: str) -> None:
+    def _publish(self, batch: list[CommitJob], params_blob: str, params: bytes) -> None:
         # moved from pending to applied in one step: status never counts an update twice
-        self._pending_updates -= len(job.applied)
-        self._state.applied += len(job.applied)
+        applied = sum(len(job.applied) for job in batch)
+        self._pending_updates -= applied
+        self._state.applied += applied
         self._state.publish(
             PublishedVersion(
-                version=job.version,
+                version=batch[-1].version,
                 params_blob=params_blob,
-                params=job.params,
+                params=params,
                 committed_at=time.time(),
             )
         )

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from client_sdk.wire import encode_tensors, pack
 from server.aggregation import (
     FedBuffAggregator,
     FoldResult,
@@ -72,7 +71,6 @@ class LeaderBase:
         return CommitJob(
             task_id=self.state.id,
             version=step.version,
-            params=pack(encode_tensors(params)),
             position=position,
             applied=applied,
             mean_staleness=sum(staleness) / len(staleness) if staleness else None,

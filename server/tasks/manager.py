@@ -254,7 +254,8 @@ class TaskManager:
         config = TaskConfig.from_dict(record.config)
         bundle = await self._bundle(record)
         version = await self.repo.version(record.id, record.current_version)
-        params_bytes = await self.blobs.get(version.params_blob)
+        params_blob = await self.repo.params_blob(record.id, version.version)  # a head has them
+        params_bytes = await self.blobs.get(params_blob)
         params = artifacts.decode_version_params(params_bytes, bundle.manifest)
         state = TaskState(
             record=record,
@@ -263,7 +264,7 @@ class TaskManager:
             spec=ModelSpec.from_arrays(params),
             published=PublishedVersion(
                 version=version.version,
-                params_blob=version.params_blob,
+                params_blob=params_blob,
                 params=params_bytes,
                 committed_at=version.created_at,
             ),
@@ -293,11 +294,12 @@ class TaskManager:
         if runtime.leading or record.current_version <= state.version:
             return
         version = await self.repo.version(task_id, record.current_version)
+        params_blob = await self.repo.params_blob(task_id, version.version)
         state.publish(
             PublishedVersion(
                 version=version.version,
-                params_blob=version.params_blob,
-                params=await self.blobs.get(version.params_blob),
+                params_blob=params_blob,
+                params=await self.blobs.get(params_blob),
                 committed_at=version.created_at,
             )
         )

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from client_sdk.bundle import Manifest, TensorSpec
 from client_sdk.wire import encode_tensors, pack
 from server.aggregation import ModelSpec
+from server.errors import NotFound
 from server.settings import Settings
 from server.storage.blobs import LocalBlobStore
 from server.storage.database import create_engine, upgrade
@@ -48,9 +49,7 @@ def _state() -> TaskState:
 def _job(version: int) -> CommitJob:
     params = [np.full(2, version, np.float32)]
     applied = [LedgerEntry(f"u{version}.{i}", "t1", "d", 1.0, "applied") for i in range(3)]
-    return CommitJob(
-        "t1", version, pack(encode_tensors(params)), str(version * 3), applied, 0.5, params,
-    )  # fmt: skip
+    return CommitJob("t1", version, str(version * 3), applied, 0.5, params)
 
 
 async def _committer(engine: AsyncEngine, tmp_path: Path) -> tuple[Committer, TaskState]:
@@ -92,9 +91,15 @@ async def test_versions_queued_behind_a_commit_land_in_one_transaction(
     assert committer.pending_updates == 0
     rows = [await repo.version("t1", version) for version in range(1, 6)]
     assert [row.queue_position for row in rows] == ["3", "6", "9", "12", "15"]
-    assert [await blobs.get(row.params_blob) for row in rows] == [
-        _job(v).params for v in range(1, 6)
-    ]
+    # only the head was published, so only its parameters are kept; the rest say so
+    assert [row.params_blob for row in rows[:-1]] == [None] * 4
+    assert rows[-1].params_blob == state.published.params_blob
+    head = await blobs.get(await repo.params_blob("t1", 5))
+    assert head == state.published.params == pack(encode_tensors([np.full(2, 5, np.float32)]))
+    for version in range(1, 5):
+        with pytest.raises(NotFound) as refused:
+            await repo.params_blob("t1", version)
+        assert refused.value.code == "params_not_kept"
     # only the head's snapshot is kept: restoring never reads another
     assert [row.snapshot_blob for row in rows[:-1]] == [None] * 4
     assert rows[-1].snapshot_blob is not None
