@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
@@ -194,6 +195,18 @@ def _span(first: VersionRecord, last: VersionRecord) -> str:
     return str(first.version) if first is last else f"{first.version}-{last.version}"
 
 
+@functools.cache
+def _mark_applied_statement(dialect_name: str) -> Any:
+    """Built once per dialect: building it (its ``excluded`` columns above all) cost more
+    than executing it, once per group commit."""
+    stmt = upsert(dialect_name, updates)
+    return stmt.on_conflict_do_update(
+        index_elements=[updates.c.id],
+        set_={"status": "applied", "applied_version": stmt.excluded.applied_version},
+        where=updates.c.applied_version.is_(None),
+    ).returning(updates.c.id)
+
+
 async def _mark_applied(
     conn: AsyncConnection, applied: Sequence[tuple[LedgerEntry, int]], span: str
 ) -> None:
@@ -202,12 +215,6 @@ async def _mark_applied(
     if not applied:
         return
     rows = [_applied_row(entry, version) for entry, version in applied]
-    stmt = upsert(conn.dialect.name, updates)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[updates.c.id],
-        set_={"status": "applied", "applied_version": stmt.excluded.applied_version},
-        where=updates.c.applied_version.is_(None),
-    ).returning(updates.c.id)
-    written = len((await conn.execute(stmt, rows)).all())
+    written = len((await conn.execute(_mark_applied_statement(conn.dialect.name), rows)).all())
     if written != len(rows):
         raise StorageError(f"version {span}: {len(rows) - written} update(s) were already applied")
