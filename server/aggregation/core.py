@@ -420,15 +420,17 @@ class AggregatorBase:
 
     # -- state ---------------------------------------------------------------------------
 
-    def state(self, *, buffer: bool = True) -> dict[str, Any]:
+    def state(self, *, buffer: bool = True, params: bool = True) -> dict[str, Any]:
         """The complete state as plain values and float32 arrays (copies: later folds do
         not change it). ``buffer=False`` leaves the open buffer out (an empty one is
-        restored), for a state stored with a version whose buffer a checkpoint holds."""
+        restored), for a state stored with a version whose buffer a checkpoint holds;
+        ``params=False`` leaves the parameters out, for a state stored beside the
+        version's own params blob (the restorer puts them back as ``"params"``)."""
         return {
             "kind": self.kind,
             "config": self._config.to_dict(),
             "shapes": [list(s) for s in self._spec.shapes],
-            "params": self._flat.copy(),
+            **({"params": self._flat.copy()} if params else {}),
             "optimizer": _copy_arrays(self._optimizer.state_dict()),
             "masked": None if self._masked is None else self._masked.to_dict(),
             **self._buffer_state(buffer),

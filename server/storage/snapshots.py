@@ -16,7 +16,7 @@ from client_sdk.errors import WireFormatError
 from client_sdk.wire import decode_tensor, encode_tensor, pack, unpack
 from server.aggregation import SnapshotError
 
-__all__ = ["FORMAT", "decode", "dump", "encode", "load"]
+__all__ = ["FORMAT", "decode", "dump", "encode", "load", "with_params"]
 
 FORMAT: Final = "asyncfl.aggregator/2"
 _TENSOR_KEYS: Final = frozenset({"dtype", "shape", "data"})
@@ -37,6 +37,14 @@ def load(data: bytes | bytearray | memoryview) -> dict[str, Any]:
     decoded = _decode(state, "state")
     assert isinstance(decoded, dict)
     return decoded
+
+
+def with_params(state: dict[str, Any], params: list[np.ndarray[Any, Any]]) -> dict[str, Any]:
+    """A loaded state stored without its parameters (``state(params=False)``: a version's
+    state beside its params blob) with ``params``, the version's, put back."""
+    if "params" not in state:
+        state["params"] = np.concatenate([np.asarray(p, np.float32).ravel() for p in params])
+    return state
 
 
 def encode(value: Any) -> Any:

@@ -245,7 +245,7 @@ class LocalAggregation(LeaderBase):
         """Take what this group must make durable now (synchronously: nothing folds in
         between), and return the I/O that writes it."""
         agg = self.aggregator
-        snapshot = snapshots.dump(agg.state(buffer=False)) if jobs else None
+        snapshot = snapshots.dump(agg.state(buffer=False, params=False)) if jobs else None
         state = agg.buffer_state()
         total = state["buffer"].pop("total")
         state["buffer"]["total"] = None

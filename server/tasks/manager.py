@@ -345,7 +345,12 @@ class TaskManager:
         version = await self.repo.version(task_id, record.current_version)
         if version.snapshot_blob is None:  # a commit always keeps its newest version's
             raise StorageError(f"task {task_id}: head version {version.version} has no snapshot")
-        aggregator = restore_aggregator(snapshots.load(await self.blobs.get(version.snapshot_blob)))
+        saved = snapshots.load(await self.blobs.get(version.snapshot_blob))
+        if "params" not in saved:  # stored beside the version's params blob (a commit's)
+            params = await self.blobs.get(await self.repo.params_blob(task_id, version.version))
+            arrays = artifacts.decode_version_params(params, runtime.state.manifest)
+            saved = snapshots.with_params(saved, arrays)
+        aggregator = restore_aggregator(saved)
         limit_versions(aggregator, runtime.state.config)
         state = runtime.state
         state.record = record

@@ -149,7 +149,7 @@ class PartialWorker(LeaderBase):
                 step = agg.complete_release(mask_sum)
             self._committer.submit(
                 self._job(step, self.position, release.release_id),
-                snapshots.dump(agg.state(buffer=False)),
+                snapshots.dump(agg.state(buffer=False, params=False)),
             )
 
     async def _resume_rounds(self, agg: SyncRoundAggregator) -> None:
@@ -194,7 +194,8 @@ class PartialWorker(LeaderBase):
 
     def _on_step(self, step: StepResult) -> None:
         self._committer.submit(
-            self._job(step, self.position), snapshots.dump(self.aggregator.state(buffer=False))
+            self._job(step, self.position),
+            snapshots.dump(self.aggregator.state(buffer=False, params=False)),
         )
 
     def _quarantine(self, position: str, reason: str, entries: list[dict[str, Any]]) -> None:

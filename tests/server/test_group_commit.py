@@ -43,8 +43,8 @@ class Died(Exception):
 class Database:
     """What the commit transaction keeps: the head's state, the applied ids."""
 
-    def __init__(self, snapshot: bytes) -> None:
-        self.head, self.snapshot = 0, snapshot
+    def __init__(self, snapshot: bytes, params: list[np.ndarray[Any, Any]]) -> None:
+        self.head, self.snapshot, self.params = 0, snapshot, params
         self.applied: dict[str, int] = {}
         self.die: str | None = None  # "before" or "after" the next commit with versions
 
@@ -56,6 +56,7 @@ class Database:
                 assert entry.id not in self.applied, f"{entry.id} applied twice"
                 self.applied[entry.id] = job.version
         self.head, self.snapshot = batch[-1].version, snapshot
+        self.params = batch[-1].params_arrays
         if self.die == "after":
             raise Died
 
@@ -87,7 +88,7 @@ def _state(config: TaskConfig) -> TaskState:
 
 
 def _leader(state: TaskState, db: Database, log: CheckpointLog, masks: ZeroMasks) -> Any:
-    aggregator = restore_aggregator(snapshots.load(db.snapshot))
+    aggregator = restore_aggregator(snapshots.with_params(snapshots.load(db.snapshot), db.params))
     return LocalAggregation(
         state,
         aggregator,
@@ -130,7 +131,7 @@ async def test_dying_around_a_release_commit_keeps_every_acknowledged_update(
     config = TaskConfig.from_dict(CONFIG)
     state = _state(config)
     first = worker_aggregator([np.zeros(SIZE, np.float32)], config)
-    db = Database(snapshots.dump(first.state(buffer=False)))
+    db = Database(snapshots.dump(first.state(buffer=False, params=False)), first.params)
     masks = ZeroMasks()
     log = CheckpointLog(tmp_path, "always")
     local = _leader(state, db, log, masks)
