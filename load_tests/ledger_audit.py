@@ -138,10 +138,9 @@ def read_ledger(data_dir: Path) -> tuple[dict[str, list[tuple[str, str | None, i
 def buffered_ids(data_dir: Path, head: int) -> list[str]:
     log_ = CheckpointLog(data_dir / "checkpoints" / TASK, "never")
     try:
-        latest = log_.resumable(TASK, head)
+        return log_.held(TASK, head)
     finally:
         log_.close()
-    return [] if latest is None else [str(e["id"]) for e in latest.meta["entries"]]
 
 
 def audit(seen: list[dict[str, Any]], data_dir: Path) -> dict[str, Any]:

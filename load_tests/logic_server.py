@@ -68,6 +68,9 @@ class NoDatabase:
     async def write(self, meta: dict[str, Any], total: Any) -> int:
         return 0
 
+    def latest(self, task_id: str) -> None:
+        return None
+
     def resumable(self, task_id: str, head: int) -> None:
         return None
 

@@ -182,6 +182,7 @@ def _services_ctx(
                 exports_dir=settings.effective_exports_dir,
                 eval_threads=settings.eval_threads,
                 group_interval_s=settings.group_commit_ms / 1000,
+                commit_interval_s=settings.version_commit_ms / 1000,
                 on_fold=lambda task, result, s: metrics.task(task).fold_seconds.observe(s),
                 on_commit=lambda task, job, s: metrics.commit_seconds.labels(task).observe(s),
                 on_stale_commit=lambda task: metrics.stale_commits.labels(task).inc(),

@@ -60,6 +60,7 @@ class Settings:
     device_rate_burst: int = 20
     log_fsync: LogFsync = "always"  # checkpoints (and the audit log): when is a write durable
     group_commit_ms: float = 5.0  # how long an ingest group gathers before it is written
+    version_commit_ms: float = 50.0  # embedded: versions reach the database at most this often
     audit_log: bool = False  # also append every accepted body to a local log
     secagg_url: str = ""  # the mask service (empty: embedded starts its own when needed)
     secagg_token: str = ""  # the server's credential at the mask service
@@ -209,6 +210,8 @@ class Settings:
             raise ConfigError("the aggregator role needs ASYNCFL_REDIS_URL (distributed mode)")
         if not 0 <= self.group_commit_ms <= 1000:
             raise ConfigError("group_commit_ms must be in 0..1000")
+        if not 0 <= self.version_commit_ms <= 10_000:
+            raise ConfigError("version_commit_ms must be in 0..10000")
         if self.device_rate_per_s <= 0 or self.device_rate_burst < 1:
             raise ConfigError("device_rate_per_s must be > 0 and device_rate_burst >= 1")
         try:

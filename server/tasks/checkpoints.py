@@ -1,18 +1,20 @@
-"""Checkpoints of a task's open buffer: what makes a folded update durable (embedded).
+"""Checkpoints of a task's aggregator: what makes a folded update durable (embedded).
 
 An upload is folded into the task's aggregator as it arrives and acknowledged once a
-checkpoint that contains it is durable. A checkpoint holds what resuming needs beyond
-the newest committed version (whose parameters and optimizer state are in the
-database and blob store): the buffer's weighted sum and weights, the ids folded since
-that version with their ledger entries, the counters, the noise generator and the sync
-round. It is written once per group of updates, not once per update.
+checkpoint that contains it is durable. A checkpoint holds all that resuming needs: the
+aggregator's whole state (parameters, optimizer state, the open buffer's weighted sum
+and weights, sealed masked buffers, counters, the noise generator, the sync round), the
+ledger entries of the buffered updates, and every version stepped but not yet
+committed with the ledger rows of the updates it applied (``jobs``). It is written once
+per group of updates, not once per update; versions commit behind it
+(:mod:`server.tasks.local`), so the newest whole record is the one to resume from.
 
-Two slot files per task, written in turn (``slot-0``, ``slot-1``): a record overwrites
-the older slot, so a torn write can only damage the slot being written and the other
-still holds the previous checkpoint. A group's checkpoint is written *before* the
-versions it follows commit (:mod:`server.tasks.local`), so the newest record may be of a
-version the database never got: :meth:`CheckpointLog.resumable` passes over it to the
-one before, which is of the committed head. Framing (little-endian)::
+Two slot files per task, written in turn (``slot-0``, ``slot-1``) and rewritten in
+place: a record overwrites the older slot, so a torn write can only damage the slot
+being written and the other still holds the previous checkpoint. Records written by an
+earlier release hold the buffers only and were written before their versions committed:
+:meth:`CheckpointLog.resumable` finds the one at the committed head among them. Framing
+(little-endian)::
 
     b"AFC1" | u64 seq | u32 meta length | u64 total length | u32 crc32 | meta (msgpack)
     | total (raw float32 bytes of the buffer sum, may be empty)
@@ -90,6 +92,28 @@ class CheckpointLog:
         found = self.records()
         return found[0] if found else None
 
+    def latest(self, task_id: str) -> Checkpoint | None:
+        """The newest whole, valid record of ``task_id`` (None when there is none)."""
+        for record in self.records():
+            if record.meta.get("task") == task_id:
+                return record
+        return None
+
+    def held(self, task_id: str, head: int) -> list[str]:
+        """The update ids a restart at committed version ``head`` brings back from the
+        checkpoints: the buffered ones, and those applied to versions the database
+        lacks (they are committed at the restart). For audits and crash tests."""
+        latest = self.latest(task_id)
+        if latest is not None and "jobs" not in latest.meta:
+            latest = self.resumable(task_id, head)  # written by an earlier release
+        if latest is None or int(latest.meta.get("version", -1)) < head:
+            return []
+        held = [str(e["id"]) for e in latest.meta["entries"]]
+        for job in job_rows(latest.meta):
+            if int(job["version"]) > head:
+                held += [str(e["id"]) for e in job["applied"]]
+        return held
+
     def resumable(self, task_id: str, head: int) -> Checkpoint | None:
         """The record a task resumes from at committed version ``head``: the newest
         written at that version. A newer record of a later version was written for
@@ -157,6 +181,15 @@ class CheckpointLog:
                     os.fsync(fd)
                 os.close(fd)
             self._fds = []
+
+
+def job_rows(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """The versions a record holds that were not committed when it was written, oldest
+    first: each packed once (msgpack) when its group was cut, carried as bytes after."""
+    rows = [unpack(packed) for packed in meta.get("jobs", [])]
+    if not all(isinstance(row, dict) for row in rows):
+        raise StorageError("a checkpoint's versions are not rows")
+    return rows
 
 
 _FIELDS = struct.Struct("<4sQIQ")

@@ -1,31 +1,29 @@
-"""The embedded leader: fold at ingest, make groups durable, commit versions with them.
+"""The embedded leader: fold at ingest, make groups durable by checkpoint, commit behind.
 
 An accepted upload is folded into the task's aggregator at once (validation included:
-a refused update changes nothing) and joins the open *group*. The group commit loop
-cuts the group after ``group_interval_s`` (or at ``group_max`` updates, or at once when
-the interval is 0), then, in order:
+a refused update changes nothing) and joins the open *group*. The group loop cuts the
+group after ``group_interval_s`` (or at ``group_max`` updates, or at once when the
+interval is 0), writes one checkpoint of the aggregator's whole state after it, and
+releases the group's acknowledgements once that checkpoint is durable. A checkpoint
+holds everything resuming needs (:mod:`server.tasks.checkpoints`): the parameters and
+the optimizer's state, the open buffer, any sealed (masked) buffers waiting for their
+release, the counters, the ledger entries of the buffered updates, and every version
+stepped but not yet committed, with the ledger rows of the updates it applied.
 
-1. writes one checkpoint of the state after the group: the open buffer, any sealed
-   (masked) buffers waiting for their release, and the version the aggregator is at
-   (:mod:`server.tasks.checkpoints`);
-2. commits the versions stepped since the last cut, with their ledger rows, in one
-   fenced database transaction (blobs first: parameters, and the state of the newest
-   version without its buffer);
+The commit loop then takes the versions of durable checkpoints to the database and the
+blob store on its own clock, at most once every ``commit_interval_s`` (all the versions
+stepped meanwhile in one fenced transaction; blobs first: the newest version's
+parameters and state). A group's durability is one in-place write, whatever its
+versions; the transaction and the blob files are paid once a commit interval. Versions
+reach devices when committed, up to one interval after their step.
 
-and only then releases the group's acknowledgements. A crash before that leaves none
-of the group acknowledged. One write (and fsync) per group instead of one per update;
-the checkpoint and the commit of a group run while the next group folds.
-
-After a restart, :meth:`LocalAggregation.resume` puts the buffers of the newest
-checkpoint written at the committed head back onto that version's state. A crash
-between the two steps leaves a checkpoint of versions that never committed: it is
-passed over for the one before, which holds everything acknowledged then, and any
-release it was waiting for is asked again (the mask service answers it the same). The
-checkpoint is written first because with secure aggregation a version is made from a
-sealed buffer while later, acknowledged updates wait in the open one: committing first
-and crashing before the checkpoint would leave those updates only in a checkpoint of an
-older version. A checkpoint of a version older than the head is spent (every update it
-held was applied into a version since).
+After a restart, :meth:`LocalAggregation.resume` restores the newest whole checkpoint
+and commits the versions it holds that the database does not have yet (a crash between
+a checkpoint and its commit), so every acknowledged update is then either in exactly one
+committed version or in the restored buffer. Only versions whose checkpoint is durable
+are committed, so the newest durable checkpoint is never behind the database's head. A
+checkpoint written by an earlier release of this module (buffers only, written before
+its versions committed) is resumed as it was: the newest one at the committed head.
 """
 
 from __future__ import annotations
@@ -41,17 +39,22 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from server.aggregation import FoldResult, Release, StepResult
-from server.errors import AsyncflError, Conflict, Unavailable
+from client_sdk.wire import pack
+from server.aggregation import FoldResult, Release, StepResult, restore_aggregator
+from server.errors import AsyncflError, Conflict, StorageError, Unavailable
 from server.storage import snapshots
 from server.storage.records import LedgerEntry
-from server.tasks.checkpoints import Checkpoint
-from server.tasks.commits import CommitJob
+from server.tasks.checkpoints import Checkpoint, job_rows
+from server.tasks.commits import BATCH_ROWS, CommitJob
 from server.tasks.leader import Aggregator, LeaderBase
 
 logger = logging.getLogger(__name__)
 
 GROUP_MAX = 512
+COMMIT_INTERVAL_S = 0.05
+# ledger rows stepped but not committed beyond which groups wait for the commit loop
+# (the database is away: every checkpoint carries these rows until they commit)
+MAX_UNCOMMITTED_ROWS = 16_384
 
 
 class Versions(Protocol):
@@ -72,6 +75,8 @@ class Checkpoints(Protocol):
     """Where a group's checkpoint goes (:class:`~server.tasks.checkpoints.CheckpointLog`)."""
 
     async def write(self, meta: dict[str, Any], total: Any) -> int: ...
+
+    def latest(self, task_id: str) -> Checkpoint | None: ...
 
     def resumable(self, task_id: str, head: int) -> Checkpoint | None: ...
 
@@ -114,6 +119,7 @@ class LocalAggregation(LeaderBase):
         record_drops: Callable[[list[LedgerEntry]], None],
         group_interval_s: float = 0.005,
         group_max: int = GROUP_MAX,
+        commit_interval_s: float = COMMIT_INTERVAL_S,
         on_fold: Callable[[FoldResult, float], None] | None = None,
         on_group: Callable[[int, float], None] | None = None,
         releases: Releases | None = None,
@@ -125,35 +131,97 @@ class LocalAggregation(LeaderBase):
         self._releases = releases
         self._interval = group_interval_s
         self._group_max = group_max
+        self._commit_interval = commit_interval_s
         self._on_group = on_group
         self._loop = asyncio.get_running_loop()
         self._open = Group(self._loop)
-        self._jobs: list[CommitJob] = []
+        self._jobs: list[CommitJob] = []  # stepped since the last cut
+        # stepped into a durable checkpoint, not yet committed: (jobs, state of the last)
+        self._ready: list[tuple[list[CommitJob], bytes]] = []
+        self._committing: list[CommitJob] = []  # the commit in flight
+        self._rows: dict[int, bytes] = {}  # packed rows of those, by version
         self._dirty = False
         self._wake = asyncio.Event()
         self._full = asyncio.Event()
+        self._ready_event = asyncio.Event()
+        self._committed = asyncio.Event()
+        # one cut and one commit at a time (drain at shutdown may race the loops)
+        self._cut_lock = asyncio.Lock()
+        self._commit_lock = asyncio.Lock()
         self._broken: BaseException | None = None
         self.groups_written = 0
+        self.commits = 0
+
+    @property
+    def buffered(self) -> int:
+        """Folded and acknowledged or about to be, not yet handed to the committer."""
+        waiting = sum(len(j.applied) for jobs, _ in self._ready for j in jobs)
+        return self.aggregator.buffered + waiting + sum(len(j.applied) for j in self._jobs)
 
     # -- restoring ------------------------------------------------------------------------
     def resume(self) -> int:
-        """Load the newest checkpoint written at the head version; returns how many
-        buffered updates it brought back."""
-        latest = self._log.resumable(self.state.id, self.aggregator.params_version)
+        """Restore the newest checkpoint (the versions it holds that the database lacks
+        are committed first thing); returns how many buffered updates it brought back."""
+        head = self.aggregator.params_version
+        latest = self._log.latest(self.state.id)
+        whole = latest is None or "jobs" in latest.meta
+        if not whole:  # written by an earlier release: buffers only, at the committed head
+            latest = self._log.resumable(self.state.id, head)
         if latest is None:
             return 0
+        version = int(latest.meta.get("version", -1))
+        if version < head:
+            logger.warning(
+                "task %s: checkpoint %d of version %d is behind the committed head %d: spent",
+                self.state.id,
+                latest.seq,
+                version,
+                head,
+            )
+            return 0
         self._log.keep(latest)
-        meta = latest.meta
-        state = snapshots.decode(meta["state"])
+        state = snapshots.decode(latest.meta["state"])
         raw = latest.total
         state["buffer"]["total"] = np.frombuffer(raw, np.float32).copy() if len(raw) else None
-        self.aggregator.load_buffer_state(state)
-        for row in meta.get("entries", []):
-            restored = LedgerEntry(**row)
-            self.pending[restored.id] = restored
+        if whole:
+            restored = restore_aggregator(state)
+            restored.version_limit = self.aggregator.version_limit
+            self.aggregator = restored
+            self._replay(latest, head)
+        else:
+            self.aggregator.load_buffer_state(state)
+        for row in latest.meta.get("entries", []):
+            entry = LedgerEntry(**row)
+            self.pending[entry.id] = entry
         if self.aggregator.pending_releases:
             self._changed()  # the next group asks for them again: the same releases
         return len(self.pending)
+
+    def _replay(self, record: Checkpoint, head: int) -> None:
+        """Queue the versions ``record`` holds beyond the committed ``head`` for commit:
+        they were stepped into a durable checkpoint and their commit never happened."""
+        version = self.aggregator.params_version
+        jobs = [_job_from_row(self.state.id, row) for row in job_rows(record.meta)]
+        jobs = [job for job in jobs if job.version > head]
+        if not jobs:
+            return
+        if jobs[-1].version != version or jobs[0].version != head + 1:
+            raise StorageError(
+                f"task {self.state.id}: checkpoint {record.seq} holds versions "
+                f"{jobs[0].version}-{jobs[-1].version}, not {head + 1}-{version}"
+            )
+        params = [p.copy() for p in self.aggregator.params]
+        jobs[-1] = dataclasses.replace(jobs[-1], params_arrays=params)
+        snapshot = snapshots.dump(self.aggregator.state(buffer=False, params=False))
+        self._ready.append((jobs, snapshot))
+        self._ready_event.set()
+        logger.info(
+            "task %s: committing versions %d-%d from checkpoint %d",
+            self.state.id,
+            jobs[0].version,
+            version,
+            record.seq,
+        )
 
     # -- folding ---------------------------------------------------------------------------
     def fold(
@@ -192,8 +260,12 @@ class LocalAggregation(LeaderBase):
         return result, group
 
     def durable(self, update_id: str) -> Awaitable[None] | None:
-        """For an update this leader knows: what to await before it is durable."""
-        return self._open.wait() if update_id in self.pending else None
+        """For an update this leader knows: what to await before it is durable (folded
+        into the open group: buffered, or applied to a version stepped since the cut)."""
+        in_open = update_id in self.pending or any(
+            e.id == update_id for job in self._jobs for e in job.applied
+        )
+        return self._open.wait() if in_open else None
 
     def _on_step(self, step: StepResult) -> None:
         self._jobs.append(self._job(step, str(self._open.seq)))
@@ -202,9 +274,26 @@ class LocalAggregation(LeaderBase):
         self._dirty = True
         self._wake.set()
 
-    # -- group commit ------------------------------------------------------------------------
+    # -- the group loop and the commit loop ------------------------------------------------
     async def run(self) -> None:
-        """Cut and commit groups until cancelled (a commit in flight finishes)."""
+        """Cut groups and commit versions until cancelled (what is in flight finishes),
+        or until one of the two loops fails (raised)."""
+        loops = [
+            asyncio.ensure_future(self._group_loop()),
+            asyncio.ensure_future(self._commit_loop()),
+        ]
+        try:
+            done, _ = await asyncio.wait(loops, return_when=asyncio.FIRST_COMPLETED)
+            for loop in done:
+                loop.result()
+        finally:
+            for loop in loops:
+                loop.cancel()
+            for loop in loops:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await loop
+
+    async def _group_loop(self) -> None:
         while True:
             await self._wake.wait()
             if self._interval > 0:
@@ -212,21 +301,24 @@ class LocalAggregation(LeaderBase):
                 if due > 0 and not self._full.is_set():
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._full.wait(), due)
+            while self._uncommitted_rows() > MAX_UNCOMMITTED_ROWS and self._broken is None:
+                self._committed.clear()
+                await self._committed.wait()  # the database is slow or away: hold the acks
             self._wake.clear()
             self._full.clear()
-            group, jobs = self._open, self._jobs
-            self._open, self._jobs, self._dirty = Group(self._loop), [], False
-            started = time.perf_counter()
-            work = asyncio.ensure_future(self._cut(jobs))
-            try:
-                await asyncio.shield(work)
-            except asyncio.CancelledError:
-                await self._finish(work, group)  # a commit in flight completes
-                raise
-            except BaseException as exc:
-                self._fail(exc)
-                group.settle(self._broken)
-                raise
+            async with self._cut_lock:
+                group = self._open
+                started = time.perf_counter()
+                work = asyncio.ensure_future(self._cut())
+                try:
+                    await asyncio.shield(work)
+                except asyncio.CancelledError:
+                    await self._finish(work, group)  # a checkpoint in flight completes
+                    raise
+                except BaseException as exc:
+                    self._fail(exc)
+                    group.settle(self._broken)
+                    raise
             group.settle(None)
             self.groups_written += 1
             if self._on_group is not None:
@@ -241,20 +333,25 @@ class LocalAggregation(LeaderBase):
         else:
             group.settle(None)
 
-    def _cut(self, jobs: list[CommitJob]) -> Awaitable[None]:
-        """Take what this group must make durable now (synchronously: nothing folds in
-        between), and return the I/O that writes it."""
+    def _cut(self) -> Awaitable[None]:
+        """Take the state after this group (synchronously: nothing folds in between), open
+        the next group, and return the I/O that makes the state durable."""
         agg = self.aggregator
-        snapshot = snapshots.dump(agg.state(buffer=False, params=False)) if jobs else None
-        state = agg.buffer_state()
+        jobs = self._jobs
+        self._open, self._jobs, self._dirty = Group(self._loop), [], False
+        state = agg.state()
         total = state["buffer"].pop("total")
         state["buffer"]["total"] = None
+        uncommitted = [j for batch, _ in self._ready for j in batch] + jobs
         meta = {
             "task": self.state.id,
-            "version": agg.params_version,  # the committed head once this group is written
+            "version": agg.params_version,
             "state": snapshots.encode(state),
             "entries": [self.pending[u].as_row() for u in agg.pending_ids],
+            "jobs": [self._packed_row(j) for j in self._committing + uncommitted],
         }
+        # the state of the group's last version, for its commit (its params are a blob)
+        snapshot = snapshots.dump(agg.state(buffer=False, params=False)) if jobs else None
         raw = b"" if total is None else total.data.cast("B")
         return self._write(jobs, snapshot, meta, raw, len(agg.pending_releases))
 
@@ -266,12 +363,69 @@ class LocalAggregation(LeaderBase):
         raw: Any,
         sealed: int,
     ) -> None:
-        await self._log.write(meta, raw)  # first: see the module's docstring
-        if jobs:
+        await self._log.write(meta, raw)
+        if jobs:  # durable: the commit loop may take them to the database
             assert snapshot is not None
-            await self._committer.commit(jobs, snapshot)
+            self._ready.append((jobs, snapshot))
+            self._ready_event.set()
         if sealed:  # the sealed buffers this checkpoint holds are durable: release them
             await self._release(sealed)
+
+    async def _commit_loop(self) -> None:
+        last = -float("inf")
+        while True:
+            await self._ready_event.wait()
+            due = last + self._commit_interval - time.monotonic()
+            if due > 0:
+                await asyncio.sleep(due)
+            self._ready_event.clear()
+            last = time.monotonic()
+            work = asyncio.ensure_future(self._commit_ready())
+            try:
+                await asyncio.shield(work)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await work  # a commit in flight completes
+                raise
+            except BaseException as exc:
+                self._fail(exc)
+                raise
+
+    async def _commit_ready(self) -> None:
+        """Commit the versions of durable checkpoints, in order, up to ``BATCH_ROWS``
+        ledger rows a transaction (ending at a group's last version: its state is kept)."""
+        async with self._commit_lock:
+            await self._commit_groups()
+
+    async def _commit_groups(self) -> None:
+        while self._ready:
+            take, rows = 0, 0
+            for jobs, _ in self._ready:
+                rows += sum(max(1, len(j.applied)) for j in jobs)
+                take += 1
+                if rows >= BATCH_ROWS:
+                    break
+            groups, self._ready = self._ready[:take], self._ready[take:]
+            batch = [j for jobs, _ in groups for j in jobs]
+            self._committing = batch
+            try:
+                await self._committer.commit(batch, groups[-1][1])
+            finally:
+                self._committing = []
+            for job in batch:
+                self._rows.pop(job.version, None)
+            self.commits += 1
+            self._committed.set()
+
+    def _packed_row(self, job: CommitJob) -> bytes:
+        """A version's row as every checkpoint carries it until it commits (packed once)."""
+        packed = self._rows.get(job.version)
+        if packed is None:
+            packed = self._rows[job.version] = pack(_job_row(job))
+        return packed
+
+    def _uncommitted_rows(self) -> int:
+        return sum(len(j.applied) for jobs, _ in self._ready for j in jobs)
 
     async def _release(self, count: int) -> None:
         """Ask the mask service for the sums of masks of the oldest ``count`` sealed
@@ -313,10 +467,40 @@ class LocalAggregation(LeaderBase):
             )
             logger.error("task %s: group commit failed: %s", self.state.id, exc)
         self._open.settle(Unavailable("the group commit stopped", code="queue_unavailable"))
+        self._committed.set()
 
     async def drain(self) -> None:
-        """Commit what is folded (shutdown): one more group, if anything changed."""
+        """Make what is folded durable and commit every version (shutdown)."""
         if self._broken is None and (self._dirty or self._jobs):
-            group, jobs = self._open, self._jobs
-            self._open, self._jobs, self._dirty = Group(self._loop), [], False
-            await self._finish(asyncio.ensure_future(self._cut(jobs)), group)
+            async with self._cut_lock:
+                group = self._open
+                await self._finish(asyncio.ensure_future(self._cut()), group)
+        if self._broken is None:
+            await self._commit_ready()
+
+
+def _job_row(job: CommitJob) -> dict[str, Any]:
+    """A version stepped but not committed, as a checkpoint carries it."""
+    return {
+        "version": job.version,
+        "position": job.position,
+        "applied": [e.as_row() for e in job.applied],
+        "mean_staleness": job.mean_staleness,
+        "stepped_at": job.stepped_at,
+        "release_id": job.release_id,
+    }
+
+
+def _job_from_row(task_id: str, row: dict[str, Any]) -> CommitJob:
+    """A version read back from a checkpoint: its parameters are not there (only the
+    newest version's are kept, and they are the checkpoint's own)."""
+    return CommitJob(
+        task_id=task_id,
+        version=int(row["version"]),
+        position=str(row["position"]),
+        applied=[LedgerEntry(**e) for e in row["applied"]],
+        mean_staleness=row["mean_staleness"],
+        params_arrays=[],
+        stepped_at=float(row["stepped_at"]),
+        release_id=row["release_id"],
+    )

@@ -153,6 +153,7 @@ class TaskManager:
         exports_dir: Path,
         eval_threads: int = 1,
         group_interval_s: float = 0.005,
+        commit_interval_s: float = 0.05,
         on_fold: Callable[[str, FoldResult, float], None] | None = None,
         on_commit: Callable[[str, CommitJob, float], None] | None = None,
         on_stale_commit: Callable[[str], None] | None = None,
@@ -168,6 +169,7 @@ class TaskManager:
         self._checkpoints_dir = checkpoints_dir
         self._checkpoint_fsync = checkpoint_fsync
         self._group_interval_s = group_interval_s
+        self._commit_interval_s = commit_interval_s
         self._on_group = on_group
         self._on_quarantine = on_quarantine
         self._releases = releases
@@ -423,6 +425,7 @@ class TaskManager:
                 log,
                 record_drops=self._ledger_writer.add,
                 group_interval_s=self._group_interval_s,
+                commit_interval_s=self._commit_interval_s,
                 on_fold=on_fold,
                 on_group=self._group_hook(record.id),
                 releases=self._releases,
@@ -498,7 +501,7 @@ class TaskManager:
         self, runtime: TaskRuntime, task_id: str
     ) -> Callable[[CommitJob, float], Awaitable[None]]:
         async def on_commit(job: CommitJob, elapsed: float) -> None:
-            if runtime.evaluator is not None:
+            if runtime.evaluator is not None and job.params_arrays:  # (not: replayed)
                 runtime.evaluator.request(job.version, job.params_arrays)
             if self._on_commit is not None:
                 self._on_commit(task_id, job, elapsed)

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from client_sdk.wire import pack
 from server.errors import StorageError
 from server.tasks.checkpoints import CheckpointLog
 
@@ -123,3 +124,42 @@ async def test_the_record_resumed_from_survives_a_torn_next_write(tmp_path: Path
     again = log.resumable("t", 4)
     log.close()
     assert again is not None and again.seq == 1 and bytes(again.total) == b"\x04" * 16
+
+
+def _job(version: int, *ids: str) -> bytes:
+    return pack({"version": version, "applied": [{"id": i} for i in ids]})
+
+
+async def test_held_ids_are_the_buffer_and_the_versions_the_database_lacks(
+    tmp_path: Path,
+) -> None:
+    log = CheckpointLog(tmp_path, "never")
+    await log.write(
+        {"task": "t", "version": 3, "entries": [{"id": "b"}], "jobs": [_job(2, "x"), _job(3, "y")]},
+        b"",
+    )
+    await log.write({"task": "u", "version": 9, "entries": [{"id": "z"}], "jobs": []}, b"")
+
+    held = {head: log.held("t", head) for head in (1, 2, 3, 4)}
+    latest, other = log.latest("t"), log.latest("u")
+    log.close()
+
+    assert held[1] == ["b", "x", "y"]  # versions 2 and 3 commit at the restart
+    assert held[2] == ["b", "y"]
+    assert held[3] == ["b"]
+    assert held[4] == []  # behind the head: spent, nothing of it is brought back
+    assert latest is not None and latest.meta["version"] == 3
+    assert other is not None and other.meta["version"] == 9
+
+
+async def test_held_ids_of_an_earlier_release_s_records_are_those_at_the_head(
+    tmp_path: Path,
+) -> None:
+    log = CheckpointLog(tmp_path, "never")  # buffers only, written before their commits
+    await log.write({"task": "t", "version": 4, "entries": [{"id": "a"}]}, b"")
+    await log.write({"task": "t", "version": 5, "entries": [{"id": "b"}]}, b"")
+
+    at_4, at_5 = log.held("t", 4), log.held("t", 5)
+    log.close()
+
+    assert (at_4, at_5) == (["a"], ["b"])

@@ -87,7 +87,10 @@ def _state(config: TaskConfig) -> TaskState:
     )
 
 
-def _leader(state: TaskState, db: Database, log: CheckpointLog, masks: ZeroMasks) -> Any:
+def _leader(
+    state: TaskState, db: Database, log: CheckpointLog, masks: ZeroMasks | None, **options: Any
+) -> Any:
+    """A leader built from what is on disk: the database's head and the checkpoints."""
     aggregator = restore_aggregator(snapshots.with_params(snapshots.load(db.snapshot), db.params))
     return LocalAggregation(
         state,
@@ -97,10 +100,14 @@ def _leader(state: TaskState, db: Database, log: CheckpointLog, masks: ZeroMasks
         record_drops=lambda entries: None,
         group_interval_s=0.0,
         releases=masks,
+        **options,
     )
 
 
-def _upload(local: LocalAggregation, uid: str, device: str) -> Any:
+def _upload(
+    local: LocalAggregation, uid: str, device: str, tensor: np.ndarray[Any, Any] | None = None
+) -> Any:
+    """Fold one upload; by default a masked one of masks that are zero (q = 1000)."""
     entry = LedgerEntry(
         uid,
         TASK,
@@ -110,8 +117,9 @@ def _upload(local: LocalAggregation, uid: str, device: str) -> Any:
         base_version=local.aggregator.params_version,
         num_examples=10,
     )
-    masked = np.full(SIZE, 1000, np.uint32)  # q = 1000: masks are zero
-    _, group = local.fold(entry, [masked], time.time())
+    _, group = local.fold(
+        entry, [np.full(SIZE, 1000, np.uint32) if tensor is None else tensor], time.time()
+    )
     return group
 
 
@@ -168,3 +176,78 @@ async def test_dying_around_a_release_commit_keeps_every_acknowledged_update(
     assert not applied & buffered
     assert {db.applied[u] for u in ["u0", "u1", "u2"]} == {1}
     assert "x" in buffered
+
+
+@pytest.mark.parametrize("die", ["before", "after"])
+async def test_acknowledged_before_their_versions_commit_and_committed_after_a_crash(
+    tmp_path: Path, die: str
+) -> None:
+    """A group is acknowledged once its checkpoint is durable; its versions commit
+    later. Dying around that commit, the restart commits what the database lacks from
+    the checkpoint: every acknowledged id in exactly one version or the buffer."""
+    config = TaskConfig.from_dict({"aggregation": {"aggregation_goal": 2}})
+    state = _state(config)
+    first = worker_aggregator([np.zeros(SIZE, np.float32)], config)
+    db = Database(snapshots.dump(first.state(buffer=False, params=False)), first.params)
+    log = CheckpointLog(tmp_path, "always")
+
+    def leader() -> LocalAggregation:  # after the first, no commit until shutdown
+        return _leader(state, db, log, None, commit_interval_s=3600.0)
+
+    local = leader()
+    db.die = die
+    ids = [f"u{i}" for i in range(5)]  # versions 1 and 2, u4 left in the buffer
+    groups = [
+        _upload(local, uid, f"d{i}", np.full(SIZE, i + 1, np.float32)) for i, uid in enumerate(ids)
+    ]
+    run = asyncio.create_task(local.run())  # one group: its checkpoint, then the commit
+    for group in groups:
+        assert await _acknowledged(group)
+    with pytest.raises(Died):
+        await asyncio.wait_for(run, 10)
+    log.close()
+    committed_before = dict(db.applied)
+    assert (db.head >= 1) == (die == "after")
+
+    log = CheckpointLog(tmp_path, "always")
+    db.die = None
+    local = leader()
+    assert local.resume() == 1
+    assert local.aggregator.params_version == 2
+    await local.drain()  # commits what the checkpoint held beyond the database's head
+    log.close()
+
+    assert db.head == 2
+    applied, buffered = set(db.applied), set(local.pending)
+    assert applied == {"u0", "u1", "u2", "u3"} and buffered == {"u4"}
+    assert {db.applied[u] for u in ["u0", "u1"]} == {1}
+    assert {db.applied[u] for u in ["u2", "u3"]} == {2}
+    assert all(db.applied[u] == v for u, v in committed_before.items())
+    # the replayed head carries the checkpoint's parameters: 1 + 2 and 3 + 4, averaged
+    assert np.allclose(db.params[0], np.full(SIZE, 1.5 + 3.5, np.float32))
+
+
+async def test_a_checkpoint_of_the_previous_release_resumes_its_buffer(tmp_path: Path) -> None:
+    """An upgraded server finds the buffers-only record the previous release wrote (at
+    the committed head) and resumes it onto the head's state."""
+    config = TaskConfig.from_dict({"aggregation": {"aggregation_goal": 4}})
+    state = _state(config)
+    first = worker_aggregator([np.zeros(SIZE, np.float32)], config)
+    db = Database(snapshots.dump(first.state(buffer=False, params=False)), first.params)
+    first.fold("old", [np.full(SIZE, 2.0, np.float32)], 10, 0, time.time(), source="d")
+    entry = LedgerEntry("old", TASK, "d", 1.0, "accepted", base_version=0, num_examples=10)
+    buffers = first.buffer_state()
+    total = buffers["buffer"].pop("total")
+    buffers["buffer"]["total"] = None
+    log = CheckpointLog(tmp_path, "always")
+    meta = {"task": TASK, "version": 0, "state": snapshots.encode(buffers)}
+    await log.write({**meta, "entries": [entry.as_row()]}, total.tobytes())
+
+    aggregator = restore_aggregator(snapshots.with_params(snapshots.load(db.snapshot), db.params))
+    local = LocalAggregation(
+        state, aggregator, db, log, record_drops=lambda entries: None, group_interval_s=0.0
+    )
+    assert local.resume() == 1
+    log.close()
+    assert set(local.pending) == {"old"} and local.aggregator.buffered == 1
+    np.testing.assert_array_equal(local.aggregator.buffer_state()["buffer"]["total"], total)
