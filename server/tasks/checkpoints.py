@@ -1,13 +1,14 @@
 """Checkpoints of a task's aggregator: what makes a folded update durable (embedded).
 
 An upload is folded into the task's aggregator as it arrives and acknowledged once a
-checkpoint that contains it is durable. A checkpoint holds all that resuming needs: the
-aggregator's whole state (parameters, optimizer state, the open buffer's weighted sum
-and weights, sealed masked buffers, counters, the noise generator, the sync round), the
-ledger entries of the buffered updates, and every version stepped but not yet
-committed with the ledger rows of the updates it applied (``jobs``). It is written once
-per group of updates, not once per update; versions commit behind it
-(:mod:`server.tasks.local`), so the newest whole record is the one to resume from.
+checkpoint that contains it is durable. A checkpoint holds all that resuming needs
+beyond the committed head: the open buffer's weighted sum and weights, sealed masked
+buffers, counters, the noise generator, the sync round, the ledger entries of the
+buffered updates, and every version stepped but not yet committed with the ledger rows
+of the updates it applied (``jobs``); while there are such versions it holds the
+aggregator's whole state (``whole``: parameters and optimizer state too). It is written
+once per group of updates, not once per update; versions commit behind it
+(:mod:`server.tasks.local`), so the newest valid record is the one to resume from.
 
 Two slot files per task, written in turn (``slot-0``, ``slot-1``) and rewritten in
 place: a record overwrites the older slot, so a torn write can only damage the slot

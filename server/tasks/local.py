@@ -5,10 +5,11 @@ a refused update changes nothing) and joins the open *group*. The group loop cut
 group after ``group_interval_s`` (or at ``group_max`` updates, or at once when the
 interval is 0), writes one checkpoint of the aggregator's whole state after it, and
 releases the group's acknowledgements once that checkpoint is durable. A checkpoint
-holds everything resuming needs (:mod:`server.tasks.checkpoints`): the parameters and
-the optimizer's state, the open buffer, any sealed (masked) buffers waiting for their
-release, the counters, the ledger entries of the buffered updates, and every version
-stepped but not yet committed, with the ledger rows of the updates it applied.
+holds everything resuming needs beyond the database (:mod:`server.tasks.checkpoints`):
+the open buffer, any sealed (masked) buffers waiting for their release, the counters,
+the ledger entries of the buffered updates, and, while versions wait for their commit,
+every one of them with the ledger rows of the updates it applied and the whole state
+(parameters and optimizer state) of the newest.
 
 The commit loop then takes the versions of durable checkpoints to the database and the
 blob store on its own clock, at most once every ``commit_interval_s`` (all the versions
@@ -164,11 +165,12 @@ class LocalAggregation(LeaderBase):
         are committed first thing); returns how many buffered updates it brought back."""
         head = self.aggregator.params_version
         latest = self._log.latest(self.state.id)
-        whole = latest is None or "jobs" in latest.meta
-        if not whole:  # written by an earlier release: buffers only, at the committed head
+        if latest is not None and "jobs" not in latest.meta:
+            # written by an earlier release: buffers only, before its versions committed
             latest = self._log.resumable(self.state.id, head)
         if latest is None:
             return 0
+        whole = bool(latest.meta.get("whole"))
         version = int(latest.meta.get("version", -1))
         if version < head:
             logger.warning(
@@ -183,6 +185,11 @@ class LocalAggregation(LeaderBase):
         state = snapshots.decode(latest.meta["state"])
         raw = latest.total
         state["buffer"]["total"] = np.frombuffer(raw, np.float32).copy() if len(raw) else None
+        if not whole and version != head:
+            raise StorageError(
+                f"task {self.state.id}: checkpoint {latest.seq} of buffers at version "
+                f"{version} is ahead of the committed head {head}"
+            )
         if whole:
             restored = restore_aggregator(state)
             restored.version_limit = self.aggregator.version_limit
@@ -339,16 +346,20 @@ class LocalAggregation(LeaderBase):
         agg = self.aggregator
         jobs = self._jobs
         self._open, self._jobs, self._dirty = Group(self._loop), [], False
-        state = agg.state()
+        uncommitted = self._committing + [j for batch, _ in self._ready for j in batch] + jobs
+        # the whole state while versions wait for their commit; else only what changed
+        # since the committed head (whose parameters and state the database has)
+        whole = bool(uncommitted)
+        state = agg.state() if whole else agg.buffer_state()
         total = state["buffer"].pop("total")
         state["buffer"]["total"] = None
-        uncommitted = [j for batch, _ in self._ready for j in batch] + jobs
         meta = {
             "task": self.state.id,
             "version": agg.params_version,
+            "whole": whole,
             "state": snapshots.encode(state),
             "entries": [self.pending[u].as_row() for u in agg.pending_ids],
-            "jobs": [self._packed_row(j) for j in self._committing + uncommitted],
+            "jobs": [self._packed_row(j) for j in uncommitted],
         }
         # the state of the group's last version, for its commit (its params are a blob)
         snapshot = snapshots.dump(agg.state(buffer=False, params=False)) if jobs else None
@@ -384,8 +395,10 @@ class LocalAggregation(LeaderBase):
             try:
                 await asyncio.shield(work)
             except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
+                try:
                     await work  # a commit in flight completes
+                except Exception as exc:
+                    self._fail(exc)
                 raise
             except BaseException as exc:
                 self._fail(exc)
@@ -410,6 +423,9 @@ class LocalAggregation(LeaderBase):
             self._committing = batch
             try:
                 await self._committer.commit(batch, groups[-1][1])
+            except BaseException:
+                self._ready[:0] = groups  # not known committed: later checkpoints keep them
+                raise
             finally:
                 self._committing = []
             for job in batch:

@@ -11,6 +11,7 @@ disk, as the server does after kill -9."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -251,3 +252,33 @@ async def test_a_checkpoint_of_the_previous_release_resumes_its_buffer(tmp_path:
     log.close()
     assert set(local.pending) == {"old"} and local.aggregator.buffered == 1
     np.testing.assert_array_equal(local.aggregator.buffer_state()["buffer"]["total"], total)
+
+
+async def test_with_every_version_committed_a_checkpoint_holds_the_buffers_only(
+    tmp_path: Path,
+) -> None:
+    config = TaskConfig.from_dict({"aggregation": {"aggregation_goal": 2}})
+    state = _state(config)
+    first = worker_aggregator([np.zeros(SIZE, np.float32)], config)
+    db = Database(snapshots.dump(first.state(buffer=False, params=False)), first.params)
+    log = CheckpointLog(tmp_path, "always")
+    local = _leader(state, db, log, None, commit_interval_s=0.0)
+    run = asyncio.create_task(local.run())
+    for uid in ("a", "b"):  # version 1
+        assert await _acknowledged(_upload(local, uid, uid, np.ones(SIZE, np.float32)))
+    while db.head < 1:
+        await asyncio.sleep(0.01)
+    assert await _acknowledged(_upload(local, "c", "c", np.ones(SIZE, np.float32)))
+    run.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await run
+    newest = log.latest(TASK)
+    assert newest is not None and newest.meta["whole"] is False and newest.meta["jobs"] == []
+    log.close()
+
+    log = CheckpointLog(tmp_path, "always")
+    restarted = _leader(state, db, log, None)
+    assert restarted.resume() == 1
+    log.close()
+    assert set(restarted.pending) == {"c"} and restarted.aggregator.params_version == 1
+    assert set(db.applied) == {"a", "b"}
