@@ -50,8 +50,22 @@ async def wait_for(
         if check(current):
             return current
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met in {timeout_s}s; last status {current}")
+            raise AssertionError(
+                f"condition not met in {timeout_s}s; last status {current}\n"
+                f"server log, last warnings:\n{_log_tail(server)}"
+            )
         await asyncio.sleep(0.1)
+
+
+def _log_tail(server: ServerProcess, lines: int = 40) -> str:
+    """The server's last log lines at INFO from the leader, or WARNING and above (what a
+    failed wait needs to be diagnosed after CI)."""
+    try:
+        text = server.log_file.read_text(errors="replace").splitlines()
+    except OSError as exc:
+        return f"(no log: {exc})"
+    keep = [t for t in text if " WARNING " in t or " ERROR " in t or "server.tasks" in t]
+    return "\n".join(keep[-lines:])
 
 
 def settled(accepted: int, goal: int) -> Callable[[dict[str, Any]], bool]:
