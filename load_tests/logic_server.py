@@ -68,10 +68,7 @@ class NoDatabase:
     async def write(self, meta: dict[str, Any], total: Any) -> int:
         return 0
 
-    def latest(self, task_id: str) -> None:
-        return None
-
-    def resumable(self, task_id: str, head: int) -> None:
+    def restore_point(self, task_id: str, head: int) -> None:
         return None
 
     def keep(self, record: Checkpoint) -> None:

@@ -100,14 +100,34 @@ class CheckpointLog:
                 return record
         return None
 
+    def restore_point(self, task_id: str, head: int) -> Checkpoint | None:
+        """The record a restart at committed version ``head`` resumes from: the newest
+        (one written by an earlier release: the newest at the head, see
+        :meth:`resumable`); None when there is none, or when it is behind the head
+        (spent: everything in it is in a version since)."""
+        record = self.latest(task_id)
+        if record is not None and "jobs" not in record.meta:
+            record = self.resumable(task_id, head)  # buffers only, written before commits
+        if record is None:
+            return None
+        version = int(record.meta.get("version", -1))
+        if version < head:
+            logger.warning(
+                "task %s: checkpoint %d of version %d is behind the committed head %d: spent",
+                task_id,
+                record.seq,
+                version,
+                head,
+            )
+            return None
+        return record
+
     def held(self, task_id: str, head: int) -> list[str]:
         """The update ids a restart at committed version ``head`` brings back from the
         checkpoints: the buffered ones, and those applied to versions the database
         lacks (they are committed at the restart). For audits and crash tests."""
-        latest = self.latest(task_id)
-        if latest is not None and "jobs" not in latest.meta:
-            latest = self.resumable(task_id, head)  # written by an earlier release
-        if latest is None or int(latest.meta.get("version", -1)) < head:
+        latest = self.restore_point(task_id, head)
+        if latest is None:
             return []
         held = [str(e["id"]) for e in latest.meta["entries"]]
         for job in job_rows(latest.meta):

@@ -77,9 +77,7 @@ class Checkpoints(Protocol):
 
     async def write(self, meta: dict[str, Any], total: Any) -> int: ...
 
-    def latest(self, task_id: str) -> Checkpoint | None: ...
-
-    def resumable(self, task_id: str, head: int) -> Checkpoint | None: ...
+    def restore_point(self, task_id: str, head: int) -> Checkpoint | None: ...
 
     def keep(self, record: Checkpoint) -> None: ...
 
@@ -164,23 +162,11 @@ class LocalAggregation(LeaderBase):
         """Restore the newest checkpoint (the versions it holds that the database lacks
         are committed first thing); returns how many buffered updates it brought back."""
         head = self.aggregator.params_version
-        latest = self._log.latest(self.state.id)
-        if latest is not None and "jobs" not in latest.meta:
-            # written by an earlier release: buffers only, before its versions committed
-            latest = self._log.resumable(self.state.id, head)
+        latest = self._log.restore_point(self.state.id, head)
         if latest is None:
             return 0
         whole = bool(latest.meta.get("whole"))
-        version = int(latest.meta.get("version", -1))
-        if version < head:
-            logger.warning(
-                "task %s: checkpoint %d of version %d is behind the committed head %d: spent",
-                self.state.id,
-                latest.seq,
-                version,
-                head,
-            )
-            return 0
+        version = int(latest.meta["version"])
         self._log.keep(latest)
         state = snapshots.decode(latest.meta["state"])
         raw = latest.total
