@@ -33,6 +33,10 @@ class VersionRecord:
     mean_staleness: float | None = None
     metrics: dict[str, Any] | None = None
 
+    def as_row(self) -> dict[str, Any]:
+        """The record as plain values, a shallow copy (``asdict`` deep-copies the metrics)."""
+        return {name: getattr(self, name) for name in _VERSION_FIELDS}
+
 
 @dataclass(frozen=True)
 class LedgerEntry:
@@ -61,6 +65,7 @@ class LedgerEntry:
 
 
 _LEDGER_FIELDS = tuple(f.name for f in fields(LedgerEntry))
+_VERSION_FIELDS = tuple(f.name for f in fields(VersionRecord))
 
 
 @dataclass(frozen=True)
