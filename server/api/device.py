@@ -37,12 +37,14 @@ DEVICE_INFO_DEPTH = 4
 
 
 def routes() -> list[web.RouteDef]:
+    # aiohttp tries the dynamic routes under /v1/tasks in this order, a regex each:
+    # the busiest first
     return [
-        web.post("/v1/devices/enroll", enroll),
+        web.post("/v1/tasks/{task}/updates", upload),
         web.post("/v1/tasks/{task}/checkin", checkin),
+        web.post("/v1/devices/enroll", enroll),
         web.get("/v1/artifacts/{digest}", artifact),
         web.get("/v1/tasks/{task}/versions/{version}/params", params),
-        web.post("/v1/tasks/{task}/updates", upload),
     ]
 
 

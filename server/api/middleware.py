@@ -10,10 +10,12 @@ the log line, which carries the same request id.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -46,12 +48,32 @@ HTTP_CODES = {
 }
 
 
+# A fresh id is 32 hex digits like a uuid4's: this process's random 64-bit prefix (drawn
+# again in a forked child) and a counter. Unique across processes and restarts but for a
+# 64-bit collision, and ~10x cheaper than uuid4, which reads the OS's random source for
+# each request. It names a request in the logs; it is no secret.
+class _RequestIds:
+    def __init__(self) -> None:
+        self.reseed()
+
+    def reseed(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._counter = itertools.count(1)
+
+    def new(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+_ids = _RequestIds()
+os.register_at_fork(after_in_child=_ids.reseed)
+
+
 def request_id(request: web.BaseRequest) -> str:
     """This request's id (assigned on first use)."""
     rid = request.get(_RID)
     if rid is None:
         given = request.headers.get(REQUEST_ID, "")
-        rid = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        rid = given if _REQUEST_ID.fullmatch(given) else _ids.new()
         request[_RID] = rid
     return rid
 
@@ -131,7 +153,25 @@ def _keep_headers(exc: web.HTTPException) -> dict[str, str]:
     return {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
 
 
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def metrics_middleware(metrics: Metrics) -> web.middleware:  # type: ignore[valid-type]
+    # A metric's children by (method, route, status), looked up once each: labels() cost
+    # ~5 us a request. Methods outside the standard ones count as "other": the HTTP
+    # parser takes ~30 (PROPFIND, PURGE, ...), and each would be a series of its own.
+    children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def child(method: str, name: str, status: int) -> tuple[Any, Any]:
+        key = (method if method in KNOWN_METHODS else "other", name, status)
+        found = children.get(key)
+        if found is None:
+            found = children[key] = (
+                metrics.requests.labels(key[0], name, str(status)),
+                metrics.request_seconds.labels(name),
+            )
+        return found
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
@@ -149,7 +189,8 @@ def metrics_middleware(metrics: Metrics) -> web.middleware:  # type: ignore[vali
             status = CLIENT_CLOSED
             raise
         finally:
-            metrics.requests.labels(request.method, name, str(status)).inc()
-            metrics.request_seconds.labels(name).observe(time.perf_counter() - started)
+            count, seconds = child(request.method, name, status)
+            count.inc()
+            seconds.observe(time.perf_counter() - started)
 
     return middleware

@@ -312,6 +312,17 @@ async def test_every_answer_carries_a_request_id(api: Api) -> None:
     assert given_id.headers["X-Request-Id"] == "trace-42"
 
 
+async def test_made_up_methods_share_one_metrics_series(api: Api) -> None:
+    """Methods outside the standard ones must not each become a series of their own."""
+    for method in ("PROPFIND", "MKCOL", "PURGE"):  # HTTP parser knows them; no route does
+        status, body, _ = await api.call(method, "/v1/tasks/t1/checkin", auth=api.device)
+        assert status == 405 and body["error"]["code"] == "method_not_allowed"
+    metrics = await _metrics(api)
+    methods = set(re.findall(r'asyncfl_http_requests_total\{[^}]*method="([^"]+)"', metrics))
+    assert "other" in methods
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other"}
+
+
 # -- a bounded fuzz of every endpoint over HTTP -------------------------------------------
 ENDPOINTS = [
     ("POST", "/v1/devices/enroll", None),
