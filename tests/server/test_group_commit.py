@@ -282,3 +282,55 @@ async def test_with_every_version_committed_a_checkpoint_holds_the_buffers_only(
     log.close()
     assert set(restarted.pending) == {"c"} and restarted.aggregator.params_version == 1
     assert set(db.applied) == {"a", "b"}
+
+
+class AwayDatabase(Database):
+    """A database that takes no commit until it is back."""
+
+    def __init__(self, snapshot: bytes, params: list[np.ndarray[Any, Any]]) -> None:
+        super().__init__(snapshot, params)
+        self.back = asyncio.Event()
+        self.waiting = 0
+
+    async def commit(self, batch: list[CommitJob], snapshot: bytes) -> None:
+        self.waiting += 1
+        await self.back.wait()
+        await super().commit(batch, snapshot)
+
+
+async def test_with_the_database_away_acknowledgements_wait_past_the_row_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checkpoints carry every uncommitted version's rows: past MAX_UNCOMMITTED_ROWS
+    waiting for the database, a new group is neither cut nor acknowledged until the
+    commits go through; then every id is applied once."""
+    monkeypatch.setattr("server.tasks.local.MAX_UNCOMMITTED_ROWS", 3)
+    config = TaskConfig.from_dict({"aggregation": {"aggregation_goal": 2}})
+    state = _state(config)
+    first = worker_aggregator([np.zeros(SIZE, np.float32)], config)
+    db = AwayDatabase(snapshots.dump(first.state(buffer=False, params=False)), first.params)
+    log = CheckpointLog(tmp_path, "always")
+    local = _leader(state, db, log, None, commit_interval_s=0.0)
+    run = asyncio.create_task(local.run())
+
+    def fold(ids: range) -> Any:
+        groups = [_upload(local, f"u{i}", f"d{i}", np.ones(SIZE, np.float32)) for i in ids]
+        assert len({id(g) for g in groups}) == 1  # folded together: one group
+        return groups[0]
+
+    assert await _acknowledged(fold(range(4)))  # versions 1-2: their commit now waits
+    while db.waiting == 0:
+        await asyncio.sleep(0.01)
+    assert await _acknowledged(fold(range(4, 8)))  # versions 3-4: 4 rows wait, above 3
+    held = fold(range(8, 9))
+    with pytest.raises(TimeoutError):  # held while the uncommitted rows are past the bound
+        await asyncio.wait_for(held.wait(), 0.3)
+    assert db.applied == {}
+
+    db.back.set()
+    assert await _acknowledged(held)
+    await local.drain()
+    run.cancel()
+    log.close()
+    assert db.applied == {f"u{i}": 1 + i // 2 for i in range(8)}
+    assert set(local.pending) == {"u8"}
