@@ -99,7 +99,9 @@ async def test_replicas_fold_masked_updates_and_the_aggregator_releases_them(
     assert all(type(r).__name__ == "Trained" for r in results)
 
     final = await wait_for(second, settled(12, 3), timeout_s=60)
-    assert final["version"] >= 2 and final["updates_dropped"] == 0
+    # a version consumes replicas' partials whole, so how many versions 12 updates make
+    # depends on how the group intervals cut them (one partial may cross K): at least one
+    assert final["version"] >= 1 and final["updates_dropped"] == 0
     acked = {a["update_id"] for f in fleets for a in f.acked}
     assert len(acked) == 12
     ledger = await _ledger(postgres_url)
