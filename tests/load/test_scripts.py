@@ -176,3 +176,9 @@ def test_bench_enroll_prints_a_line_per_concurrency_with_every_enrollment_201() 
     lines = _json_lines("bench_enroll.py", "--devices", "200", "--concurrency", "4", "32", "--json")
     assert [x["concurrency"] for x in lines] == [4, 32]
     assert all(x["statuses"] == {"201": 200} and x["enrollments_per_s"] > 0 for x in lines)
+
+
+def test_bench_commit_commits_every_version_and_row_it_times() -> None:
+    (line,) = _json_lines("bench_commit.py", "--commits", "5", "--versions", "3", "--rows", "4")
+    assert line["head"] == 6 * 3 and line["applied"] == 6 * 3 * 4  # with the warm-up's
+    assert line["loop_cpu_us_per_row"] > 0 and line["wall_ms_per_commit"] > 0
