@@ -65,7 +65,7 @@ class NoDatabase:
     async def commit(self, batch: list[CommitJob], snapshot: bytes) -> None:
         wire_params(batch[-1])  # built all the same, as the committer does; not written
 
-    async def write(self, meta: dict[str, Any], total: Any) -> int:
+    async def write(self, meta: dict[str, Any], total: Any, params: Any = b"") -> int:
         return 0
 
     def restore_point(self, task_id: str, head: int) -> None:

@@ -154,6 +154,15 @@ class AggregatorBase:
         return out
 
     @property
+    def flat_params(self) -> Flat:
+        """The current parameters as one read-only float32 array, not copied: the next
+        step copies them before it changes them, so it stays valid after."""
+        self._params_shared = True
+        view = self._flat.view()
+        view.flags.writeable = False
+        return view
+
+    @property
     def buffered(self) -> int:
         """Updates folded into the open buffer (or round), or sealed, not yet applied."""
         return len(self._active) + sum(len(r.ids) for r in self._releases)

@@ -17,12 +17,19 @@ earlier release hold the buffers only and were written before their versions com
 :meth:`CheckpointLog.resumable` finds the one at the committed head among them. Framing
 (little-endian)::
 
-    b"AFC1" | u64 seq | u32 meta length | u64 total length | u32 crc32 | meta (msgpack)
-    | total (raw float32 bytes of the buffer sum, may be empty)
+    b"AFC2" | u64 seq | u32 meta length | u64 total length | u64 params length
+    | u64 xxh3-64 | meta (msgpack) | total (raw float32 bytes of the buffer sum, may be
+    empty) | params (raw float32 bytes of the parameters of a whole record, may be empty)
 
-where the crc32 covers everything before it and after it (header fields included).
+where the xxh3-64 checksum covers everything before it and after it (header fields
+included). The raw parts are written from the aggregator's own arrays (the parameters
+without a copy: the aggregator copies them before its next step changes them), so a
+whole record costs the loop no copy of the parameters and no msgpack of them. Records of
+the earlier framing (``b"AFC1" | u64 seq | u32 meta length | u64 total length | u32
+crc32 | meta | total``, the parameters inside the meta) are read as before.
 
-One writer thread per task does the ``pwritev`` and, under ``fsync="always"``, the
+One writer thread per task (its own, fed by a queue: a hop through the shared thread
+pool cost twice its CPU) does the ``pwritev`` and, under ``fsync="always"``, the
 ``fsync`` before it reports the record durable; ``"interval"`` fsyncs at most once a
 second and ``"never"`` leaves it to the OS (both survive a process crash, not a power
 cut). A failed write or fsync stops the log (fail-stop: after a failed fsync the kernel
@@ -35,6 +42,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import queue
 import struct
 import threading
 import time
@@ -42,6 +50,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import xxhash
 
 from client_sdk.errors import WireFormatError
 from client_sdk.wire import pack, unpack
@@ -51,19 +61,28 @@ from server.storage.blobs import fsync_dir
 
 logger = logging.getLogger(__name__)
 
-MAGIC = b"AFC1"
-HEADER = struct.Struct("<4sQIQI")
+MAGIC = b"AFC2"
+HEADER = struct.Struct("<4sQIQQQ")
+_FIELDS = struct.Struct("<4sQIQQ")  # the header up to its checksum
+MAGIC_V1 = b"AFC1"  # the earlier framing: crc32, no params part
+HEADER_V1 = struct.Struct("<4sQIQI")
+_FIELDS_V1 = struct.Struct("<4sQIQ")
 SLOTS = 2
 INTERVAL_FSYNC_S = 1.0
+
+Raw = bytes | bytearray | memoryview
 
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """One record: ``meta`` (plain values) and ``total`` (the buffer sum's raw bytes)."""
+    """One record: ``meta`` (plain values), ``total`` (the buffer sum's raw bytes) and
+    ``params`` (a whole record's parameters as raw float32 bytes; empty otherwise, and in
+    records of the earlier framing, whose parameters are in the meta's state)."""
 
     seq: int
     meta: dict[str, Any]
-    total: bytes | bytearray | memoryview
+    total: Raw
+    params: Raw = b""
 
 
 class CheckpointLog:
@@ -82,6 +101,8 @@ class CheckpointLog:
         self._last_sync = time.monotonic()
         self._broken: StorageError | None = None
         self._lock = threading.Lock()  # one write at a time, in seq order
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
 
     def records(self) -> list[Checkpoint]:
         """The whole, valid records of both slots, newest first."""
@@ -163,26 +184,46 @@ class CheckpointLog:
         stays whole until a newer one is durable."""
         self.seq = record.seq
 
-    async def write(self, meta: dict[str, Any], total: bytes | bytearray | memoryview) -> int:
+    async def write(self, meta: dict[str, Any], total: Raw, params: Raw = b"") -> int:
         """Write the next record and wait until it is durable (per the fsync policy);
-        returns its seq. Raises :class:`StorageError` (and stays broken) on failure."""
+        returns its seq. ``total`` and ``params`` must not change until it returns.
+        Raises :class:`StorageError` (and stays broken) on failure."""
         if self._broken is not None:
             raise self._broken
         self.seq += 1
         seq = self.seq
-        head_meta = pack(meta)
-        await asyncio.to_thread(self._write_sync, seq, head_meta, total)
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        if self._writer is None:
+            self._writer = threading.Thread(
+                target=self._write_loop, name=f"checkpoints-{self.dir.name}", daemon=True
+            )
+            self._writer.start()
+        self._queue.put((loop, done, seq, pack(meta), total, params))
+        await done
         return seq
 
-    def _write_sync(self, seq: int, meta: bytes, total: bytes | bytearray | memoryview) -> None:
+    def _write_loop(self) -> None:
+        """The writer thread: records in seq order, each answered on its caller's loop."""
+        while (job := self._queue.get()) is not None:
+            loop, done, seq, meta, total, params = job
+            error: BaseException | None = None
+            try:
+                self._write_sync(seq, meta, total, params)
+            except BaseException as exc:  # answered to the caller, who raises it
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the caller's loop is gone
+                loop.call_soon_threadsafe(_answer, done, error)
+
+    def _write_sync(self, seq: int, meta: bytes, total: Raw, params: Raw) -> None:
         with self._lock:
             if self._broken is not None:
                 raise self._broken
-            crc = _crc(seq, len(meta), len(total), meta, total)
-            header = HEADER.pack(MAGIC, seq, len(meta), len(total), crc)
+            fields = _FIELDS.pack(MAGIC, seq, len(meta), len(total), len(params))
+            header = fields + struct.pack("<Q", _checksum(fields, meta, total, params))
             fd = self._fds[seq % SLOTS]
             try:
-                os.pwritev(fd, [header, meta, total], 0)
+                os.pwritev(fd, [header, meta, total, params], 0)
                 if self.fsync == "always" or (
                     self.fsync == "interval"
                     and time.monotonic() - self._last_sync >= INTERVAL_FSYNC_S
@@ -196,12 +237,28 @@ class CheckpointLog:
                 raise self._broken from exc
 
     def close(self) -> None:
+        if self._writer is not None:  # what is queued is written first
+            self._queue.put(None)
+            self._writer.join()
+            self._writer = None
         with self._lock:
             for fd in self._fds:
                 with contextlib.suppress(OSError):
                     os.fsync(fd)
                 os.close(fd)
             self._fds = []
+
+
+_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]", int, bytes, Raw, Raw]
+
+
+def _answer(done: asyncio.Future[None], error: BaseException | None) -> None:
+    if done.done():  # the caller was cancelled; the write happened all the same
+        return
+    if error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(error)
 
 
 def job_rows(meta: dict[str, Any]) -> list[dict[str, Any]]:
@@ -213,31 +270,62 @@ def job_rows(meta: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-_FIELDS = struct.Struct("<4sQIQ")
+def _checksum(fields: Raw, *parts: Raw) -> int:
+    digest = xxhash.xxh3_64(fields)
+    for part in parts:
+        digest.update(part)
+    return digest.intdigest()
 
 
-def _crc(seq: int, meta_len: int, total_len: int, meta: Any, total: Any) -> int:
-    head = _FIELDS.pack(MAGIC, seq, meta_len, total_len)
+def _crc_v1(seq: int, meta_len: int, total_len: int, meta: Any, total: Any) -> int:
+    head = _FIELDS_V1.pack(MAGIC_V1, seq, meta_len, total_len)
     return zlib.crc32(total, zlib.crc32(meta, zlib.crc32(head)))
 
 
 def _read_slot(fd: int) -> Checkpoint | None:
     size = os.fstat(fd).st_size
-    if size < HEADER.size:
-        return None
     data = os.pread(fd, size, 0)
-    magic, seq, meta_len, total_len, crc = HEADER.unpack_from(data, 0)
-    end = HEADER.size + meta_len + total_len
-    if magic != MAGIC or end > len(data):
+    found = _parse(memoryview(data)) if data[:4] == MAGIC else _parse_v1(data)
+    if found is None:
         return None
-    meta_bytes = data[HEADER.size : HEADER.size + meta_len]
-    total = data[HEADER.size + meta_len : end]
-    if _crc(seq, meta_len, total_len, meta_bytes, total) != crc:
-        return None
+    seq, meta_bytes, total, params = found
     try:
         meta = unpack(meta_bytes)
     except WireFormatError:
         return None
     if not isinstance(meta, dict):
         return None
-    return Checkpoint(seq, meta, total)
+    return Checkpoint(seq, meta, total, params)
+
+
+def _parse(data: memoryview) -> tuple[int, Raw, Raw, Raw] | None:
+    """A record of this framing: seq, meta, total, params (None: torn or corrupt)."""
+    if len(data) < HEADER.size:
+        return None
+    _, seq, meta_len, total_len, params_len, checksum = HEADER.unpack_from(data, 0)
+    meta_at = HEADER.size
+    total_at = meta_at + meta_len
+    params_at = total_at + total_len
+    end = params_at + params_len
+    if end > len(data):
+        return None
+    meta, total = data[meta_at:total_at], data[total_at:params_at]
+    params = data[params_at:end]
+    if _checksum(data[: _FIELDS.size], meta, total, params) != checksum:
+        return None
+    return seq, bytes(meta), total, params
+
+
+def _parse_v1(data: bytes) -> tuple[int, Raw, Raw, Raw] | None:
+    """A record of the earlier framing (crc32, no params part)."""
+    if len(data) < HEADER_V1.size:
+        return None
+    magic, seq, meta_len, total_len, crc = HEADER_V1.unpack_from(data, 0)
+    end = HEADER_V1.size + meta_len + total_len
+    if magic != MAGIC_V1 or end > len(data):
+        return None
+    meta = data[HEADER_V1.size : HEADER_V1.size + meta_len]
+    total = data[HEADER_V1.size + meta_len : end]
+    if _crc_v1(seq, meta_len, total_len, meta, total) != crc:
+        return None
+    return seq, meta, total, b""

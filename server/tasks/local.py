@@ -75,7 +75,7 @@ class Releases(Protocol):
 class Checkpoints(Protocol):
     """Where a group's checkpoint goes (:class:`~server.tasks.checkpoints.CheckpointLog`)."""
 
-    async def write(self, meta: dict[str, Any], total: Any) -> int: ...
+    async def write(self, meta: dict[str, Any], total: Any, params: Any = b"") -> int: ...
 
     def restore_point(self, task_id: str, head: int) -> Checkpoint | None: ...
 
@@ -171,6 +171,8 @@ class LocalAggregation(LeaderBase):
         state = snapshots.decode(latest.meta["state"])
         raw = latest.total
         state["buffer"]["total"] = np.frombuffer(raw, np.float32).copy() if len(raw) else None
+        if whole and "params" not in state:  # a raw part of the record (else in the state)
+            state["params"] = np.frombuffer(latest.params, np.float32).copy()
         if not whole and version != head:
             raise StorageError(
                 f"task {self.state.id}: checkpoint {latest.seq} of buffers at version "
@@ -336,7 +338,9 @@ class LocalAggregation(LeaderBase):
         # the whole state while versions wait for their commit; else only what changed
         # since the committed head (whose parameters and state the database has)
         whole = bool(uncommitted)
-        state = agg.state() if whole else agg.buffer_state()
+        # a whole record's parameters go as a raw part, uncopied (see checkpoints)
+        state = agg.state(params=False) if whole else agg.buffer_state()
+        params = agg.flat_params.data.cast("B") if whole else b""
         total = state["buffer"].pop("total")
         state["buffer"]["total"] = None
         meta = {
@@ -350,17 +354,17 @@ class LocalAggregation(LeaderBase):
         # the state of the group's last version, for its commit (its params are a blob)
         snapshot = snapshots.dump(agg.state(buffer=False, params=False)) if jobs else None
         raw = b"" if total is None else total.data.cast("B")
-        return self._write(jobs, snapshot, meta, raw, len(agg.pending_releases))
+        return self._write(jobs, snapshot, meta, (raw, params), len(agg.pending_releases))
 
     async def _write(
         self,
         jobs: list[CommitJob],
         snapshot: bytes | None,
         meta: dict[str, Any],
-        raw: Any,
+        raw: tuple[Any, Any],
         sealed: int,
     ) -> None:
-        await self._log.write(meta, raw)
+        await self._log.write(meta, *raw)
         if jobs:  # durable: the commit loop may take them to the database
             assert snapshot is not None
             self._ready.append((jobs, snapshot))

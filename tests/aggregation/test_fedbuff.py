@@ -189,6 +189,19 @@ def test_params_handed_out_keep_their_version_after_a_step() -> None:
     assert not before[0].flags.writeable
 
 
+def test_flat_params_handed_out_keep_their_version_after_a_step() -> None:
+    agg = fedbuff(aggregation_goal=1)
+    before = agg.flat_params
+    copy = before.copy()
+
+    agg.fold("u", updates(1)[0], 5, 0)
+
+    np.testing.assert_array_equal(before, copy)  # the step changed a copy of them
+    assert not np.array_equal(agg.flat_params, copy)
+    assert not before.flags.writeable
+    np.testing.assert_array_equal(np.concatenate([p.ravel() for p in agg.params]), agg.flat_params)
+
+
 def test_aggregator_refuses_a_config_of_the_other_mode() -> None:
     with pytest.raises(ConfigError, match="mode"):
         FedBuffAggregator(model(), config(mode="sync"))

@@ -3,7 +3,10 @@ record of versions that never committed is passed over for the one before."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -49,14 +52,12 @@ async def test_a_reopened_log_continues_numbering(tmp_path: Path) -> None:
 def test_a_torn_or_flipped_newest_slot_falls_back_to_the_previous_record(
     tmp_path_factory: pytest.TempPathFactory, cut: int, flip: int
 ) -> None:
-    import asyncio
-
     directory = tmp_path_factory.mktemp("slots")
 
     async def write_two() -> None:
         log = CheckpointLog(directory, "always")
-        await log.write({"v": 1}, b"\x01" * 64)
-        await log.write({"v": 2}, b"\x02" * 64)
+        await log.write({"v": 1}, b"\x01" * 64, b"\x11" * 32)
+        await log.write({"v": 2}, b"\x02" * 64, b"\x12" * 32)
         log.close()
 
     asyncio.run(write_two())
@@ -74,6 +75,58 @@ def test_a_torn_or_flipped_newest_slot_falls_back_to_the_previous_record(
 
     assert latest is not None
     assert latest.meta == {"v": 1} and bytes(latest.total) == b"\x01" * 64
+    assert bytes(latest.params) == b"\x11" * 32
+
+
+def _v1_record(seq: int, meta: dict[str, object], total: bytes) -> bytes:
+    """A record in the earlier framing (b"AFC1", crc32, no params part), built by its rule."""
+    packed = pack(meta)
+    head = struct.pack("<4sQIQ", b"AFC1", seq, len(packed), len(total))
+    crc = zlib.crc32(total, zlib.crc32(packed, zlib.crc32(head)))
+    return head + struct.pack("<I", crc) + packed + total
+
+
+async def test_records_of_the_earlier_framing_are_read_and_written_over(tmp_path: Path) -> None:
+    (tmp_path / "slot-1").write_bytes(_v1_record(1, {"task": "t", "version": 4}, b"\x04" * 8))
+    (tmp_path / "slot-0").write_bytes(_v1_record(2, {"task": "t", "version": 5}, b"\x05" * 8))
+    bad = bytearray(_v1_record(3, {"task": "t", "version": 6}, b"\x06" * 8))
+    bad[-1] ^= 1
+
+    log = CheckpointLog(tmp_path, "always")
+    latest = log.read_latest()
+    assert latest is not None and latest.seq == 2 and latest.meta["version"] == 5
+    assert bytes(latest.total) == b"\x05" * 8 and bytes(latest.params) == b""
+    (tmp_path / "slot-1").write_bytes(bytes(bad))  # a corrupt one is passed over
+    assert [r.seq for r in log.records()] == [2]
+    seq = await log.write({"task": "t", "version": 6}, b"\x07" * 8, b"\x08" * 4)
+    log.close()
+
+    reopened = CheckpointLog(tmp_path, "never")
+    records = reopened.records()
+    reopened.close()
+    assert seq == 3 and [r.seq for r in records] == [3, 2]
+    assert bytes(records[0].params) == b"\x08" * 4
+
+
+async def test_writes_queued_or_abandoned_are_written_before_close_returns(
+    tmp_path: Path,
+) -> None:
+    log = CheckpointLog(tmp_path, "always")
+    writes = [
+        asyncio.ensure_future(log.write({"v": v}, bytes([v]) * 1000, bytes([v]) * 10))
+        for v in range(1, 6)
+    ]
+    await asyncio.sleep(0)
+    writes[-1].cancel()  # its caller goes away; the record is written all the same
+    done = await asyncio.gather(*writes[:-1])
+    await asyncio.to_thread(log.close)
+
+    reopened = CheckpointLog(tmp_path, "never")
+    latest = reopened.read_latest()
+    reopened.close()
+    assert done == [1, 2, 3, 4]
+    assert latest is not None and latest.seq == 5 and latest.meta == {"v": 5}
+    assert bytes(latest.params) == b"\x05" * 10
 
 
 async def test_a_failed_write_stops_the_log(tmp_path: Path) -> None:
