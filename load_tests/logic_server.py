@@ -32,6 +32,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from aiohttp import web
 
 from client_sdk.bundle import Manifest, decode_params
@@ -97,7 +98,8 @@ class Catalog:
         return self._runtime
 
 
-async def build(secret: str, model: str, goal: int, group_ms: float) -> Ingest:
+def task_state(model: str, goal: int) -> tuple[TaskState, list[np.ndarray[Any, Any]]]:
+    """The bench task (a ``load_tests.bundle`` model, K = ``goal``) and its parameters."""
     parts = linear_bundle(model)
     manifest = Manifest.from_json(parts.manifest)
     params = decode_params(parts.params, manifest.params)
@@ -116,6 +118,12 @@ async def build(secret: str, model: str, goal: int, group_ms: float) -> Ingest:
         spec=ModelSpec.from_arrays(params),
         published=PublishedVersion(0, "", b"", time.time()),
     )
+    return state, params
+
+
+async def build(secret: str, model: str, goal: int, group_ms: float) -> Ingest:
+    state, params = task_state(model, goal)
+    config = state.config
     ledger = NoLedger()
     no_db = NoDatabase()
     aggregator = worker_aggregator(params, config)  # as the server builds it

@@ -182,3 +182,15 @@ def test_bench_commit_commits_every_version_and_row_it_times() -> None:
     (line,) = _json_lines("bench_commit.py", "--commits", "5", "--versions", "3", "--rows", "4")
     assert line["head"] == 6 * 3 and line["applied"] == 6 * 3 * 4  # with the warm-up's
     assert line["loop_cpu_us_per_row"] > 0 and line["wall_ms_per_commit"] > 0
+
+
+def test_bench_checkpoint_cuts_whole_groups_while_versions_wait() -> None:
+    (line,) = _json_lines(
+        "bench_checkpoint.py", "--groups", "30", "--per-group", "7", "--goal", "10",
+        "--groups-per-commit", "10", "--log-fsync", "never",
+    )  # fmt: skip
+    # 210 uploads: 21 versions; each tenth group commits, the others wait with versions
+    assert line["versions"] == 21 and line["groups"] == 30
+    assert 0 < line["whole_groups"] < 30
+    assert line["loop_cpu_us_per_group"] > 0
+    assert line["process_cpu_us_per_group"] >= line["loop_cpu_us_per_group"]
