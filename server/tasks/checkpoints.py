@@ -194,7 +194,7 @@ class CheckpointLog:
         seq = self.seq
         loop = asyncio.get_running_loop()
         done = loop.create_future()
-        if self._writer is None:
+        if self._writer is None or not self._writer.is_alive():  # first write, or forked
             self._writer = threading.Thread(
                 target=self._write_loop, name=f"checkpoints-{self.dir.name}", daemon=True
             )

@@ -216,3 +216,24 @@ async def test_held_ids_of_an_earlier_release_s_records_are_those_at_the_head(
     log.close()
 
     assert (at_4, at_5) == (["a"], ["b"])
+
+
+def test_a_forked_child_writes_with_a_writer_thread_of_its_own(tmp_path: Path) -> None:
+    log = CheckpointLog(tmp_path, "never")
+    asyncio.run(log.write({"v": 1}, b""))  # the parent's writer thread is started
+    pid = os.fork()
+    if pid == 0:  # the child has no thread but its own: the write must not wait forever
+        code = 1
+        try:
+            asyncio.run(asyncio.wait_for(log.write({"v": 2}, b"child"), 10))
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    log.close()
+
+    reopened = CheckpointLog(tmp_path, "never")
+    latest = reopened.read_latest()
+    reopened.close()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert latest is not None and latest.meta == {"v": 2} and bytes(latest.total) == b"child"
