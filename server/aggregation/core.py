@@ -143,15 +143,13 @@ class AggregatorBase:
     @property
     def params(self) -> list[Flat]:
         """The current parameters as read-only float32 arrays (valid after later steps)."""
-        self._params_shared = True
-        out = []
-        for o, n, shape in zip(
-            self._spec.offsets, self._spec.sizes, self._spec.shapes, strict=True
-        ):
-            view = self._flat[o : o + n].reshape(shape)
-            view.flags.writeable = False
-            out.append(view)
-        return out
+        flat = self.flat_params
+        return [
+            flat[o : o + n].reshape(shape)
+            for o, n, shape in zip(
+                self._spec.offsets, self._spec.sizes, self._spec.shapes, strict=True
+            )
+        ]
 
     @property
     def flat_params(self) -> Flat:

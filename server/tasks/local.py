@@ -354,17 +354,18 @@ class LocalAggregation(LeaderBase):
         # the state of the group's last version, for its commit (its params are a blob)
         snapshot = snapshots.dump(agg.state(buffer=False, params=False)) if jobs else None
         raw = b"" if total is None else total.data.cast("B")
-        return self._write(jobs, snapshot, meta, (raw, params), len(agg.pending_releases))
+        return self._write(jobs, snapshot, meta, raw, params, len(agg.pending_releases))
 
     async def _write(
         self,
         jobs: list[CommitJob],
         snapshot: bytes | None,
         meta: dict[str, Any],
-        raw: tuple[Any, Any],
+        total: Any,
+        params: Any,
         sealed: int,
     ) -> None:
-        await self._log.write(meta, *raw)
+        await self._log.write(meta, total, params)
         if jobs:  # durable: the commit loop may take them to the database
             assert snapshot is not None
             self._ready.append((jobs, snapshot))

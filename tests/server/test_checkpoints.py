@@ -237,3 +237,24 @@ def test_a_forked_child_writes_with_a_writer_thread_of_its_own(tmp_path: Path) -
     reopened.close()
     assert os.waitstatus_to_exitcode(status) == 0
     assert latest is not None and latest.meta == {"v": 2} and bytes(latest.total) == b"child"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    magic=st.sampled_from([b"", b"AFC1", b"AFC2"]),
+    header=st.binary(max_size=48),
+    rest=st.binary(max_size=256),
+)
+def test_arbitrary_slot_bytes_read_as_no_record_never_an_error(
+    tmp_path_factory: pytest.TempPathFactory, magic: bytes, header: bytes, rest: bytes
+) -> None:
+    directory = tmp_path_factory.mktemp("slots")
+    (directory / "slot-0").write_bytes(magic + header + rest)
+    (directory / "slot-1").write_bytes(_v1_record(1, {"task": "t", "version": 1}, b"\x01" * 4))
+
+    log = CheckpointLog(directory, "never")
+    records = log.records()
+    log.close()
+
+    # random bytes never pass the checksum; the other slot's record is read as ever
+    assert [r.seq for r in records] == [1] and records[0].meta["version"] == 1
